@@ -1,0 +1,410 @@
+"""The thin boto3 wrapper: the only code in the project that talks to AWS.
+
+One client per process with botocore's `standard` retry mode, a bounded tenacity
+retry on top for transient faults, complete paging, DescribeServices in batches
+of ten, and botocore errors translated into the small exception types below.
+Everything returned is a plain dataclass, never a raw response.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import structlog
+import tenacity
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
+LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
+DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
+AGENT_CONNECTED = "agentConnected == true"
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "ServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
+)
+
+
+class EcsError(Exception):
+    """An AWS call failed; the message says which call and why."""
+
+
+class TransientError(EcsError):
+    """Throttling, a 5xx answer, a timeout or a dropped connection that outlived the retries."""
+
+
+class ClusterNotFound(EcsError):
+    """The cluster does not exist (in this account and region)."""
+
+
+class AccessDenied(EcsError):
+    """The credentials in use may not make this call."""
+
+
+class RequestRejected(EcsError):
+    """The API refused the request itself (invalid parameter, unknown service, ...)."""
+
+
+class CredentialsError(EcsError):
+    """No usable credentials, profile or region: a configuration problem."""
+
+
+@dataclass(frozen=True)
+class PlacementConstraint:
+    type: str
+    expression: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the manager needs to know of one ECS service."""
+
+    arn: str
+    name: str
+    cluster_arn: str
+    status: str
+    desired_count: int
+    running_count: int = 0
+    pending_count: int = 0
+    scheduling_strategy: str = "REPLICA"
+    launch_type: str | None = None
+    capacity_providers: tuple[str, ...] = ()
+    placement_constraints: tuple[PlacementConstraint, ...] = ()
+    minimum_healthy_percent: int | None = None
+    maximum_percent: int | None = None
+    deployment_controller: str = "ECS"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def member_of(self) -> tuple[str, ...]:
+        return tuple(c.expression for c in self.placement_constraints if c.type == "memberOf" and c.expression)
+
+    @property
+    def distinct_instance(self) -> bool:
+        return any(c.type == "distinctInstance" for c in self.placement_constraints)
+
+
+@dataclass(frozen=True)
+class ServiceFailure:
+    """A service DescribeServices could not return (reason MISSING and the like)."""
+
+    service: str
+    reason: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceLookup:
+    services: tuple[Service, ...]
+    failures: tuple[ServiceFailure, ...]
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """Who this process is when it runs as an ECS task (from the task metadata endpoint)."""
+
+    cluster: str | None
+    service_name: str | None
+    task_arn: str | None
+
+
+def host_filter(member_of: Iterable[str] = ()) -> str:
+    """The cluster query language filter for eligible hosts: agent connected and every memberOf expression."""
+    parts = [AGENT_CONNECTED, *(f"({expression})" for expression in member_of)]
+    return " and ".join(parts)
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+        return code in TRANSIENT_CODES or status >= 500
+    return isinstance(
+        error,
+        botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError,
+    )
+
+
+def translate(error: BaseException, operation: str) -> EcsError:
+    """Turn a botocore error into one of the project's exception types."""
+    if isinstance(error, EcsError):
+        return error
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "") or str(error)
+        text = f"{operation}: {code}: {message}"
+        if code == "ClusterNotFoundException":
+            return ClusterNotFound(text)
+        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}:
+            return AccessDenied(text)
+        if code in {"ExpiredTokenException", "InvalidClientTokenId", "InvalidSignatureException"}:
+            return CredentialsError(text)
+        if is_transient(error):
+            return TransientError(text)
+        return RequestRejected(text)
+    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+        return CredentialsError(f"{operation}: {error}")
+    if is_transient(error):
+        return TransientError(f"{operation}: {type(error).__name__}: {error}")
+    if isinstance(error, botocore.exceptions.BotoCoreError):
+        return EcsError(f"{operation}: {type(error).__name__}: {error}")
+    return EcsError(f"{operation}: {error}")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Api:
+    """The AWS calls the manager makes, with retries, paging and batching.
+
+    Create one per process and keep it: the boto3 client inside is reused.
+    `stop` is an event that, once set, ends waits between retries at once so a
+    SIGTERM is not held up by a backoff.
+    """
+
+    def __init__(
+        self,
+        region: str | None = None,
+        profile: str | None = None,
+        *,
+        stop: threading.Event | None = None,
+        attempts: int = 4,
+        max_backoff: float = 8.0,
+        botocore_attempts: int = 3,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.stop = stop or threading.Event()
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+        self.calls: Counter[tuple[str, str]] = Counter()  # (operation, outcome) per HTTP attempt
+        self.retries: Counter[str] = Counter()  # tenacity retries by operation
+        self._lock = threading.Lock()
+        self.on_call: Callable[[str, str], None] | None = None
+        try:
+            session = boto3.session.Session(region_name=region, profile_name=profile)
+        except botocore.exceptions.ProfileNotFound as error:
+            raise CredentialsError(f"AWS_PROFILE / --profile: {error}") from None
+        client_config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": botocore_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            user_agent_extra="ecs-cluster-manager",
+        )
+        try:
+            self._ecs = session.client("ecs", config=client_config, endpoint_url=endpoint_url)
+        except botocore.exceptions.NoRegionError:
+            raise CredentialsError("AWS_REGION / --region: no AWS region configured") from None
+        self._session = session
+        self._client_config = client_config
+        self._endpoint_url = endpoint_url
+        self._cloudformation: Any = None
+        self._ecs.meta.events.register("response-received.ecs.*", self._count_response)
+
+    @property
+    def region(self) -> str:
+        return str(self._ecs.meta.region_name)
+
+    @property
+    def total_calls(self) -> int:
+        with self._lock:
+            return sum(self.calls.values())
+
+    def _count_response(self, *, context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Count each HTTP attempt by operation and outcome (ok, throttled, error, unreachable)."""
+        response = kwargs.get("response_dict") or {}
+        parsed = kwargs.get("parsed_response") or {}
+        exception = kwargs.get("exception")
+        operation = (context or {}).get("operation_name") or kwargs.get("event_name", "").rsplit(".", 1)[-1]
+        status = response.get("status_code", 0) or 0
+        code = (parsed.get("Error") or {}).get("Code", "") if isinstance(parsed, Mapping) else ""
+        if exception is not None and not response:
+            outcome = "unreachable"
+        elif code in THROTTLING_CODES:
+            outcome = "throttled"
+        elif 200 <= status < 300:
+            outcome = "ok"
+        else:
+            outcome = "error"
+        with self._lock:
+            self.calls[(operation, outcome)] += 1
+        if self.on_call is not None:
+            self.on_call(operation, outcome)
+
+    def _call(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
+        """One API call with bounded retries of transient faults; errors come out translated."""
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.retries[operation] += 1
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "api_retry",
+                operation=operation,
+                attempt=state.attempt_number,
+                sleep=round(state.upcoming_sleep, 2),
+                error=str(translate(error, operation)) if error else None,
+            )
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_when_event_set(self.stop),
+            wait=tenacity.wait_exponential_jitter(initial=0.5, max=self.max_backoff),
+            retry=tenacity.retry_if_exception(is_transient),
+            sleep=self.stop.wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(function, **params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise translate(error, operation) from None
+
+    # -- reads -------------------------------------------------------------
+
+    def count_hosts(self, cluster: str, filter_expression: str = AGENT_CONNECTED) -> int:
+        """Count ACTIVE container instances matching the filter, across every page.
+
+        Raises on any failed page: a partial count is never returned.
+        """
+        count = 0
+        params: dict[str, Any] = {
+            "cluster": cluster,
+            "status": "ACTIVE",
+            "filter": filter_expression,
+            "maxResults": LIST_CONTAINER_INSTANCES_PAGE,
+        }
+        seen_tokens: set[str] = set()
+        while True:
+            page = self._call("ListContainerInstances", self._ecs.list_container_instances, **params)
+            count += len(page.get("containerInstanceArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return count
+            if token in seen_tokens:  # a server that loops would otherwise keep us here forever
+                raise EcsError("ListContainerInstances: the same nextToken came back twice")
+            seen_tokens.add(token)
+            params["nextToken"] = token
+
+    def list_services(self, cluster: str) -> list[str]:
+        """Every service ARN of the cluster, across every page."""
+        arns: list[str] = []
+        params: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_SERVICES_PAGE}
+        seen_tokens: set[str] = set()
+        while True:
+            page = self._call("ListServices", self._ecs.list_services, **params)
+            arns.extend(page.get("serviceArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+            if token in seen_tokens:
+                raise EcsError("ListServices: the same nextToken came back twice")
+            seen_tokens.add(token)
+            params["nextToken"] = token
+
+    def describe_services(self, cluster: str, services: Sequence[str]) -> ServiceLookup:
+        """Describe services (names or ARNs) with their tags, ten per call."""
+        found: list[Service] = []
+        failures: list[ServiceFailure] = []
+        for batch in _chunks(list(services), DESCRIBE_SERVICES_BATCH):
+            page = self._call(
+                "DescribeServices", self._ecs.describe_services, cluster=cluster, services=list(batch), include=["TAGS"]
+            )
+            found.extend(_service(raw) for raw in page.get("services", []))
+            failures.extend(
+                ServiceFailure(service=f.get("arn", "?"), reason=f.get("reason", "UNKNOWN"), detail=f.get("detail"))
+                for f in page.get("failures", [])
+            )
+        return ServiceLookup(tuple(found), tuple(failures))
+
+    def stack_status(self, stack_name: str) -> str | None:
+        """The status of a CloudFormation stack, or None when it does not exist."""
+        if self._cloudformation is None:
+            self._cloudformation = self._session.client(
+                "cloudformation", config=self._client_config, endpoint_url=self._endpoint_url
+            )
+            self._cloudformation.meta.events.register("response-received.cloudformation.*", self._count_response)
+        try:
+            page = self._call("DescribeStacks", self._cloudformation.describe_stacks, StackName=stack_name)
+        except RequestRejected as error:
+            if "does not exist" in str(error):
+                return None
+            raise
+        stacks = page.get("Stacks", [])
+        return str(stacks[0]["StackStatus"]) if stacks else None
+
+    # -- writes ------------------------------------------------------------
+
+    def set_desired_count(self, cluster: str, service: str, desired_count: int) -> None:
+        """UpdateService with only desiredCount, which starts no new deployment."""
+        self._call("UpdateService", self._ecs.update_service, cluster=cluster, service=service, desiredCount=desired_count)
+
+
+def _service(raw: Mapping[str, Any]) -> Service:
+    deployment = raw.get("deploymentConfiguration") or {}
+    tags = {t["key"]: t.get("value", "") for t in raw.get("tags") or [] if "key" in t}
+    return Service(
+        arn=raw["serviceArn"],
+        name=raw.get("serviceName") or raw["serviceArn"].rsplit("/", 1)[-1],
+        cluster_arn=raw.get("clusterArn", ""),
+        status=raw.get("status", "UNKNOWN"),
+        desired_count=int(raw.get("desiredCount", 0)),
+        running_count=int(raw.get("runningCount", 0)),
+        pending_count=int(raw.get("pendingCount", 0)),
+        scheduling_strategy=raw.get("schedulingStrategy") or "REPLICA",
+        launch_type=raw.get("launchType"),
+        capacity_providers=tuple(s.get("capacityProvider", "") for s in raw.get("capacityProviderStrategy") or []),
+        placement_constraints=tuple(
+            PlacementConstraint(c.get("type", ""), c.get("expression")) for c in raw.get("placementConstraints") or []
+        ),
+        minimum_healthy_percent=deployment.get("minimumHealthyPercent"),
+        maximum_percent=deployment.get("maximumPercent"),
+        deployment_controller=(raw.get("deploymentController") or {}).get("type", "ECS"),
+        tags=tags,
+    )
+
+
+def task_identity(environ: Mapping[str, str], timeout: float = 2.0) -> TaskIdentity | None:
+    """Read the ECS task metadata endpoint (v4) when this process runs as an ECS task."""
+    base = environ.get("ECS_CONTAINER_METADATA_URI_V4")
+    if not base:
+        return None
+    try:
+        with urllib.request.urlopen(f"{base}/task", timeout=timeout) as response:  # noqa: S310 - the agent's own URL
+            document = json.load(response)
+    except (OSError, ValueError) as error:
+        log.warning("task_metadata_unavailable", error=str(error))
+        return None
+    return TaskIdentity(
+        cluster=document.get("Cluster"), service_name=document.get("ServiceName"), task_arn=document.get("TaskARN")
+    )

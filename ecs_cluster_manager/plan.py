@@ -1,0 +1,150 @@
+"""Decide what each managed service's desiredCount should be: pure functions, no I/O.
+
+Given a service as observed and the number of hosts it may run on, return one
+Decision (update, unchanged, dry-run or skip) with the current and target counts
+and the reason. Scale-down damping is a small piece of memory passed in and
+returned, so the caller owns all state and these functions stay pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .ecs import Service
+
+UPDATE = "update"
+UNCHANGED = "unchanged"
+DRY_RUN = "dry-run"
+SKIP = "skip"
+
+TAG_PREFIX = "ecs-cluster-manager:"
+TASKS_PER_HOST_TAG = TAG_PREFIX + "tasks-per-host"
+MIN_TAG = TAG_PREFIX + "min"
+MAX_TAG = TAG_PREFIX + "max"
+STACK_NAME_TAG = "aws:cloudformation:stack-name"
+
+# Launch types whose tasks run on container instances; FARGATE tasks never do.
+HOST_LAUNCH_TYPES = frozenset({"EC2", "EXTERNAL"})
+
+
+class SizingError(ValueError):
+    """A sizing tag of the service has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How many tasks a service wants: tasks_per_host per eligible host, clamped to [minimum, maximum]."""
+
+    tasks_per_host: int = 1
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def target(self, hosts: int) -> int:
+        count = hosts * self.tasks_per_host
+        if self.minimum is not None:
+            count = max(count, self.minimum)
+        if self.maximum is not None:
+            count = min(count, self.maximum)
+        return count
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A lower target seen in `passes` consecutive passes; `target` is the highest of them."""
+
+    target: int
+    passes: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one service in one pass, and why."""
+
+    service: str
+    service_arn: str | None
+    action: str
+    current: int | None
+    target: int | None
+    hosts: int | None
+    reason: str
+    error: bool = False
+
+    @property
+    def writes(self) -> bool:
+        return self.action == UPDATE
+
+
+def _tag_int(tags: Mapping[str, str], key: str, minimum: int) -> int | None:
+    if key not in tags:
+        return None
+    raw = tags[key]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SizingError(f"tag {key}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SizingError(f"tag {key}={raw!r} must be >= {minimum}")
+    return value
+
+
+def sizing(tags: Mapping[str, str]) -> Sizing:
+    """Read the ecs-cluster-manager:* sizing tags; SizingError names the bad one."""
+    tasks_per_host = _tag_int(tags, TASKS_PER_HOST_TAG, 1)
+    minimum = _tag_int(tags, MIN_TAG, 0)
+    maximum = _tag_int(tags, MAX_TAG, 0)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise SizingError(f"tag {MIN_TAG}={minimum} is greater than {MAX_TAG}={maximum}")
+    return Sizing(tasks_per_host=tasks_per_host or 1, minimum=minimum, maximum=maximum)
+
+
+def unmanageable(service: Service) -> str | None:
+    """Why this service cannot be sized to the host count, or None when it can."""
+    if service.status != "ACTIVE":
+        return f"service is {service.status}"
+    if service.scheduling_strategy == "DAEMON":
+        return "schedulingStrategy is DAEMON: ECS already runs one task per host"
+    if service.launch_type is not None and service.launch_type not in HOST_LAUNCH_TYPES:
+        return f"launchType {service.launch_type} does not run on container instances"
+    return None
+
+
+def skip(service: str, reason: str, *, arn: str | None = None, current: int | None = None, error: bool = True) -> Decision:
+    """A decision to leave a service alone; error marks the service as not handled."""
+    return Decision(service, arn, SKIP, current, None, None, reason, error)
+
+
+def decide(
+    service: Service,
+    hosts: int,
+    size: Sizing,
+    *,
+    dry_run: bool = False,
+    scale_down_after: int = 1,
+    pending: Pending | None = None,
+) -> tuple[Decision, Pending | None]:
+    """Decide one service's desiredCount; returns the decision and the scale-down memory to keep.
+
+    Raising is immediate. Lowering waits until a lower target has been seen in
+    `scale_down_after` consecutive passes, then lowers to the highest of those
+    targets, so one pass with a host briefly missing never stops a task.
+    """
+    current = service.desired_count
+    target = size.target(hosts)
+
+    def decision(action: str, reason: str, count: int) -> Decision:
+        return Decision(service.name, service.arn, action, current, count, hosts, reason)
+
+    write = DRY_RUN if dry_run else UPDATE
+    if target == current:
+        return decision(UNCHANGED, "converged", target), None
+    if target > current:
+        return decision(write, "scale up", target), None
+
+    passes = pending.passes + 1 if pending else 1
+    held = max(pending.target, target) if pending else target
+    if held >= current:  # the streak's highest target is no reduction at all
+        return decision(UNCHANGED, "converged", current), None
+    if passes < scale_down_after:
+        return decision(UNCHANGED, f"scale down held ({passes}/{scale_down_after} passes)", held), Pending(held, passes)
+    return decision(write, "scale down", held), (Pending(held, passes) if dry_run else None)

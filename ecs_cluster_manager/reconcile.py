@@ -1,0 +1,340 @@
+"""One reconcile pass: observe the cluster, plan each service, apply the updates.
+
+The pass never acts on a failed or partial observation: if describing the
+services or counting any host set fails, nothing is written in that pass. A
+fault in one service (a bad tag, a rejected update) only affects that service.
+The returned PassReport is what the loop, the Lambda handler and the metrics use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import plan
+from .config import Config
+from .ecs import Api, ClusterNotFound, EcsError, Service, TaskIdentity, host_filter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PassReport:
+    """What one pass saw and did."""
+
+    cluster: str
+    started_at: float
+    duration: float = 0.0
+    api_calls: int = 0
+    hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> eligible hosts
+    decisions: list[plan.Decision] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
+    cluster_missing: bool = False
+    stopped: bool = False  # a shutdown was requested before every update was made
+
+    @property
+    def observed(self) -> bool:
+        """The pass read everything it needed: the health check's idea of success."""
+        return not self.errors
+
+    @property
+    def ok(self) -> bool:
+        """Every managed service was handled."""
+        return not self.errors and not any(d.error for d in self.decisions)
+
+    def count(self, action: str) -> int:
+        return sum(1 for d in self.decisions if d.action == action)
+
+    @property
+    def failed_services(self) -> int:
+        return sum(1 for d in self.decisions if d.error)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary (the Lambda handler returns it)."""
+        return {
+            "cluster": self.cluster,
+            "ok": self.ok,
+            "duration": round(self.duration, 3),
+            "api_calls": self.api_calls,
+            "hosts": dict(self.hosts),
+            "updated": self.count(plan.UPDATE),
+            "unchanged": self.count(plan.UNCHANGED),
+            "dry_run": self.count(plan.DRY_RUN),
+            "skipped": self.count(plan.SKIP),
+            "failed_services": self.failed_services,
+            "errors": list(self.errors),
+            "decisions": [
+                {
+                    "service": d.service,
+                    "action": d.action,
+                    "current": d.current,
+                    "target": d.target,
+                    "hosts": d.hosts,
+                    "reason": d.reason,
+                }
+                for d in self.decisions
+            ],
+        }
+
+
+def _name(reference: str) -> str:
+    return reference.rsplit("/", 1)[-1]
+
+
+def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
+    if identity is None or not identity.service_name:
+        return False
+    if identity.service_name != service.name:
+        return False
+    return identity.cluster is None or _name(identity.cluster) == _name(service.cluster_arn)
+
+
+@dataclass(frozen=True)
+class Managed:
+    """The managed services as observed, plus the references that could not be used."""
+
+    services: list[Service]
+    skipped: list[plan.Decision]
+
+
+def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed:
+    """Find and describe the managed services: SERVICES, SERVICE_REGEX and MANAGED_TAG, deduplicated by ARN.
+
+    Raises EcsError when a listing or a description fails.
+    """
+    explicit = list(config.services)
+    candidates: list[str] = []
+    if config.discovery:
+        listed = api.list_services(config.cluster)
+        by_name = {_name(arn): arn for arn in listed}
+        # An explicit name that the listing knows is described by its ARN, once.
+        explicit = [by_name.get(ref, ref) for ref in explicit]
+        if config.managed_tag is not None:
+            candidates = listed  # tags only come with DescribeServices
+        elif config.service_regex is not None:
+            candidates = [arn for arn in listed if config.service_regex.fullmatch(_name(arn))]
+    references = list(dict.fromkeys([*explicit, *candidates]))
+    lookup = api.describe_services(config.cluster, references) if references else None
+
+    wanted = set(explicit) | {_name(ref) for ref in explicit}
+    services: dict[str, Service] = {}
+    skipped: list[plan.Decision] = []
+    returned: set[str] = set()
+    for service in lookup.services if lookup else ():
+        returned |= {service.arn, service.name}
+        named = service.arn in wanted or service.name in wanted
+        discovered = service.status == "ACTIVE" and (
+            (config.service_regex is not None and config.service_regex.fullmatch(service.name) is not None)
+            or (config.managed_tag is not None and config.managed_tag.matches(service.tags))
+        )
+        if not (named or discovered) or service.arn in services:
+            continue
+        if _is_self(service, identity):
+            log.info("skip_self", cluster=config.cluster, service=service.name)
+            continue
+        services[service.arn] = service
+    for failure in lookup.failures if lookup else ():
+        returned |= {failure.service, _name(failure.service)}
+        if failure.service in wanted or _name(failure.service) in wanted:
+            reason = "service not found in this cluster" if failure.reason == "MISSING" else f"DescribeServices: {failure.reason}"
+            skipped.append(plan.skip(_name(failure.service), reason, arn=failure.service))
+    # An explicit reference that came back neither as a service nor as a failure.
+    for ref in explicit:
+        if ref not in returned:
+            skipped.append(plan.skip(_name(ref), "service not found in this cluster", arn=ref if "/" in ref else None))
+    return Managed(list(services.values()), skipped)
+
+
+def run_pass(
+    api: Api,
+    config: Config,
+    memory: MutableMapping[str, plan.Pending] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    identity: TaskIdentity | None = None,
+    scale_down_after: int | None = None,
+) -> PassReport:
+    """Observe, plan and act once. `memory` carries scale-down damping between passes.
+
+    `scale_down_after` defaults to the configured value when memory is given and
+    to 1 (act at once) when it is not, as in --once and the Lambda handler.
+    """
+    started = time.monotonic()
+    report = PassReport(cluster=config.cluster, started_at=time.time())
+    calls_before = api.total_calls
+    if scale_down_after is None:
+        scale_down_after = config.scale_down_after if memory is not None else 1
+    if memory is None:
+        memory = {}
+    try:
+        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after)
+    finally:
+        report.duration = time.monotonic() - started
+        report.api_calls = api.total_calls - calls_before
+        _log_report(config, report)
+    return report
+
+
+def _observe_and_act(
+    api: Api,
+    config: Config,
+    memory: MutableMapping[str, plan.Pending],
+    report: PassReport,
+    stop: threading.Event | None,
+    identity: TaskIdentity | None,
+    scale_down_after: int,
+) -> None:
+    try:
+        managed = discover(api, config, identity)
+    except ClusterNotFound as error:
+        report.cluster_missing = True
+        report.errors.append(f"cluster not found: {error}")
+        return
+    except EcsError as error:
+        report.errors.append(f"describing services failed: {error}")
+        return
+    report.decisions.extend(managed.skipped)
+
+    # Per-service checks that need no host count.
+    sized: list[tuple[Service, plan.Sizing]] = []
+    for service in managed.services:
+        reason = plan.unmanageable(service)
+        if reason is not None:
+            report.decisions.append(plan.skip(service.name, reason, arn=service.arn, current=service.desired_count))
+            memory.pop(service.arn, None)
+            continue
+        try:
+            size = plan.sizing(service.tags)
+        except plan.SizingError as error:
+            report.decisions.append(plan.skip(service.name, str(error), arn=service.arn, current=service.desired_count))
+            continue
+        sized.append((service, size))
+
+    if config.cloudformation_guard:
+        sized = _cloudformation_guard(api, sized, report)
+
+    filters = {service.arn: host_filter(service.member_of) for service, _ in sized}
+    try:
+        for expression in dict.fromkeys(filters.values()):
+            report.hosts[expression] = api.count_hosts(config.cluster, expression)
+    except ClusterNotFound as error:
+        report.cluster_missing = True
+        report.errors.append(f"cluster not found: {error}")
+    except EcsError as error:
+        report.errors.append(f"counting hosts failed: {error}")
+    if report.errors:
+        # Never size anything from a partial count.
+        for service, _ in sized:
+            report.decisions.append(
+                plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
+            )
+        return
+
+    live = {service.arn for service, _ in sized}
+    for arn in [arn for arn in memory if arn not in live]:
+        del memory[arn]
+    for service, size in sized:
+        decision, pending = plan.decide(
+            service,
+            report.hosts[filters[service.arn]],
+            size,
+            dry_run=config.dry_run,
+            scale_down_after=scale_down_after,
+            pending=memory.get(service.arn),
+        )
+        if pending is None:
+            memory.pop(service.arn, None)
+        else:
+            memory[service.arn] = pending
+        if decision.writes:
+            decision = _apply(api, config, decision, stop, report)
+        report.decisions.append(decision)
+
+
+def _cloudformation_guard(
+    api: Api, sized: Iterable[tuple[Service, plan.Sizing]], report: PassReport
+) -> list[tuple[Service, plan.Sizing]]:
+    """Leave alone services whose CloudFormation stack is mid-operation (one DescribeStacks per stack)."""
+    statuses: dict[str, str | None | EcsError] = {}
+    kept: list[tuple[Service, plan.Sizing]] = []
+    for service, size in sized:
+        stack = service.tags.get(plan.STACK_NAME_TAG)
+        if not stack:
+            kept.append((service, size))
+            continue
+        if stack not in statuses:
+            try:
+                statuses[stack] = api.stack_status(stack)
+            except EcsError as error:
+                statuses[stack] = error
+        status = statuses[stack]
+        if isinstance(status, EcsError):
+            report.decisions.append(
+                plan.skip(service.name, f"cloudformation stack {stack} status unknown: {status}", arn=service.arn,
+                          current=service.desired_count)
+            )
+        elif status is not None and status.endswith("_IN_PROGRESS"):
+            report.decisions.append(
+                plan.skip(service.name, f"cloudformation stack {stack} is {status}", arn=service.arn,
+                          current=service.desired_count, error=False)
+            )
+        else:
+            kept.append((service, size))
+    return kept
+
+
+def _apply(
+    api: Api, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
+) -> plan.Decision:
+    if stop is not None and stop.is_set():
+        report.stopped = True
+        return plan.Decision(
+            decision.service, decision.service_arn, plan.SKIP, decision.current, decision.target, decision.hosts,
+            "shutting down before update", error=False,
+        )
+    assert decision.service_arn is not None and decision.target is not None
+    try:
+        api.set_desired_count(config.cluster, decision.service_arn, decision.target)
+    except EcsError as error:
+        return plan.Decision(
+            decision.service, decision.service_arn, plan.SKIP, decision.current, decision.target, decision.hosts,
+            f"update failed: {error}", error=True,
+        )
+    return decision
+
+
+def _log_report(config: Config, report: PassReport) -> None:
+    for decision in report.decisions:
+        emit = log.error if decision.error else log.info
+        emit(
+            "decision",
+            cluster=config.cluster,
+            service=decision.service,
+            hosts=decision.hosts,
+            current=decision.current,
+            target=decision.target,
+            action=decision.action,
+            reason=decision.reason,
+            dry_run=config.dry_run,
+        )
+    for error in report.errors:
+        log.error("pass_failed", cluster=config.cluster, error=error)
+    log.info(
+        "pass",
+        cluster=config.cluster,
+        duration=round(report.duration, 3),
+        api_calls=report.api_calls,
+        hosts=dict(report.hosts),
+        services=len(report.decisions),
+        updated=report.count(plan.UPDATE),
+        unchanged=report.count(plan.UNCHANGED),
+        dry_run=report.count(plan.DRY_RUN),
+        skipped=report.count(plan.SKIP),
+        failed_services=report.failed_services,
+        ok=report.ok,
+    )
