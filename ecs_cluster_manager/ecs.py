@@ -279,7 +279,7 @@ class Api:
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_when_event_set(self.stop),
-            wait=tenacity.wait_exponential_jitter(initial=0.5, max=self.max_backoff),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=self.max_backoff),
             retry=tenacity.retry_if_exception(is_transient),
             sleep=self.stop.wait,
             before_sleep=before_sleep,
