@@ -1,0 +1,29 @@
+# ecs-cluster-manager: keeps the desiredCount of ECS services equal to the
+# number of usable container instances. Configured only through environment
+# variables (CLUSTER, SERVICES, AWS_REGION, ...); arguments go to run.py.
+FROM python:3.11.14-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin app
+
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY run.py ./
+COPY ecs_cluster_manager/ ./ecs_cluster_manager/
+
+USER 10001:10001
+
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["python", "/app/run.py", "healthcheck"]
+
+ENTRYPOINT ["python", "/app/run.py"]
