@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         choices=COMMANDS,
         default="run",
-        help="run (default): the daemon; check: audit the managed services; healthcheck: exit 0 when the loop is healthy",
+        help="run (default): the daemon; check: audit the managed services; healthcheck: 0 when the loop is healthy",
     )
     parser.add_argument("--cluster", help="cluster name or ARN (CLUSTER)")
     parser.add_argument("--services", help="service names or ARNs, separated by spaces and/or commas (SERVICES)")
@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", help=f"seconds between passes, > 0 (INTERVAL, default {DEFAULT_INTERVAL:g})")
     parser.add_argument("--once", action="store_true", default=None, help="run one pass, then exit")
     parser.add_argument(
-        "--dry-run", "--noop", dest="dry_run", action="store_true", default=None, help="decide and log, never write (DRY_RUN)"
+        "--dry-run",
+        "--noop",
+        dest="dry_run",
+        action="store_true",
+        default=None,
+        help="decide and log, never write (DRY_RUN)",
     )
     parser.add_argument("--region", help="AWS region (AWS_REGION, AWS_DEFAULT_REGION)")
     parser.add_argument("--profile", help="AWS shared-config profile (AWS_PROFILE)")
@@ -117,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", help="json or console (LOG_FORMAT, default console on a terminal, else json)")
     parser.add_argument(
         "--scale-down-after",
-        help=f"passes a lower target must persist before scaling down (SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
+        help=f"passes a lower target must last before lowering (SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
     )
     parser.add_argument(
         "--no-cloudformation-guard",
@@ -127,9 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also update services whose CloudFormation stack is being updated (CLOUDFORMATION_GUARD=0)",
     )
     parser.add_argument("--metrics-port", help="serve /metrics and /healthz on this port (METRICS_PORT, default off)")
-    parser.add_argument("--metrics-addr", help=f"bind address of the metrics server (METRICS_ADDR, default {DEFAULT_METRICS_ADDR})")
     parser.add_argument(
-        "--heartbeat-file", help=f"file touched after each successful pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})"
+        "--metrics-addr", help=f"bind address of the metrics server (METRICS_ADDR, default {DEFAULT_METRICS_ADDR})"
+    )
+    parser.add_argument(
+        "--heartbeat-file",
+        help=f"file touched after each successful pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
     )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
@@ -268,7 +276,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         dry_run = parse_bool(env["DRY_RUN"], "DRY_RUN") if "DRY_RUN" in env else False
 
     raw, name = pick(args.region, "--region", "AWS_REGION", "AWS_DEFAULT_REGION")
-    region = raw.strip() if raw is not None else None
+    region = raw.strip() if raw is not None and raw.strip() else None
     if region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d+", region):
         raise ConfigError(f"{name}: not an AWS region: {raw!r}")
 
@@ -293,7 +301,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.cloudformation_guard is False:
         guard = False
     else:
-        guard = parse_bool(env["CLOUDFORMATION_GUARD"], "CLOUDFORMATION_GUARD") if "CLOUDFORMATION_GUARD" in env else True
+        guard = (
+            parse_bool(env["CLOUDFORMATION_GUARD"], "CLOUDFORMATION_GUARD") if "CLOUDFORMATION_GUARD" in env else True
+        )
 
     raw, name = pick(args.metrics_port, "--metrics-port", "METRICS_PORT")
     metrics_port = parse_int(raw, name, minimum=1, maximum=65535) if raw is not None and raw.strip() else None

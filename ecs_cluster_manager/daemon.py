@@ -2,7 +2,8 @@
 
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only a missing cluster on the very first pass (a typo in
-CLUSTER, most likely) ends it, with exit code 2.
+CLUSTER, most likely) ends it, with exit code 2; so does a metrics server that
+cannot listen on METRICS_PORT, before any pass.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from . import health, plan
-from .config import Config
+from .config import Config, ConfigError
 from .ecs import Api, task_identity
 from .reconcile import PassReport, run_pass
 
@@ -35,8 +36,11 @@ def loop(
 ) -> int:
     """Run passes until `stop` is set (or once); returns the process exit code."""
     identity = task_identity(environ)
-    monitor = health.Monitor(config)
-    monitor.start()
+    monitor = health.Monitor(config, api)
+    try:
+        monitor.start()
+    except ConfigError as error:  # the metrics server cannot listen: METRICS_PORT / METRICS_ADDR
+        return fail(str(error))
     log.info(
         "start",
         cluster=config.cluster,

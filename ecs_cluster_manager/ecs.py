@@ -50,7 +50,14 @@ TRANSIENT_CODES = frozenset(
     }
 )
 THROTTLING_CODES = frozenset(
-    {"ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+    }
 )
 
 
@@ -367,7 +374,9 @@ class Api:
 
     def set_desired_count(self, cluster: str, service: str, desired_count: int) -> None:
         """UpdateService with only desiredCount, which starts no new deployment."""
-        self._call("UpdateService", self._ecs.update_service, cluster=cluster, service=service, desiredCount=desired_count)
+        self._call(
+            "UpdateService", self._ecs.update_service, cluster=cluster, service=service, desiredCount=desired_count
+        )
 
 
 def _service(raw: Mapping[str, Any]) -> Service:

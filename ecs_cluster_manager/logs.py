@@ -13,7 +13,9 @@ from typing import TextIO
 import structlog
 
 # Keys whose values must never reach a log line.
-_SECRET_KEYS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "secret", "token"})
+_SECRET_KEYS = frozenset(
+    {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "secret", "token"}
+)
 
 
 def _redact(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:

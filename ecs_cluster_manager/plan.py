@@ -109,7 +109,9 @@ def unmanageable(service: Service) -> str | None:
     return None
 
 
-def skip(service: str, reason: str, *, arn: str | None = None, current: int | None = None, error: bool = True) -> Decision:
+def skip(
+    service: str, reason: str, *, arn: str | None = None, current: int | None = None, error: bool = True
+) -> Decision:
     """A decision to leave a service alone; error marks the service as not handled."""
     return Decision(service, arn, SKIP, current, None, None, reason, error)
 

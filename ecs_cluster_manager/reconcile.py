@@ -141,7 +141,11 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
     for failure in lookup.failures if lookup else ():
         returned |= {failure.service, _name(failure.service)}
         if failure.service in wanted or _name(failure.service) in wanted:
-            reason = "service not found in this cluster" if failure.reason == "MISSING" else f"DescribeServices: {failure.reason}"
+            reason = (
+                "service not found in this cluster"
+                if failure.reason == "MISSING"
+                else f"DescribeServices: {failure.reason}"
+            )
             skipped.append(plan.skip(_name(failure.service), reason, arn=failure.service))
     # An explicit reference that came back neither as a service nor as a failure.
     for ref in explicit:
@@ -275,13 +279,22 @@ def _cloudformation_guard(
         status = statuses[stack]
         if isinstance(status, EcsError):
             report.decisions.append(
-                plan.skip(service.name, f"cloudformation stack {stack} status unknown: {status}", arn=service.arn,
-                          current=service.desired_count)
+                plan.skip(
+                    service.name,
+                    f"cloudformation stack {stack} status unknown: {status}",
+                    arn=service.arn,
+                    current=service.desired_count,
+                )
             )
         elif status is not None and status.endswith("_IN_PROGRESS"):
             report.decisions.append(
-                plan.skip(service.name, f"cloudformation stack {stack} is {status}", arn=service.arn,
-                          current=service.desired_count, error=False)
+                plan.skip(
+                    service.name,
+                    f"cloudformation stack {stack} is {status}",
+                    arn=service.arn,
+                    current=service.desired_count,
+                    error=False,
+                )
             )
         else:
             kept.append((service, size))
@@ -294,16 +307,28 @@ def _apply(
     if stop is not None and stop.is_set():
         report.stopped = True
         return plan.Decision(
-            decision.service, decision.service_arn, plan.SKIP, decision.current, decision.target, decision.hosts,
-            "shutting down before update", error=False,
+            decision.service,
+            decision.service_arn,
+            plan.SKIP,
+            decision.current,
+            decision.target,
+            decision.hosts,
+            "shutting down before update",
+            error=False,
         )
     assert decision.service_arn is not None and decision.target is not None
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
         return plan.Decision(
-            decision.service, decision.service_arn, plan.SKIP, decision.current, decision.target, decision.hosts,
-            f"update failed: {error}", error=True,
+            decision.service,
+            decision.service_arn,
+            plan.SKIP,
+            decision.current,
+            decision.target,
+            decision.hosts,
+            f"update failed: {error}",
+            error=True,
         )
     return decision
 

@@ -42,7 +42,11 @@ def test_flags_win_over_environment() -> None:
     """A flag overrides its variable."""
     c = load(
         ["--cluster", "other", "--services", "x", "--interval", "5", "--region", "eu-west-1", "--log-level", "debug"],
-        CLUSTER="prod", SERVICES="agent", INTERVAL="9", AWS_REGION="us-east-1", LOG_LEVEL="ERROR",
+        CLUSTER="prod",
+        SERVICES="agent",
+        INTERVAL="9",
+        AWS_REGION="us-east-1",
+        LOG_LEVEL="ERROR",
     )
     assert (c.cluster, c.services, c.interval, c.region, c.log_level) == ("other", ("x",), 5.0, "eu-west-1", "DEBUG")
 

@@ -40,9 +40,13 @@ def test_count_hosts_follows_every_page_with_the_agent_filter(api: ecs.Api, stub
     expected = {"cluster": CLUSTER, "status": "ACTIVE", "filter": "agentConnected == true", "maxResults": 100}
     stub.add_response("list_container_instances", {"containerInstanceArns": arns(0, 100), "nextToken": "t1"}, expected)
     stub.add_response(
-        "list_container_instances", {"containerInstanceArns": arns(100, 100), "nextToken": "t2"}, {**expected, "nextToken": "t1"}
+        "list_container_instances",
+        {"containerInstanceArns": arns(100, 100), "nextToken": "t2"},
+        {**expected, "nextToken": "t1"},
     )
-    stub.add_response("list_container_instances", {"containerInstanceArns": arns(200, 50)}, {**expected, "nextToken": "t2"})
+    stub.add_response(
+        "list_container_instances", {"containerInstanceArns": arns(200, 50)}, {**expected, "nextToken": "t2"}
+    )
     assert api.count_hosts(CLUSTER) == 250
 
 
@@ -129,8 +133,12 @@ def test_describe_services_in_batches_of_ten_with_tags(api: ecs.Api, stub: Stubb
 
 def test_list_services_pages(api: ecs.Api, stub: Stubber) -> None:
     """ListServices asks for 100 a page and follows nextToken."""
-    stub.add_response("list_services", {"serviceArns": ["a"], "nextToken": "n"}, {"cluster": CLUSTER, "maxResults": 100})
-    stub.add_response("list_services", {"serviceArns": ["b"]}, {"cluster": CLUSTER, "maxResults": 100, "nextToken": "n"})
+    stub.add_response(
+        "list_services", {"serviceArns": ["a"], "nextToken": "n"}, {"cluster": CLUSTER, "maxResults": 100}
+    )
+    stub.add_response(
+        "list_services", {"serviceArns": ["b"]}, {"cluster": CLUSTER, "maxResults": 100, "nextToken": "n"}
+    )
     assert api.list_services(CLUSTER) == ["a", "b"]
 
 
