@@ -1,0 +1,951 @@
+"""A local Amazon ECS API for tests, the demo sandbox and benchmarks.
+
+moto's server runs in this process (werkzeug, 127.0.0.1, a free port by
+default) behind a WSGI layer that adds what real ECS enforces and moto does not:
+
+- ListContainerInstances: ``maxResults`` 1-100 (default 100), opaque
+  ``nextToken`` paging, the ``filter`` evaluated with the cluster query
+  language, ClusterNotFoundException for an unknown cluster (moto returns []).
+- ListServices: ``maxResults`` 1-100 (default 10), ``nextToken`` paging, and
+  only ACTIVE and DRAINING services (moto lists deleted ones too).
+- DescribeServices: at most 10 services a call.
+- DescribeContainerInstances: at most 100 container instances a call.
+
+The layer also records every API call (``calls``) and lets a test inject
+throttling, server errors and latency (``fault_hook``, ``Fault``,
+``fault_on``). Calls made by the world-building helpers of ``LocalECS`` itself
+are neither recorded nor faulted, so the log shows only what the code under
+test did.
+
+moto, flask and werkzeug come with the development requirements only, so they
+are imported when a LocalECS starts, never at import time; nothing else in the
+package imports this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl
+
+import boto3
+from botocore.config import Config
+
+from .querylang import Expr, QuerySyntaxError, parse
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from werkzeug.serving import BaseWSGIServer
+
+__all__ = ["ApiCall", "ApiRequest", "Fault", "FaultHook", "LocalECS", "fault_on"]
+
+_ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113"
+_JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+# Marks requests made by LocalECS's own helpers: not logged, never faulted.
+_HARNESS_HEADER = "X-LocalECS-Harness"
+_HARNESS_ENVIRON_KEY = "HTTP_X_LOCALECS_HARNESS"
+_DUMMY_CREDENTIAL = "testing"
+# No AMI by that id exists, which moto accepts unless MOTO_ENABLE_AMI_VALIDATION
+# is set; the instance then has no platform and ECS reports ecs.os-type linux.
+_HOST_IMAGE_ID = "ami-0e1c5ca1e0000000a"
+# add_hosts creates and registers hosts in batches, each under the moto lock,
+# so requests from a running daemon are served between batches.
+_HOST_BATCH = 250
+_MAX_PAGE = 100
+_DESCRIBE_CONTAINER_INSTANCES_LIMIT = 100
+_CREDENTIAL_SCOPE_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+# ---------------------------------------------------------------------------
+# Call log and fault injection
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """What a fault hook sees of a request."""
+
+    service: str  # signing name: "ecs", "cloudformation", "ec2", ...
+    operation: str  # "ListContainerInstances"
+    params: dict[str, Any]  # JSON body, or the query form as a flat dict
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One API request as the local ECS answered it."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+    status: int  # HTTP status returned to the client
+    fault: str | None  # kind of the injected fault ("throttle", "error", "delay"), else None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure to inject instead of (or, for ``delay``, before) the real answer.
+
+    Build one with ``Fault.throttle()``, ``Fault.error()`` or ``Fault.delay()``.
+    An empty ``code`` means the service's usual code for the kind: for ECS
+    ``ThrottlingException`` and ``ServerException``, for EC2
+    ``RequestLimitExceeded`` and ``InternalError``, for other query-protocol
+    services ``Throttling`` and ``InternalFailure``.
+    """
+
+    kind: Literal["throttle", "error", "delay"]
+    status: int = 400
+    code: str = ""
+    message: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def throttle(cls, message: str = "Rate exceeded") -> Fault:
+        """HTTP 400 with the service's throttling error (botocore retries it)."""
+        return cls("throttle", 400, "", message)
+
+    @classmethod
+    def error(cls, status: int = 500, code: str = "", message: str = "Service unavailable") -> Fault:
+        """An error reply: by default a 500 server error; any status and code may be given."""
+        return cls("error", status, code, message)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Answer normally, ``seconds`` late."""
+        return cls("delay", 200, "", "", seconds)
+
+
+FaultHook = Callable[[ApiRequest], Fault | None]
+
+
+def fault_on(
+    operation: str,
+    fault: Fault,
+    *,
+    times: int | None = None,
+    service: str = "ecs",
+) -> FaultHook:
+    """A fault hook that injects ``fault`` into calls of one operation.
+
+    ``times`` limits how many calls are faulted (None: every call), which is
+    how a test lets a retry succeed.
+    """
+    remaining = times
+    lock = threading.Lock()
+
+    def hook(request: ApiRequest) -> Fault | None:
+        nonlocal remaining
+        if request.service != service or request.operation != operation:
+            return None
+        with lock:
+            if remaining is not None:
+                if remaining <= 0:
+                    return None
+                remaining -= 1
+        return fault
+
+    return hook
+
+
+# ---------------------------------------------------------------------------
+# Replies
+
+
+class _ApiError(Exception):
+    """An error reply in the ECS (JSON protocol) form."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _json_reply(payload: Mapping[str, Any]) -> _Reply:
+    headers = [("Content-Type", _JSON_CONTENT_TYPE), ("x-amzn-RequestId", str(uuid.uuid4()))]
+    return _Reply(200, json.dumps(payload).encode(), headers)
+
+
+def _json_error(code: str, message: str, status: int = 400) -> _Reply:
+    # botocore's JSON parser reads the code from "__type" and the text from "message".
+    body = json.dumps({"__type": code, "message": message}).encode()
+    headers = [
+        ("Content-Type", _JSON_CONTENT_TYPE),
+        ("x-amzn-ErrorType", code),
+        ("x-amzn-RequestId", str(uuid.uuid4())),
+    ]
+    return _Reply(status, body, headers)
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _query_error(service: str, code: str, message: str, status: int) -> _Reply:
+    request_id = str(uuid.uuid4())
+    if service == "ec2":
+        # EC2's own error document, which botocore's ec2 parser expects.
+        body = (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>{_xml_escape(message)}</Message>"
+            f"</Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        )
+    else:
+        error_type = "Sender" if status < 500 else "Receiver"
+        body = (
+            f"<ErrorResponse><Error><Type>{error_type}</Type><Code>{code}</Code>"
+            f"<Message>{_xml_escape(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+    return _Reply(status, body.encode(), [("Content-Type", "text/xml")])
+
+
+def _fault_reply(fault: Fault, service: str, json_protocol: bool) -> _Reply:
+    throttle = fault.kind == "throttle"
+    if json_protocol:
+        code = fault.code or ("ThrottlingException" if throttle else "ServerException")
+        return _json_error(code, fault.message, fault.status)
+    if service == "ec2":
+        default = "RequestLimitExceeded" if throttle else "InternalError"
+    else:
+        default = "Throttling" if throttle else "InternalFailure"
+    return _query_error(service, fault.code or default, fault.message, fault.status)
+
+
+# ---------------------------------------------------------------------------
+# Paging
+
+
+def _page_size(params: Mapping[str, Any], default: int) -> int:
+    value = params.get("maxResults")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_PAGE:
+        raise _ApiError(
+            "InvalidParameterException",
+            f"maxResults must be an integer between 1 and {_MAX_PAGE}, not {value!r}.",
+        )
+    return value
+
+
+def _token_scope(*parts: Any) -> str:
+    """A digest of the request parameters a token belongs to."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_token(token: Any, scope: str) -> str | None:
+    """The ARN a page starts after, or None for the first page."""
+    if token is None:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+        after, token_scope = decoded["after"], decoded["scope"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _ApiError("InvalidParameterException", "Invalid nextToken.") from None
+    if token_scope != scope or not isinstance(after, str):
+        # Real ECS refuses a token replayed with other request parameters.
+        raise _ApiError(
+            "InvalidParameterException",
+            "The nextToken does not match the other parameters of the request.",
+        )
+    return after
+
+
+def _page(
+    arns: list[str],
+    after: str | None,
+    limit: int,
+    scope: str,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[list[str], str | None]:
+    """One page of the sorted ARNs that ``keep`` accepts and, if more follow, the next token.
+
+    The token names the last ARN returned rather than an offset, so hosts that
+    register or leave between pages shift nothing already seen. ``keep`` runs
+    only as far as the page (plus one, to know whether another page exists).
+    """
+    start = 0 if after is None else bisect.bisect_right(arns, after)
+    page: list[str] = []
+    more = False
+    for arn in arns[start:]:
+        if keep is not None and not keep(arn):
+            continue
+        if len(page) == limit:
+            more = True
+            break
+        page.append(arn)
+    if not more:
+        return page, None
+    payload = json.dumps({"after": page[-1], "scope": scope}).encode()
+    return page, base64.urlsafe_b64encode(payload).decode()
+
+
+def _with_token(result: dict[str, Any], token: str | None) -> dict[str, Any]:
+    if token is not None:
+        result["nextToken"] = token
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The WSGI layer
+
+
+def _credential_scope(environ: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(access key, region, signing name) from a SigV4 Authorization header."""
+    match = _CREDENTIAL_SCOPE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None:
+        return None, None, None
+    return match.group(1), match.group(2), match.group(3)
+
+
+class _EnforcingApp:
+    """WSGI middleware: log, fault, enforce, then hand the request to moto."""
+
+    def __init__(self, owner: LocalECS, moto_app: Any) -> None:
+        self.owner = owner
+        self.moto_app = moto_app
+        self.handlers: dict[str, Callable[[dict[str, Any], dict[str, Any]], _Reply]] = {
+            "ListContainerInstances": self.list_container_instances,
+            "ListServices": self.list_services,
+            "DescribeServices": self.describe_services,
+            "DescribeContainerInstances": self.describe_container_instances,
+        }
+
+    # -- plumbing ----------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = self._read_body(environ)
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return self._respond(start_response, self.forward(environ, body))
+
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        service, operation, params = self._identify(environ, body, target)
+        harness = environ.get(_HARNESS_ENVIRON_KEY) == "1"
+        hook = None if harness else self.owner.fault_hook
+        fault = hook(ApiRequest(service, operation, params)) if hook is not None else None
+
+        if fault is not None and fault.kind == "delay":
+            # Sleep outside the moto lock so other requests go on meanwhile.
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind != "delay":
+            reply = _fault_reply(fault, service, json_protocol=target is not None)
+        elif service == "ecs" and operation in self.handlers:
+            try:
+                reply = self.handlers[operation](environ, params)
+            except _ApiError as error:
+                reply = _json_error(error.code, error.message, error.status)
+        else:
+            reply = self.forward(environ, body)
+
+        if not harness:
+            self.owner._record(ApiCall(service, operation, params, reply.status, fault.kind if fault else None))
+        return self._respond(start_response, reply)
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any]) -> bytes:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    @staticmethod
+    def _identify(environ: Mapping[str, Any], body: bytes, target: str | None) -> tuple[str, str, dict[str, Any]]:
+        _, _, signing_name = _credential_scope(environ)
+        if target is not None:
+            prefix, _, operation = target.partition(".")
+            service = signing_name or ("ecs" if prefix == _ECS_TARGET_PREFIX else prefix)
+            try:
+                params = json.loads(body) if body else {}
+            except ValueError:
+                params = {}
+            return service, operation, params if isinstance(params, dict) else {}
+        content_type = environ.get("CONTENT_TYPE", "")
+        form = body.decode("utf-8", "replace") if content_type.startswith("application/x-www-form-urlencoded") else ""
+        query = dict(parse_qsl(form or environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        operation = query.get("Action") or f"{environ.get('REQUEST_METHOD', 'GET')} {environ.get('PATH_INFO', '/')}"
+        return signing_name or "unknown", operation, query
+
+    def forward(self, environ: dict[str, Any], body: bytes) -> _Reply:
+        """Let moto answer the request, with ``body`` as its body."""
+        from werkzeug.test import run_wsgi_app
+
+        inner = dict(environ)
+        inner["wsgi.input"] = io.BytesIO(body)
+        inner["CONTENT_LENGTH"] = str(len(body))
+        # moto's backends are plain dicts and lists: one request at a time.
+        with self.owner._moto_lock:
+            app_iter, status, headers = run_wsgi_app(self.moto_app, inner, buffered=True)
+            try:
+                data = b"".join(app_iter)
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
+        return _Reply(int(status.split()[0]), data, headers.to_wsgi_list())
+
+    def forward_json(self, environ: dict[str, Any], params: Mapping[str, Any]) -> _Reply:
+        return self.forward(environ, json.dumps(params).encode())
+
+    @staticmethod
+    def _respond(start_response: Callable[..., Any], reply: _Reply) -> list[bytes]:
+        skip = {"content-length", "transfer-encoding"}
+        headers = [(name, value) for name, value in reply.headers if name.lower() not in skip]
+        headers.append(("Content-Length", str(len(reply.body))))
+        try:
+            reason = HTTPStatus(reply.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        start_response(f"{reply.status} {reason}", headers)
+        return [reply.body]
+
+    def ecs_backend(self, environ: Mapping[str, Any]) -> Any:
+        """The moto ECS backend the request is answered from (moto's own account rules)."""
+        from moto.ecs.models import ecs_backends
+        from moto.iam.models import get_account_id_from
+
+        access_key, region, _ = _credential_scope(environ)
+        account = (
+            os.environ.get("MOTO_ACCOUNT_ID")
+            or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+            or get_account_id_from(access_key or "")
+        )
+        return ecs_backends[account][region or self.owner.region]
+
+    # -- enforced operations -------------------------------------------------
+
+    def list_container_instances(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        limit = _page_size(params, self.owner.list_instances_page)
+        expression = params.get("filter")
+        query: Expr | None = None
+        if expression is not None:
+            try:
+                query = parse(expression)
+            except QuerySyntaxError as error:
+                raise _ApiError("InvalidParameterException", f"Invalid filter: {error}") from None
+        cluster = str(params.get("cluster") or "default").split("/")[-1]
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            if cluster not in backend.clusters:
+                raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+        scope = _token_scope("ListContainerInstances", cluster, params.get("status"), expression)
+        after = _read_token(params.get("nextToken"), scope)
+
+        inner = {k: v for k, v in params.items() if k not in ("filter", "maxResults", "nextToken")}
+        reply = self.forward_json(environ, inner)
+        if reply.status != 200:
+            return reply
+        arns = sorted(json.loads(reply.body).get("containerInstanceArns", []))
+        if query is None:
+            page, token = _page(arns, after, limit, scope)
+        else:
+            with self.owner._moto_lock:
+                page, token = _page(arns, after, limit, scope, self._query_predicate(backend, cluster, query))
+        return _json_reply(_with_token({"containerInstanceArns": page}, token))
+
+    @staticmethod
+    def _query_predicate(backend: Any, cluster: str, query: Expr) -> Callable[[str], bool]:
+        """Whether the container instance with an ARN satisfies the query; call with the moto lock held."""
+        instances = backend.container_instances.get(cluster, {})
+        groups: dict[str, list[str]] = {}
+        if "task:group" in query.subjects:
+            for task in backend.tasks.get(cluster, {}).values():
+                if task.container_instance_arn and "STOPPED" not in (task.desired_status, task.last_status):
+                    groups.setdefault(task.container_instance_arn, []).append(task.group)
+
+        def keep(arn: str) -> bool:
+            instance = instances.get(arn.split("/")[-1])
+            return instance is not None and query.evaluate(_instance_fields(instance, groups.get(arn, [])))
+
+        return keep
+
+    def list_services(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        limit = _page_size(params, self.owner.list_services_page)
+        cluster = str(params.get("cluster") or "default").split("/")[-1]
+        scope = _token_scope("ListServices", cluster, params.get("launchType"), params.get("schedulingStrategy"))
+        after = _read_token(params.get("nextToken"), scope)
+        inner = {k: v for k, v in params.items() if k not in ("maxResults", "nextToken")}
+        reply = self.forward_json(environ, inner)
+        if reply.status != 200:
+            return reply
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            status = {service.arn: service.status for service in backend.services.values()}
+        # Deleted services stay in moto as INACTIVE; ECS lists only live ones.
+        arns = sorted(
+            arn
+            for arn in json.loads(reply.body).get("serviceArns", [])
+            if status.get(arn, "ACTIVE") in ("ACTIVE", "DRAINING")
+        )
+        page, token = _page(arns, after, limit, scope)
+        return _json_reply(_with_token({"serviceArns": page}, token))
+
+    def describe_services(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        services = params.get("services") or []
+        limit = self.owner.describe_services_limit
+        if len(services) > limit:
+            raise _ApiError(
+                "InvalidParameterException",
+                f"A maximum of {limit} services can be described at a time; {len(services)} were given.",
+            )
+        return self.forward_json(environ, params)
+
+    def describe_container_instances(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        instances = params.get("containerInstances") or []
+        if len(instances) > _DESCRIBE_CONTAINER_INSTANCES_LIMIT:
+            raise _ApiError(
+                "InvalidParameterException",
+                f"A maximum of {_DESCRIBE_CONTAINER_INSTANCES_LIMIT} container instances can be "
+                f"described at a time; {len(instances)} were given.",
+            )
+        return self.forward_json(environ, params)
+
+
+def _instance_fields(instance: Any, task_groups: list[str]) -> dict[str, Any]:
+    """A moto ContainerInstance in the shape the query evaluator reads."""
+    return {
+        "agentConnected": instance.agent_connected,
+        "versionInfo": dict(instance.version_info),
+        "attributes": dict(instance.attributes),
+        "ec2InstanceId": instance.ec2_instance_id,
+        "registeredAt": instance.registered_at,
+        "runningTasksCount": instance.running_tasks_count,
+        "taskGroups": task_groups,
+    }
+
+
+def _mark_harness(request: Any, **_: Any) -> None:
+    request.headers[_HARNESS_HEADER] = "1"
+
+
+# ---------------------------------------------------------------------------
+# LocalECS
+
+
+class LocalECS:
+    """moto's server plus the enforcing layer, on a local port, with world-building helpers.
+
+    Use as a context manager or call ``start()`` and ``stop()``. ``reset()``
+    empties every moto backend of this process (moto keeps them in globals),
+    the call log and the fault hook.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = "us-east-1",
+        *,
+        list_instances_page: int = 100,
+        describe_services_limit: int = 10,
+        list_services_page: int = 10,
+        default_amis: bool = False,
+    ) -> None:
+        """Configure, without starting.
+
+        ``default_amis=False`` sets MOTO_EC2_LOAD_DEFAULT_AMIS=false for this
+        process while the server runs (unless already set): moto matches each
+        new EC2 instance against its ~1,300 default AMIs, which makes
+        ``add_hosts`` several times slower, and nothing here needs them.
+        """
+        self.host = host
+        self.port = port
+        self.region = region
+        self.list_instances_page = list_instances_page
+        self.describe_services_limit = describe_services_limit
+        self.list_services_page = list_services_page
+        self.default_amis = default_amis
+        self.fault_hook: FaultHook | None = None
+        self.account_id = ""
+        self._calls: list[ApiCall] = []
+        self._calls_lock = threading.Lock()
+        # Held around every request moto answers and every in-process change
+        # to its backends; re-entrant so a handler may forward while holding it.
+        self._moto_lock = threading.RLock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._endpoint_url: str | None = None
+        # True when start() set MOTO_EC2_LOAD_DEFAULT_AMIS, so stop() removes it.
+        self._set_amis_setting = False
+        self._clients: dict[str, Any] = {}
+        self._zones: list[str] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        if self._endpoint_url is None:
+            raise RuntimeError("LocalECS is not started")
+        return self._endpoint_url
+
+    def start(self) -> LocalECS:
+        """Start serving in a daemon thread; return self."""
+        if self._server is not None:
+            return self
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        if not self.default_amis and "MOTO_EC2_LOAD_DEFAULT_AMIS" not in os.environ:
+            self._set_amis_setting = True
+            os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+
+        moto_app = DomainDispatcherApplication(create_backend_app)
+        app = _EnforcingApp(self, moto_app)
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_request_handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, name="localecs", daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self._endpoint_url = f"http://{host}:{port}"
+        identity = self._admin_client("sts").get_caller_identity()
+        self.account_id = identity["Account"]
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+        self._endpoint_url = None
+        self._clients.clear()
+        if self._set_amis_setting:
+            os.environ.pop("MOTO_EC2_LOAD_DEFAULT_AMIS", None)
+            self._set_amis_setting = False
+
+    def __enter__(self) -> LocalECS:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Empty moto's state, the call log and the fault hook."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        self.fault_hook = None
+        self.clear_calls()
+
+    # -- call log ------------------------------------------------------------
+
+    def _record(self, call: ApiCall) -> None:
+        with self._calls_lock:
+            self._calls.append(call)
+
+    @property
+    def calls(self) -> list[ApiCall]:
+        """A copy of the calls made so far (helpers' own calls excluded)."""
+        with self._calls_lock:
+            return list(self._calls)
+
+    def clear_calls(self) -> None:
+        """Forget the calls recorded so far."""
+        with self._calls_lock:
+            self._calls.clear()
+
+    def count(self, operation: str, service: str = "ecs") -> int:
+        """How many calls of one operation were made."""
+        with self._calls_lock:
+            return sum(1 for call in self._calls if call.operation == operation and call.service == service)
+
+    # -- clients and environment ----------------------------------------------
+
+    def client(self, service: str = "ecs", *, config: Config | None = None) -> Any:
+        """A plain boto3 client for the local endpoint (its calls are logged and can be faulted)."""
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=_DUMMY_CREDENTIAL,
+            aws_secret_access_key=_DUMMY_CREDENTIAL,
+            config=config,
+        )
+
+    def _admin_client(self, service: str) -> Any:
+        """A cached client for the helpers, marked so the layer neither logs nor faults it."""
+        client = self._clients.get(service)
+        if client is None:
+            client = self.client(service, config=Config(retries={"mode": "standard", "max_attempts": 3}))
+            client.meta.events.register("before-sign", _mark_harness)
+            self._clients[service] = client
+        return client
+
+    def env(self) -> dict[str, str]:
+        """The environment for a subprocess that should talk to this local ECS.
+
+        A copy of this process's environment without any AWS_* setting (no
+        profile, no real credentials, no other endpoint), plus the endpoint,
+        region and dummy credentials. The AWS config and credentials files are
+        pointed at the null device so nothing from the home directory leaks in.
+        """
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+        environment.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": _DUMMY_CREDENTIAL,
+                "AWS_SECRET_ACCESS_KEY": _DUMMY_CREDENTIAL,
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
+        return environment
+
+    # -- in-process backends -----------------------------------------------------
+
+    def _backends(self) -> tuple[Any, Any]:
+        from moto.ec2.models import ec2_backends
+        from moto.ecs.models import ecs_backends
+
+        return ecs_backends[self.account_id][self.region], ec2_backends[self.account_id][self.region]
+
+    def _container_instance(self, cluster: str, container_instance_arn: str) -> Any:
+        ecs_backend, _ = self._backends()
+        instances = ecs_backend.container_instances.get(cluster.split("/")[-1], {})
+        instance = instances.get(container_instance_arn.split("/")[-1])
+        if instance is None:
+            raise LookupError(f"no container instance {container_instance_arn} in cluster {cluster}")
+        return instance
+
+    def _availability_zones(self) -> list[str]:
+        if self._zones is None:
+            zones = self._admin_client("ec2").describe_availability_zones()["AvailabilityZones"]
+            self._zones = sorted(zone["ZoneName"] for zone in zones)[:3]
+        return self._zones
+
+    # -- world building --------------------------------------------------------
+
+    def create_cluster(self, name: str) -> str:
+        """Create a cluster; return its ARN."""
+        return str(self._admin_client("ecs").create_cluster(clusterName=name)["cluster"]["clusterArn"])
+
+    def add_hosts(
+        self,
+        cluster: str,
+        count: int,
+        *,
+        attributes: dict[str, str] | None = None,
+        instance_type: str = "t3.medium",
+        availability_zones: list[str] | None = None,
+    ) -> list[str]:
+        """Launch ``count`` EC2 instances and register them with the cluster; return their ARNs.
+
+        Hosts are spread over ``availability_zones`` (default: the region's
+        first three). Like real ECS, each carries the ``ecs.instance-type``,
+        ``ecs.availability-zone``, ``ecs.os-type`` and ``ecs.ami-id``
+        attributes; ``attributes`` adds custom ones.
+
+        This goes to moto's backends in this process, not through the API:
+        RunInstances over HTTP spends ~4 s per 1,000 hosts serialising its XML
+        answer and RegisterContainerInstance ~7 ms a call, while in process
+        5,000 hosts take about 10 s (moto finds an EC2 instance by scanning
+        them all, so the cost grows with the square of the count).
+        """
+        if count < 0:
+            raise ValueError("count must not be negative")
+        cluster_name = cluster.split("/")[-1]
+        zones = availability_zones or self._availability_zones()
+        per_zone = [count // len(zones) + (1 if index < count % len(zones) else 0) for index in range(len(zones))]
+        ecs_backend, ec2_backend = self._backends()
+        arns: list[str] = []
+        for zone, zone_count in zip(zones, per_zone, strict=True):
+            for start in range(0, zone_count, _HOST_BATCH):
+                batch = min(_HOST_BATCH, zone_count - start)
+                with self._moto_lock:
+                    if cluster_name not in ecs_backend.clusters:
+                        raise LookupError(f"no cluster {cluster!r}")
+                    reservation = ec2_backend.run_instances(
+                        _HOST_IMAGE_ID, batch, None, [], **_run_instances_arguments(self.region, zone, instance_type)
+                    )
+                    for ec2_instance in reservation.instances:
+                        registered = ecs_backend.register_container_instance(cluster_name, ec2_instance.id)
+                        registered.attributes.update(attributes or {})
+                        arns.append(registered.container_instance_arn)
+        return arns
+
+    def set_agent_connected(self, cluster: str, container_instance_arn: str, connected: bool) -> None:
+        """Mark a host's ECS agent connected or disconnected (ECS has no API for it)."""
+        with self._moto_lock:
+            self._container_instance(cluster, container_instance_arn).agent_connected = connected
+
+    def set_attributes(self, cluster: str, container_instance_arn: str, attributes: Mapping[str, str]) -> None:
+        """Set custom attributes on one host (PutAttributes)."""
+        self._admin_client("ecs").put_attributes(
+            cluster=cluster,
+            attributes=[
+                {"name": name, "value": value, "targetId": container_instance_arn} for name, value in attributes.items()
+            ],
+        )
+
+    def drain(self, cluster: str, container_instance_arn: str) -> None:
+        """Set a host DRAINING."""
+        self._admin_client("ecs").update_container_instances_state(
+            cluster=cluster, containerInstances=[container_instance_arn], status="DRAINING"
+        )
+
+    def activate(self, cluster: str, container_instance_arn: str) -> None:
+        """Set a host ACTIVE again."""
+        self._admin_client("ecs").update_container_instances_state(
+            cluster=cluster, containerInstances=[container_instance_arn], status="ACTIVE"
+        )
+
+    def deregister(self, cluster: str, container_instance_arn: str) -> None:
+        """Deregister a host, running tasks or not (moto then forgets it entirely)."""
+        self._admin_client("ecs").deregister_container_instance(
+            cluster=cluster, containerInstance=container_instance_arn, force=True
+        )
+
+    def create_service(
+        self,
+        cluster: str,
+        name: str,
+        *,
+        desired_count: int = 0,
+        tags: dict[str, str] | None = None,
+        placement_constraints: list[dict[str, Any]] | None = None,
+        placement_strategy: list[dict[str, Any]] | None = None,
+        deployment_configuration: dict[str, Any] | None = None,
+        scheduling_strategy: str = "REPLICA",
+        launch_type: str = "EC2",
+    ) -> str:
+        """Create a service running a small task definition; return its ARN.
+
+        moto's CreateService drops placement constraints, placement strategy
+        and deployment configuration, so they are stored with a following
+        UpdateService (which moto keeps and DescribeServices returns). That
+        UpdateService also sets runningCount to desiredCount, as every moto
+        UpdateService does.
+        """
+        ecs = self._admin_client("ecs")
+        task_definition = self._task_definition()
+        request: dict[str, Any] = {
+            "cluster": cluster,
+            "serviceName": name,
+            "taskDefinition": task_definition,
+            "desiredCount": desired_count,
+            "schedulingStrategy": scheduling_strategy,
+            "launchType": launch_type,
+        }
+        if tags:
+            request["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
+        arn = str(ecs.create_service(**request)["service"]["serviceArn"])
+        dropped: dict[str, Any] = {}
+        if placement_constraints is not None:
+            dropped["placementConstraints"] = placement_constraints
+        if placement_strategy is not None:
+            dropped["placementStrategy"] = placement_strategy
+        if deployment_configuration is not None:
+            dropped["deploymentConfiguration"] = deployment_configuration
+        if dropped:
+            # desiredCount again, or moto's UpdateService zeroes the cluster's task counts.
+            ecs.update_service(cluster=cluster, service=name, desiredCount=desired_count, **dropped)
+        return arn
+
+    def _task_definition(self) -> str:
+        family = "localecs-sleep"
+        ecs = self._admin_client("ecs")
+        try:
+            found = ecs.describe_task_definition(taskDefinition=family)
+            return str(found["taskDefinition"]["taskDefinitionArn"])
+        except ecs.exceptions.ClientException:
+            pass
+        registered = ecs.register_task_definition(
+            family=family,
+            containerDefinitions=[
+                {
+                    "name": "sleep",
+                    "image": "public.ecr.aws/docker/library/busybox",
+                    "memory": 32,
+                    "command": ["sleep", "3600"],
+                }
+            ],
+        )
+        return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+    def update_desired_count(self, cluster: str, service: str, desired_count: int) -> None:
+        """Set a service's desiredCount, as an operator or another tool would."""
+        self._admin_client("ecs").update_service(cluster=cluster, service=service, desiredCount=desired_count)
+
+    def delete_service(self, cluster: str, name: str) -> None:
+        """Delete a service even if it still has a desired count (moto keeps it as INACTIVE)."""
+        self._admin_client("ecs").delete_service(cluster=cluster, service=name, force=True)
+
+    def desired_count(self, cluster: str, service: str) -> int:
+        """The service's desiredCount as DescribeServices reports it."""
+        answer = self._admin_client("ecs").describe_services(cluster=cluster, services=[service])
+        if not answer["services"]:
+            raise LookupError(f"no service {service!r} in cluster {cluster!r}: {answer['failures']}")
+        return int(answer["services"][0]["desiredCount"])
+
+
+def _run_instances_arguments(region: str, zone: str, instance_type: str) -> dict[str, Any]:
+    """The keyword arguments moto 5.2's RunInstances handler passes to its backend."""
+    return {
+        "instance_type": instance_type,
+        "is_instance_type_default": False,
+        "placement": zone,
+        "placement_hostid": None,
+        "region_name": region,
+        "subnet_id": None,
+        "key_name": None,
+        "security_group_ids": [],
+        "nics": [],
+        "private_ip": None,
+        "associate_public_ip": None,
+        "tags": {},
+        "ebs_optimized": False,
+        "disable_api_stop": False,
+        "instance_market_options": {},
+        "instance_initiated_shutdown_behavior": None,
+        "launch_template": {},
+        "hibernation_options": {},
+        "iam_instance_profile_name": None,
+        "iam_instance_profile_arn": None,
+        "monitoring_state": "disabled",
+        "ipv6_address_count": None,
+        "metadata_options": {},
+        "client_token": str(uuid.uuid4()),
+    }
+
+
+def _request_handler() -> type:
+    """moto's request handler without werkzeug's line per request on stderr."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class QuietRequestHandler(MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    return QuietRequestHandler
