@@ -208,9 +208,9 @@ class Api:
         stop: threading.Event | None = None,
         attempts: int = 4,
         max_backoff: float = 8.0,
-        botocore_attempts: int = 3,
+        botocore_attempts: int = 2,
         connect_timeout: float = 5.0,
-        read_timeout: float = 15.0,
+        read_timeout: float = 10.0,
         endpoint_url: str | None = None,
     ) -> None:
         self.stop = stop or threading.Event()
@@ -224,6 +224,8 @@ class Api:
             session = boto3.session.Session(region_name=region, profile_name=profile)
         except botocore.exceptions.ProfileNotFound as error:
             raise CredentialsError(f"AWS_PROFILE / --profile: {error}") from None
+        if not session.region_name:
+            raise CredentialsError("AWS_REGION / --region: no AWS region configured")
         client_config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": botocore_attempts},
             connect_timeout=connect_timeout,

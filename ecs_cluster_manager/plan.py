@@ -26,6 +26,7 @@ STACK_NAME_TAG = "aws:cloudformation:stack-name"
 
 # Launch types whose tasks run on container instances; FARGATE tasks never do.
 HOST_LAUNCH_TYPES = frozenset({"EC2", "EXTERNAL"})
+FARGATE_CAPACITY_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 
 
 class SizingError(ValueError):
@@ -106,6 +107,9 @@ def unmanageable(service: Service) -> str | None:
         return "schedulingStrategy is DAEMON: ECS already runs one task per host"
     if service.launch_type is not None and service.launch_type not in HOST_LAUNCH_TYPES:
         return f"launchType {service.launch_type} does not run on container instances"
+    fargate = [p for p in service.capacity_providers if p in FARGATE_CAPACITY_PROVIDERS]
+    if fargate:
+        return f"capacity provider {fargate[0]} does not run on container instances"
     return None
 
 

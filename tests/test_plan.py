@@ -109,6 +109,7 @@ def test_scale_up_is_immediate_even_with_damping() -> None:
         ({"status": "INACTIVE"}, "INACTIVE"),
         ({"scheduling_strategy": "DAEMON"}, "DAEMON"),
         ({"launch_type": "FARGATE"}, "FARGATE"),
+        ({"capacity_providers": ("FARGATE_SPOT",)}, "FARGATE_SPOT"),
     ],
 )
 def test_unmanageable_services(overrides: dict[str, object], fragment: str) -> None:

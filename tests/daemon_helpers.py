@@ -1,0 +1,123 @@
+"""Running `python run.py` the way a user does, against the local ECS API, and reading its JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ecs_cluster_manager.localecs import LocalECS
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = str(ROOT / "run.py")
+
+
+def daemon_env(local: LocalECS, tmp_path: Path | None = None, **settings: str) -> dict[str, str]:
+    """The environment of a daemon pointed at the local API through AWS_ENDPOINT_URL."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ECS_"))}
+    for key in (
+        "CLUSTER",
+        "SERVICES",
+        "SERVICE_REGEX",
+        "MANAGED_TAG",
+        "INTERVAL",
+        "DRY_RUN",
+        "LOG_LEVEL",
+        "METRICS_PORT",
+    ):
+        env.pop(key, None)
+    env.update(local.env())
+    env["LOG_FORMAT"] = "json"
+    if tmp_path is not None:
+        env["HEARTBEAT_FILE"] = str(tmp_path / "heartbeat")
+    env.update(settings)
+    return env
+
+
+def run_once(local: LocalECS, *args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`python run.py --once ARGS` to completion."""
+    return subprocess.run(
+        [sys.executable, RUN_PY, "--once", *args],
+        env=daemon_env(local, **settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def events(output: str) -> list[dict[str, Any]]:
+    """The JSON log events in a daemon's stdout."""
+    parsed = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            parsed.append(json.loads(line))
+    return parsed
+
+
+def decisions(output: str) -> dict[str, dict[str, Any]]:
+    """The last decision event per service."""
+    return {e["service"]: e for e in events(output) if e.get("event") == "decision"}
+
+
+class Daemon:
+    """A `python run.py` loop in the background, its stdout collected as JSON events."""
+
+    def __init__(self, local: LocalECS, *args: str, **settings: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, RUN_PY, *args],
+            env=daemon_env(local, **settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return events("".join(self.lines))
+
+    def passes(self) -> int:
+        return sum(1 for e in self.events if e.get("event") == "pass")
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 20) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            if self.process.poll() is not None:
+                return condition()
+            time.sleep(0.05)
+        return False
+
+    def wait_passes(self, count: int, timeout: float = 20) -> bool:
+        return self.wait_for(lambda: self.passes() >= count, timeout)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

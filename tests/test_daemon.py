@@ -1,0 +1,249 @@
+"""End to end: `python run.py` as a subprocess against the local ECS API, checked with a plain boto3 client."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import RUN_PY, Daemon, daemon_env, decisions, events, run_once
+from ecs_cluster_manager.localecs import LocalECS
+
+CLUSTER = "prod"
+DISTINCT = [{"type": "distinctInstance"}]
+
+
+@pytest.fixture
+def cluster(ecs: LocalECS) -> LocalECS:
+    """A cluster with 3 hosts and services a and b at desiredCount 0."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 3)
+    for name in ("a", "b"):
+        ecs.create_service(CLUSTER, name, placement_constraints=DISTINCT)
+    ecs.clear_calls()
+    return ecs
+
+
+def counts(local: LocalECS, *names: str) -> list[int]:
+    return [local.desired_count(CLUSTER, name) for name in names]
+
+
+def test_scales_up_to_the_host_count(cluster: LocalECS) -> None:
+    """Each managed service goes to the number of hosts, and follows when hosts are added."""
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a,b")
+    assert result.returncode == 0, result.stderr
+    assert counts(cluster, "a", "b") == [3, 3]
+    cluster.add_hosts(CLUSTER, 2)
+    assert run_once(cluster, CLUSTER=CLUSTER, SERVICES="a b").returncode == 0
+    assert counts(cluster, "a", "b") == [5, 5]
+
+
+def test_decision_events_carry_the_fields(cluster: LocalECS) -> None:
+    """Each decision is logged with cluster, service, hosts, current, target, action and reason."""
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    decision = decisions(result.stdout)["a"]
+    assert {k: decision[k] for k in ("cluster", "service", "hosts", "current", "target", "action")} == {
+        "cluster": CLUSTER,
+        "service": "a",
+        "hosts": 3,
+        "current": 0,
+        "target": 3,
+        "action": "update",
+    }
+    assert decision["reason"]
+    summary = [e for e in events(result.stdout) if e["event"] == "pass"]
+    assert len(summary) == 1 and summary[0]["api_calls"] == cluster.count("ListContainerInstances") + cluster.count(
+        "DescribeServices"
+    ) + cluster.count("UpdateService")
+    assert "duration" in summary[0]
+    assert "testing" not in result.stdout  # the dummy credentials never reach a log line
+
+
+def test_scales_down_when_a_host_drains_or_is_deregistered(cluster: LocalECS) -> None:
+    """DRAINING and deregistered hosts are not counted."""
+    hosts = cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
+    run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    cluster.drain(CLUSTER, hosts[0])
+    assert run_once(cluster, CLUSTER=CLUSTER, SERVICES="a").returncode == 0
+    assert counts(cluster, "a") == [2]
+    cluster.deregister(CLUSTER, hosts[1])
+    assert run_once(cluster, CLUSTER=CLUSTER, SERVICES="a").returncode == 0
+    assert counts(cluster, "a") == [1]
+
+
+def test_disconnected_agents_are_not_counted(cluster: LocalECS) -> None:
+    """A host whose agent is disconnected does not count (the filter is sent and evaluated)."""
+    hosts = cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
+    cluster.set_agent_connected(CLUSTER, hosts[0], False)
+    run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    assert counts(cluster, "a") == [2]
+
+
+def test_a_converged_pass_writes_nothing(cluster: LocalECS) -> None:
+    """When every service is at its target, no UpdateService call is made."""
+    run_once(cluster, CLUSTER=CLUSTER, SERVICES="a b")
+    cluster.clear_calls()
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a b")
+    assert result.returncode == 0
+    assert cluster.count("UpdateService") == 0
+    assert {d["action"] for d in decisions(result.stdout).values()} == {"unchanged"}
+
+
+@pytest.mark.parametrize(("argv", "settings"), [(["--dry-run"], {}), (["--noop"], {}), ([], {"DRY_RUN": "true"})])
+def test_dry_run_changes_nothing(cluster: LocalECS, argv: list[str], settings: dict[str, str]) -> None:
+    """A dry run logs action dry-run with the target and never calls UpdateService."""
+    result = run_once(cluster, *argv, CLUSTER=CLUSTER, SERVICES="a", **settings)
+    assert result.returncode == 0
+    assert counts(cluster, "a") == [0]
+    assert cluster.count("UpdateService") == 0
+    decision = decisions(result.stdout)["a"]
+    assert (decision["action"], decision["target"]) == ("dry-run", 3)
+
+
+def test_a_missing_service_does_not_stop_the_others(cluster: LocalECS) -> None:
+    """A missing or deleted service is skipped with an error; the others are updated; --once exits 1."""
+    cluster.create_service(CLUSTER, "gone")
+    cluster.delete_service(CLUSTER, "gone")
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a nope gone b")
+    assert result.returncode == 1
+    assert counts(cluster, "a", "b") == [3, 3]
+    found = decisions(result.stdout)
+    assert found["nope"]["action"] == "skip" and found["nope"]["level"] == "error"
+    assert found["gone"]["action"] == "skip" and "INACTIVE" in found["gone"]["reason"]
+
+
+def test_service_named_twice_is_managed_once(cluster: LocalECS) -> None:
+    """A service given by name and by ARN is described and updated once."""
+    arn = cluster.client().describe_services(cluster=CLUSTER, services=["a"])["services"][0]["serviceArn"]
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES=f"a, {arn}")
+    assert result.returncode == 0
+    assert cluster.count("UpdateService") == 1
+    assert counts(cluster, "a") == [3]
+
+
+def test_a_failed_page_of_the_host_listing_writes_nothing(cluster: LocalECS) -> None:
+    """When page 2 of ListContainerInstances fails, no service is changed in that pass."""
+    cluster.add_hosts(CLUSTER, 150)
+
+    def fail_second_page(request: object) -> object:
+        if getattr(request, "operation", "") == "ListContainerInstances" and "nextToken" in getattr(
+            request, "params", {}
+        ):
+            return cluster_fault_error()
+        return None
+
+    cluster.fault_hook = fail_second_page
+    try:
+        result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a b")
+    finally:
+        cluster.fault_hook = None
+    assert result.returncode == 1
+    assert cluster.count("UpdateService") == 0
+    assert counts(cluster, "a", "b") == [0, 0]
+    assert any(e["event"] == "pass_failed" for e in events(result.stdout))
+
+
+def cluster_fault_error() -> object:
+    from ecs_cluster_manager.localecs import Fault
+
+    return Fault.error(500)
+
+
+def test_issue_scale_250_hosts_12_services(ecs: LocalECS) -> None:
+    """250 ACTIVE hosts (50 disconnected) and 12 services: all go to 200 in one pass with the fewest calls."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 250)
+    for arn in hosts[:50]:
+        ecs.set_agent_connected(CLUSTER, arn, False)
+    names = [f"svc-{i:02d}" for i in range(12)]
+    for name in names:
+        ecs.create_service(CLUSTER, name, placement_constraints=DISTINCT)
+    ecs.clear_calls()
+
+    result = run_once(ecs, CLUSTER=CLUSTER, SERVICES=" ".join(names))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [ecs.desired_count(CLUSTER, n) for n in names] == [200] * 12
+    assert ecs.count("ListContainerInstances") <= 3
+    assert ecs.count("DescribeServices") <= 2
+    assert ecs.count("UpdateService") == 12
+
+    ecs.clear_calls()
+    again = run_once(ecs, CLUSTER=CLUSTER, SERVICES=" ".join(names))
+    assert again.returncode == 0
+    assert ecs.count("UpdateService") == 0
+
+
+def test_loop_follows_hosts_and_damps_scale_down(cluster: LocalECS, tmp_path: Path) -> None:
+    """In the loop, a new host raises the count at once; a drained host lowers it only after 2 passes."""
+    hosts = cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="0.3", HEARTBEAT_FILE=str(tmp_path / "hb")) as daemon:
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
+        cluster.add_hosts(CLUSTER, 1)
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [4])
+        cluster.drain(CLUSTER, hosts[0])
+        start = daemon.passes()
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
+        # At least two passes saw the lower target before it was applied.
+        assert daemon.passes() - start >= 2
+        held = [e for e in daemon.events if e.get("event") == "decision" and "held" in e.get("reason", "")]
+        assert held and held[0]["action"] == "unchanged"
+        assert daemon.stop() == 0
+    assert (tmp_path / "hb").exists()
+
+
+def test_sigterm_while_sleeping_exits_0_promptly(cluster: LocalECS) -> None:
+    """ECS stops tasks with SIGTERM: the daemon ends within about a second and exits 0."""
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="60") as daemon:
+        assert daemon.wait_passes(1)
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        code = daemon.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
+    assert code == 0
+    assert elapsed < 3, f"took {elapsed:.1f}s"
+
+
+def test_sigint_exits_0(cluster: LocalECS) -> None:
+    """Ctrl-C (SIGINT) stops the loop cleanly with exit 0 and no traceback."""
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="60") as daemon:
+        assert daemon.wait_passes(1)
+        daemon.process.send_signal(signal.SIGINT)
+        assert daemon.process.wait(timeout=10) == 0
+        assert daemon.process.stderr is not None
+        assert "Traceback" not in daemon.process.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("argv", "settings", "names"),
+    [
+        ([], {"SERVICES": "a"}, "CLUSTER"),
+        ([], {"CLUSTER": CLUSTER}, "SERVICES"),
+        ([], {"CLUSTER": CLUSTER, "SERVICES": " ,, "}, "SERVICES"),
+        ([], {"CLUSTER": CLUSTER, "SERVICES": "a", "INTERVAL": "0"}, "INTERVAL"),
+        ([], {"CLUSTER": CLUSTER, "SERVICES": "a", "INTERVAL": "abc"}, "INTERVAL"),
+        (["--interval", "-1"], {"CLUSTER": CLUSTER, "SERVICES": "a"}, "--interval"),
+        (["--frobnicate"], {"CLUSTER": CLUSTER, "SERVICES": "a"}, "--frobnicate"),
+        ([], {"CLUSTER": CLUSTER, "SERVICES": "a", "AWS_REGION": "", "AWS_DEFAULT_REGION": ""}, "AWS_REGION"),
+        ([], {"CLUSTER": "no-such-cluster", "SERVICES": "a"}, "CLUSTER"),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_line(
+    ecs: LocalECS, argv: list[str], settings: dict[str, str], names: str
+) -> None:
+    """Each configuration error exits 2 with one line on stderr naming the variable or flag, no traceback."""
+    env = daemon_env(ecs)
+    for key in ("CLUSTER", "SERVICES"):
+        env.pop(key, None)
+    env.update(settings)
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "--once", *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert names in lines[0]
+    assert "Traceback" not in result.stderr
