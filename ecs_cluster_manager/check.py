@@ -1,0 +1,336 @@
+"""`run.py check`: audit the managed services without changing anything.
+
+Finds the services the daemon would manage (the same discovery code), then
+reports each problem that would stop the daemon from keeping one task per host:
+a missing or inactive service, a DAEMON or Fargate service, a malformed sizing
+tag, a placement that lets tasks stack on one host, a deployment configuration
+that deadlocks a rolling deployment, and a CloudFormation stack that may reset
+desiredCount. Every managed service gets at least one line, `ok` when clean.
+
+The rules are pure functions over `ecs.Service` (`findings_for`); `main` only
+reads the cluster and prints. Exit 1 when any finding is an error, else 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+from . import logs, plan
+from .config import Config
+from .ecs import (
+    Api,
+    ClusterNotFound,
+    EcsError,
+    RequestRejected,
+    Service,
+    host_filter,
+    task_identity,
+)
+from .reconcile import discover
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+
+# The capacity providers AWS reserves for Fargate; every other name is an Auto Scaling group of hosts.
+FARGATE_CAPACITY_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
+# What ECS assumes when a service has no deploymentConfiguration.
+DEFAULT_MINIMUM_HEALTHY_PERCENT = 100
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (or the all-clear) for one service; service None means the cluster or the configuration."""
+
+    service: str | None
+    severity: str
+    code: str
+    message: str
+
+
+def _tasks_kept_running(tasks: int, minimum_healthy_percent: int) -> int:
+    # ECS rounds the minimum healthy task count up.
+    return math.ceil(tasks * minimum_healthy_percent / 100)
+
+
+def _fargate_reason(service: Service) -> str | None:
+    if service.launch_type == "FARGATE":
+        return "launchType FARGATE"
+    fargate = [name for name in service.capacity_providers if name in FARGATE_CAPACITY_PROVIDERS]
+    if fargate:
+        return f"capacityProviderStrategy names {', '.join(fargate)}"
+    if service.launch_type is not None and service.launch_type not in plan.HOST_LAUNCH_TYPES:
+        return f"launchType {service.launch_type}"
+    return None
+
+
+def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
+    """Every finding for one described service; `hosts` is its eligible host count when known.
+
+    Returns an `ok` info finding when nothing else applies, so each service is listed.
+    """
+    name = service.name
+
+    def finding(severity: str, code: str, message: str) -> Finding:
+        return Finding(name, severity, code, message)
+
+    # A service in any of these states makes the remaining rules meaningless.
+    if service.status != "ACTIVE":
+        return [
+            finding(
+                ERROR,
+                "inactive",
+                f"service is {service.status}: it was deleted or is being deleted; "
+                "remove it from SERVICES or recreate it",
+            )
+        ]
+    if service.scheduling_strategy == "DAEMON":
+        return [
+            finding(
+                ERROR,
+                "daemon-strategy",
+                "schedulingStrategy is DAEMON: ECS already runs one task per host and desiredCount cannot be set; "
+                "stop managing it, or recreate it as a REPLICA service with a distinctInstance constraint",
+            )
+        ]
+    fargate = _fargate_reason(service)
+    if fargate is not None:
+        return [
+            finding(
+                ERROR,
+                "no-container-instances",
+                f"{fargate}: its tasks never run on the cluster's container instances, so there is no host "
+                "count to follow; stop managing it, or run it on EC2 (launchType EC2 or an Auto Scaling group "
+                "capacity provider)",
+            )
+        ]
+
+    findings: list[Finding] = []
+    size: plan.Sizing | None
+    try:
+        size = plan.sizing(service.tags)
+    except plan.SizingError as error:
+        size = None
+        findings.append(
+            finding(
+                ERROR,
+                "bad-sizing-tag",
+                f"{error}: the daemon skips this service until the tag is fixed or removed "
+                f"({plan.TASKS_PER_HOST_TAG} >= 1, {plan.MIN_TAG} and {plan.MAX_TAG} >= 0, min <= max)",
+            )
+        )
+
+    if size is not None and size.tasks_per_host == 1 and not service.distinct_instance:
+        # An error, not a warning: one task per host is the whole promise, and without the
+        # constraint ECS may put two of the tasks on one host and none on another.
+        findings.append(
+            finding(
+                ERROR,
+                "no-distinct-instance",
+                "no distinctInstance placement constraint: with one task per host ECS may still place two "
+                'tasks on the same host; add placementConstraints [{"type": "distinctInstance"}]',
+            )
+        )
+    if size is not None and size.tasks_per_host > 1 and service.distinct_instance:
+        findings.append(
+            finding(
+                ERROR,
+                "tasks-per-host-conflict",
+                f"{plan.TASKS_PER_HOST_TAG}={size.tasks_per_host} with a distinctInstance constraint: ECS places "
+                "at most one task per host, so the extra tasks can never be placed; remove the tag or the constraint",
+            )
+        )
+
+    if service.distinct_instance and service.deployment_controller == "ECS":
+        minimum = service.minimum_healthy_percent
+        percent = DEFAULT_MINIMUM_HEALTHY_PERCENT if minimum is None else minimum
+        shown = f"{percent}" if minimum is not None else f"{percent} (the default)"
+        tasks = size.target(hosts) if size is not None and hosts is not None else service.desired_count
+        if percent >= 100:
+            findings.append(
+                finding(
+                    ERROR,
+                    "deployment-deadlock",
+                    f"distinctInstance with minimumHealthyPercent {shown}: every host already runs a task, so a "
+                    "rolling deployment can neither start a new task nor stop an old one and never finishes; "
+                    "set deploymentConfiguration minimumHealthyPercent below 100 (50 works from 2 hosts up)",
+                )
+            )
+        elif tasks > 0 and _tasks_kept_running(tasks, percent) >= tasks:
+            findings.append(
+                finding(
+                    ERROR,
+                    "deployment-deadlock",
+                    f"distinctInstance with minimumHealthyPercent {shown} and {tasks} task(s): ECS rounds the "
+                    f"healthy minimum up to all {tasks}, so a rolling deployment can stop no old task and never "
+                    f"finishes; lower minimumHealthyPercent to at most {100 * (tasks - 1) // tasks}",
+                )
+            )
+
+    stack = service.tags.get(plan.STACK_NAME_TAG)
+    if stack:
+        findings.append(
+            finding(
+                WARNING,
+                "cloudformation",
+                f"managed by CloudFormation stack {stack}: if its template sets DesiredCount, every stack update "
+                "resets it and waits for the service to stabilise; leave DesiredCount out of the template",
+            )
+        )
+
+    if hosts is not None and size is not None and hosts == 0:
+        findings.append(
+            finding(
+                WARNING,
+                "no-hosts",
+                f"no eligible host (ACTIVE, agent connected{', memberOf' if service.member_of else ''}): "
+                f"the daemon would set desiredCount to {size.target(0)}",
+            )
+        )
+
+    if not findings:
+        if hosts is not None and size is not None:
+            target = size.target(hosts)
+            change = "converged" if target == service.desired_count else f"the daemon would set {target}"
+            detail = f"desiredCount {service.desired_count}, {hosts} eligible host(s): {change}"
+        else:
+            detail = f"desiredCount {service.desired_count}"
+        findings.append(finding(INFO, "ok", detail))
+    return findings
+
+
+def skipped_finding(decision: plan.Decision) -> Finding:
+    """The finding for a configured service that discovery could not describe."""
+    if "not found" in decision.reason:
+        return Finding(
+            decision.service,
+            ERROR,
+            "not-found",
+            f"{decision.reason}: check the name in SERVICES and that CLUSTER is the cluster it runs in",
+        )
+    return Finding(decision.service, ERROR, "describe-failed", decision.reason)
+
+
+def _count_hosts(api: Api, config: Config, services: Iterable[Service]) -> tuple[dict[str, int], list[Finding]]:
+    """Eligible hosts per service ARN, counted once per distinct filter expression.
+
+    A filter ECS rejects (a memberOf expression it cannot parse) becomes an error
+    finding for each service using it, not a failed check.
+    """
+    counts: dict[str, int] = {}
+    findings: list[Finding] = []
+    by_filter: dict[str, list[Service]] = {}
+    for service in services:
+        by_filter.setdefault(host_filter(service.member_of), []).append(service)
+    for expression, users in by_filter.items():
+        try:
+            hosts = api.count_hosts(config.cluster, expression)
+        except RequestRejected as error:
+            findings.extend(
+                Finding(
+                    service.name,
+                    ERROR,
+                    "host-filter",
+                    f"ECS rejected the host filter {expression!r} built from its memberOf constraints: {error}",
+                )
+                for service in users
+            )
+            continue
+        counts.update((service.arn, hosts) for service in users)
+    return counts, findings
+
+
+def _countable(service: Service) -> bool:
+    return plan.unmanageable(service) is None and _fargate_reason(service) is None
+
+
+def collect(api: Api, config: Config) -> list[Finding]:
+    """Read the cluster and return every finding, cluster-wide ones first. Makes no change."""
+    identity = task_identity(os.environ)
+    try:
+        managed = discover(api, config, identity)
+    except ClusterNotFound:
+        return [
+            Finding(
+                None,
+                ERROR,
+                "cluster-not-found",
+                f"cluster {config.cluster!r} not found in region {api.region}: check CLUSTER and AWS_REGION",
+            )
+        ]
+    except EcsError as error:
+        return [Finding(None, ERROR, "api-error", f"could not describe the services: {error}")]
+
+    findings: list[Finding] = []
+    if not managed.services and not managed.skipped:
+        findings.append(
+            Finding(
+                None,
+                WARNING,
+                "no-services",
+                "no service matched SERVICES, SERVICE_REGEX or MANAGED_TAG: the daemon would manage nothing",
+            )
+        )
+    findings.extend(skipped_finding(decision) for decision in managed.skipped)
+
+    try:
+        hosts, filter_findings = _count_hosts(api, config, [s for s in managed.services if _countable(s)])
+    except ClusterNotFound:
+        return [
+            *findings,
+            Finding(None, ERROR, "cluster-not-found", f"cluster {config.cluster!r} not found in region {api.region}"),
+        ]
+    except EcsError as error:
+        # The services were read; report them without host counts rather than not at all.
+        hosts, filter_findings = {}, [Finding(None, ERROR, "api-error", f"could not count hosts: {error}")]
+    findings.extend(filter_findings)
+    rejected = {f.service for f in filter_findings if f.code == "host-filter"}
+    for service in managed.services:
+        per_service = findings_for(service, hosts.get(service.arn))
+        if service.name in rejected:
+            per_service = [f for f in per_service if f.code != "ok"]
+        findings.extend(per_service)
+    return findings
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.severity == ERROR for f in findings)
+
+
+def as_json(cluster: str, findings: Sequence[Finding]) -> str:
+    document = {"cluster": cluster, "ok": not has_errors(findings), "findings": [asdict(f) for f in findings]}
+    return json.dumps(document, indent=2)
+
+
+def as_table(cluster: str, findings: Sequence[Finding]) -> str:
+    """Aligned columns, one finding per line, then a one-line summary."""
+    header = ("SERVICE", "SEVERITY", "CODE", "MESSAGE")
+    rows = [(f.service or "-", f.severity, f.code, f.message) for f in findings]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(3)]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)), row[3]]).rstrip()
+        for row in (header, *rows)
+    ]
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    warnings = sum(1 for f in findings if f.severity == WARNING)
+    services = len({f.service for f in findings if f.service is not None})
+    verdict = "FAILED" if errors else "OK"
+    lines.append("")
+    lines.append(f"{verdict}: cluster {cluster}, {services} service(s), {errors} error(s), {warnings} warning(s)")
+    return "\n".join(lines)
+
+
+def main(api: Api, config: Config, out: TextIO | None = None) -> int:
+    """Print the findings as a table (or JSON with --json); exit 1 when any is an error."""
+    out = out or sys.stdout
+    # stdout carries the report (JSON must stay parseable), so log lines such as API retries go to stderr.
+    logs.configure(config.log_level, config.log_format, stream=sys.stderr)
+    findings = collect(api, config)
+    print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+    return 1 if has_errors(findings) else 0

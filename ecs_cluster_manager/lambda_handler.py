@@ -1,0 +1,105 @@
+"""AWS Lambda entry point: one reconcile pass per relevant EventBridge event.
+
+Configured by the same environment variables as the daemon (CLUSTER, SERVICES,
+SERVICE_REGEX, MANAGED_TAG, DRY_RUN, ...). Two kinds of event start a pass:
+an "ECS Container Instance State Change" for the configured cluster (a host came,
+went, drained or lost its agent) and a "Scheduled Event" (the safety net that
+catches anything an event missed). Anything else is ignored with a reason.
+
+The configuration, the logging set-up and the ECS client are made once per
+Lambda container and reused by warm invocations. A pass has no scale-down
+memory between invocations, so it acts at once, as `run.py --once` does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from . import config as settings
+from . import logs, reconcile
+from .ecs import Api
+
+log = structlog.get_logger(__name__)
+
+CONTAINER_INSTANCE_STATE_CHANGE = "ECS Container Instance State Change"
+SCHEDULED_EVENT = "Scheduled Event"
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    config: settings.Config
+    api: Api
+
+
+_runtime: _Runtime | None = None
+
+
+def reset() -> None:
+    """Forget the cached configuration and client, so the next invocation reads the environment again."""
+    global _runtime
+    _runtime = None
+
+
+def _get_runtime() -> _Runtime:
+    """The per-container configuration and client, built on the first invocation.
+
+    A ConfigError (or a CredentialsError from the client) propagates: Lambda
+    reports it as the invocation's error, with the message naming the variable.
+    Nothing is cached on failure, so a fixed environment works on the next call.
+    """
+    global _runtime
+    if _runtime is None:
+        config = settings.load([], os.environ)
+        # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
+        logs.configure(config.log_level, "json")
+        _runtime = _Runtime(config=config, api=Api(config.region, config.profile))
+        log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
+    return _runtime
+
+
+def _cluster_name(reference: str) -> str:
+    # Both "name" and "arn:aws:ecs:region:account:cluster/name" end with the name.
+    return reference.rsplit("/", 1)[-1]
+
+
+def relevance(event: Mapping[str, Any], config: settings.Config) -> str | None:
+    """None when the event should start a pass, else why it is ignored."""
+    detail_type = event.get("detail-type")
+    if detail_type == SCHEDULED_EVENT:
+        return None
+    if detail_type == CONTAINER_INSTANCE_STATE_CHANGE:
+        detail = event.get("detail")
+        cluster_arn = detail.get("clusterArn") if isinstance(detail, Mapping) else None
+        if not isinstance(cluster_arn, str) or not cluster_arn:
+            return "event has no detail.clusterArn"
+        if _cluster_name(cluster_arn) != config.cluster_name:
+            return f"event is for cluster {_cluster_name(cluster_arn)!r}, not {config.cluster_name!r}"
+        return None
+    if detail_type is None:
+        return "event has no detail-type"
+    return f"unsupported detail-type {detail_type!r}"
+
+
+def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
+    """Run one pass for a relevant event; return the pass summary, or {"ignored": true, "reason": ...}."""
+    runtime = _get_runtime()
+    if not isinstance(event, Mapping):
+        event = {}
+    reason = relevance(event, runtime.config)
+    if reason is not None:
+        log.info("event_ignored", cluster=runtime.config.cluster, detail_type=event.get("detail-type"), reason=reason)
+        return {"ignored": True, "reason": reason}
+    log.info(
+        "event",
+        cluster=runtime.config.cluster,
+        detail_type=event.get("detail-type"),
+        event_id=event.get("id"),
+        request_id=getattr(context, "aws_request_id", None),
+    )
+    report = reconcile.run_pass(runtime.api, runtime.config, None)
+    return report.summary()
