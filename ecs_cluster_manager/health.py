@@ -1,20 +1,31 @@
-"""Liveness of the loop: a heartbeat file for `run.py healthcheck` (the Docker HEALTHCHECK).
+"""Liveness of the loop: the heartbeat file, /healthz, and the metrics behind METRICS_PORT.
 
-The loop touches HEARTBEAT_FILE after every pass that read the cluster
-successfully. `healthcheck` exits 0 while that happened less than 3 x INTERVAL ago.
+The loop hands every PassReport to a Monitor. A pass that read the cluster
+(report.observed) counts as a success: the Monitor touches HEARTBEAT_FILE, which
+`run.py healthcheck` (the Docker HEALTHCHECK) checks, and /healthz answers 200
+while the last success ended less than 3 x INTERVAL ago. Until the first pass
+has had that long to run, both count as healthy only through their own grace:
+/healthz from the Monitor's start, the Docker check through its start period.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from .config import Config
 from .reconcile import PassReport
+
+if TYPE_CHECKING:
+    from .ecs import Api
+    from .metrics import Metrics, Server
 
 log = structlog.get_logger(__name__)
 
@@ -22,32 +33,110 @@ STALE_AFTER_INTERVALS = 3
 
 
 def stale_after(config: Config) -> float:
+    """Seconds after the last successful pass at which the loop counts as unhealthy."""
     return STALE_AFTER_INTERVALS * config.interval
 
 
 class Monitor:
-    """Records each pass: the heartbeat file now, metrics where enabled."""
+    """Records each pass: the heartbeat file always, metrics and /healthz when METRICS_PORT is set.
 
-    def __init__(self, config: Config) -> None:
+    `api`, when given, is where API calls and retries are counted from;
+    `clock` is a monotonic clock, replaceable in tests.
+    """
+
+    def __init__(self, config: Config, api: Api | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.api = api
+        self.clock = clock
         self.heartbeat = Path(config.heartbeat_file)
-        self.last_success: float | None = None  # time.monotonic() of the last observed pass
+        self.started = clock()
+        self.last_success: float | None = None  # clock() at the end of the last observed pass
+        self.last_error: str | None = None  # why the passes since the last success failed
+        self.metrics: Metrics | None = None
+        self.server: Server | None = None
+        self._lock = threading.Lock()  # /healthz reads the state from the server's threads
+        self._previous_on_call = None if api is None else api.on_call
 
     def start(self) -> None:
-        pass
+        """Start the grace period, and the metrics server when METRICS_PORT is set.
+
+        Raises metrics.MetricsError (a ConfigError naming METRICS_PORT or
+        METRICS_ADDR) when the server cannot listen.
+        """
+        with self._lock:
+            self.started = self.clock()
+        # A heartbeat left by an earlier process (a restarted container keeps
+        # /tmp) must not vouch for this one before it has read the cluster.
+        try:
+            self.heartbeat.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("heartbeat_not_removed", path=str(self.heartbeat), error=str(error))
+        if self.config.metrics_port is None:
+            return
+
+        from .metrics import Metrics, Server
+
+        metrics = Metrics(self.config.interval, clock=self.clock)
+        server = Server(metrics.registry, self.status, self.config.metrics_port, self.config.metrics_addr)
+        server.start()
+        self.metrics, self.server = metrics, server
+        if self.api is not None:
+            previous = self._previous_on_call
+
+            def on_call(operation: str, outcome: str) -> None:
+                metrics.count_call(operation, outcome)
+                if previous is not None:
+                    previous(operation, outcome)
+
+            self.api.on_call = on_call
 
     def record(self, report: PassReport) -> None:
-        if not report.observed:
-            return
-        self.last_success = time.monotonic()
+        """Take in one finished pass."""
+        now = self.clock()
+        with self._lock:
+            if report.observed:
+                self.last_success = now
+                self.last_error = None
+            else:
+                self.last_error = "; ".join(report.errors) or "the pass failed"
+        if self.metrics is not None:
+            self.metrics.observe(report)
+            if self.api is not None:
+                self.metrics.count_retries(self.api.retries)
+        if report.observed:
+            self._touch_heartbeat()
+
+    def _touch_heartbeat(self) -> None:
         try:
             self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
             self.heartbeat.write_text(f"{time.time():.3f}\n")
         except OSError as error:
             log.warning("heartbeat_not_written", path=str(self.heartbeat), error=str(error))
 
+    def status(self) -> tuple[bool, str]:
+        """(healthy, one line saying why): what /healthz answers."""
+        limit = stale_after(self.config)
+        now = self.clock()
+        with self._lock:
+            last_success, started, last_error = self.last_success, self.started, self.last_error
+        error = f"; last error: {' '.join(last_error.split())}" if last_error else ""
+        if last_success is not None:
+            age = now - last_success
+            if age < limit:
+                return True, f"ok: last successful pass {age:.0f}s ago (limit {limit:g}s){error}"
+            return False, f"unhealthy: last successful pass {age:.0f}s ago (limit {limit:g}s){error}"
+        age = now - started
+        if age < limit:
+            return True, f"ok: starting, no successful pass yet ({age:.0f}s of {limit:g}s grace){error}"
+        return False, f"unhealthy: no successful pass in the {age:.0f}s since start (limit {limit:g}s){error}"
+
     def close(self) -> None:
-        pass
+        """Stop the metrics server and give the Api its own call hook back."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.api is not None and self.metrics is not None:
+            self.api.on_call = self._previous_on_call
 
 
 def check_heartbeat(config: Config) -> int:
@@ -58,9 +147,12 @@ def check_heartbeat(config: Config) -> int:
     except FileNotFoundError:
         print(f"unhealthy: no successful pass yet ({path} does not exist)", file=sys.stderr)
         return 1
+    except OSError as error:
+        print(f"unhealthy: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+        return 1
     limit = stale_after(config)
     if age > limit:
-        print(f"unhealthy: last successful pass {age:.0f}s ago (limit {limit:.0f}s)", file=sys.stderr)
+        print(f"unhealthy: last successful pass {age:.0f}s ago (limit {limit:g}s)", file=sys.stderr)
         return 1
     print(f"healthy: last successful pass {age:.0f}s ago")
     return 0

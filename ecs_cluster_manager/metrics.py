@@ -1,0 +1,301 @@
+"""Prometheus metrics of the loop, and the small HTTP server for /metrics and /healthz.
+
+Only used when METRICS_PORT is set. The metrics live in their own
+CollectorRegistry (not prometheus_client's global one), so importing this module
+registers nothing and tests can build as many independent sets as they like.
+`Metrics` turns each PassReport and each API attempt into samples; `Server`
+serves them, plus a health answer it asks for on each /healthz request.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+from . import plan
+from .config import ConfigError
+from .reconcile import PassReport
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "ecs_cluster_manager"
+
+# Pass durations: a converged pass is a handful of calls (well under a second);
+# retries with backoff and throttling stretch it to tens of seconds.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+# The free-text skip reason of a Decision, mapped to a short code so the
+# service_skips_total{reason} label stays low-cardinality (the text carries
+# stack names, error messages and counts). First match wins.
+OTHER_REASON = "other"
+_REASON_CODES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), code)
+    for pattern, code in (
+        (r"^service not found\b", "missing"),
+        (r"^DescribeServices: ", "describe_failed"),
+        (r"^service is ", "inactive"),
+        (r"^tag \S+", "bad_tag"),
+        (r"^cloudformation stack ", "cloudformation"),
+        (r"^host count failed\b", "host_count_failed"),
+        (r"^update failed\b", "update_failed"),
+        (r"^schedulingStrategy is ", "unmanageable"),
+        (r"^launchType \S+ does not run on container instances", "unmanageable"),
+        (r"^shutting down\b", "shutting_down"),
+    )
+)
+REASON_CODES = frozenset({code for _, code in _REASON_CODES} | {OTHER_REASON})
+
+
+def reason_code(reason: str) -> str:
+    """The short, fixed code for a skip reason (`other` for text no rule knows)."""
+    for pattern, code in _REASON_CODES:
+        if pattern.search(reason):
+            return code
+    return OTHER_REASON
+
+
+class MetricsError(ConfigError):
+    """The metrics server cannot start (port in use, bad address); the message names the setting."""
+
+
+class Metrics:
+    """Every metric of one process, in a registry of its own."""
+
+    def __init__(
+        self,
+        interval: float,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.clock = clock  # monotonic; replaceable in tests
+        self.started = clock()
+        self._last_success: float | None = None  # clock() at the end of the last observed pass
+        self._lock = threading.Lock()
+        self._hosts_labels: set[str] = set()
+        self._service_labels: set[str] = set()
+        self._retries_seen: dict[str, int] = {}
+        r = self.registry
+
+        self.passes = Counter(f"{PREFIX}_passes", "Reconcile passes run.", registry=r)
+        self.passes_failed = Counter(
+            f"{PREFIX}_passes_failed", "Passes that could not read the cluster (nothing was written).", registry=r
+        )
+        self.pass_duration = Histogram(
+            f"{PREFIX}_pass_duration_seconds", "Wall time of one pass.", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.api_calls = Counter(
+            f"{PREFIX}_api_calls",
+            "AWS API HTTP attempts by operation and outcome (ok, throttled, error, unreachable).",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.api_retries = Counter(
+            f"{PREFIX}_api_retries", "Calls retried after a transient fault, by operation.", ["operation"], registry=r
+        )
+        self.hosts = Gauge(
+            f"{PREFIX}_hosts", "Eligible container instances per host filter, as of the last successful pass.",
+            ["filter"], registry=r,
+        )
+        self.service_desired = Gauge(
+            f"{PREFIX}_service_desired_count", "desiredCount of each managed service after the last pass.",
+            ["service"], registry=r,
+        )
+        self.service_target = Gauge(
+            f"{PREFIX}_service_target_count", "desiredCount the last pass decided each managed service should have.",
+            ["service"], registry=r,
+        )
+        self.service_updates = Counter(
+            f"{PREFIX}_service_updates", "UpdateService calls that changed a managed service's desiredCount.",
+            ["service"], registry=r,
+        )
+        self.service_skips = Counter(
+            f"{PREFIX}_service_skips", "Passes that left a managed service alone, by reason code.",
+            ["service", "reason"], registry=r,
+        )
+        self.last_success_timestamp = Gauge(
+            f"{PREFIX}_last_success_timestamp_seconds", "Unix time the last successful pass ended.", registry=r
+        )
+        self.seconds_since_last_success = Gauge(
+            f"{PREFIX}_seconds_since_last_success",
+            "Seconds since the last successful pass ended (since start-up before the first one).",
+            registry=r,
+        )
+        self.seconds_since_last_success.set_function(self.seconds_since_success)
+        # Exported so an alert can say "3 x interval" without knowing the setting.
+        self.interval = Gauge(f"{PREFIX}_interval_seconds", "Configured seconds between passes.", registry=r)
+        self.interval.set(interval)
+
+    def seconds_since_success(self) -> float:
+        """Seconds since the last successful pass, or since start-up when there has been none."""
+        with self._lock:
+            since = self._last_success if self._last_success is not None else self.started
+        return max(0.0, self.clock() - since)
+
+    def count_call(self, operation: str, outcome: str) -> None:
+        """Api.on_call hook: one HTTP attempt."""
+        self.api_calls.labels(operation=operation, outcome=outcome).inc()
+
+    def count_retries(self, retries: Mapping[str, int]) -> None:
+        """Add what Api.retries (a running total by operation) gained since the last call."""
+        for operation, total in list(retries.items()):
+            gained = total - self._retries_seen.get(operation, 0)
+            if gained > 0:
+                self.api_retries.labels(operation=operation).inc(gained)
+            self._retries_seen[operation] = total
+
+    def observe(self, report: PassReport) -> None:
+        """Record one pass."""
+        self.passes.inc()
+        self.pass_duration.observe(report.duration)
+        if not report.observed:
+            self.passes_failed.inc()
+        else:
+            with self._lock:
+                self._last_success = self.clock()
+            self.last_success_timestamp.set(time.time())
+            self._set_hosts(report.hosts)
+
+        for decision in report.decisions:
+            if decision.action == plan.UPDATE:
+                self.service_updates.labels(service=decision.service).inc()
+            elif decision.action == plan.SKIP:
+                self.service_skips.labels(service=decision.service, reason=reason_code(decision.reason)).inc()
+            desired = decision.target if decision.action == plan.UPDATE else decision.current
+            if desired is not None:
+                self.service_desired.labels(service=decision.service).set(desired)
+            if decision.target is not None:
+                self.service_target.labels(service=decision.service).set(decision.target)
+        if report.observed:
+            # Only a complete pass knows the whole set of managed services; a
+            # service that left it stops being exported instead of going stale.
+            current = {d.service for d in report.decisions}
+            for service in self._service_labels - current:
+                self.service_desired.remove(service)
+                self.service_target.remove(service)
+            self._service_labels = current
+
+    def _set_hosts(self, hosts: Mapping[str, int]) -> None:
+        for expression, count in hosts.items():
+            self.hosts.labels(filter=expression).set(count)
+        for expression in self._hosts_labels - hosts.keys():
+            self.hosts.remove(expression)
+        self._hosts_labels = set(hosts)
+
+
+HealthCheck = Callable[[], tuple[bool, str]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET /metrics and /healthz; anything else is a 404."""
+
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+
+    # http.server dispatches to methods named do_<METHOD>.
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _answer(self, *, body: bool) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, encoder(self.server.registry), content_type, body)
+        elif path == "/healthz":
+            healthy, text = self.server.health()
+            self._send(200 if healthy else 503, f"{text}\n".encode(), "text/plain; charset=utf-8", body)
+        else:
+            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8", body)
+
+    def _send(self, status: int, payload: bytes, content_type: str, body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        # A scrape every few seconds would drown the decision log.
+        pass
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True  # a slow scraper never holds up shutdown
+    registry: CollectorRegistry
+    health: HealthCheck
+
+
+class _HttpServer6(_HttpServer):
+    address_family = socket.AF_INET6
+
+
+class Server:
+    """/metrics and /healthz on METRICS_ADDR:METRICS_PORT, served from a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, health: HealthCheck, port: int, addr: str) -> None:
+        self.registry = registry
+        self.health = health
+        self.port = port
+        self.addr = addr
+        self._server: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound_port(self) -> int | None:
+        return int(self._server.server_address[1]) if self._server else None
+
+    def start(self) -> None:
+        """Bind and serve; MetricsError (one line, naming the setting) when the address cannot be used."""
+        server_class = _HttpServer6 if ":" in self.addr else _HttpServer
+        try:
+            server = server_class((self.addr, self.port), _Handler)
+        except socket.gaierror as error:
+            raise MetricsError(f"METRICS_ADDR: cannot resolve {self.addr!r}: {error.strerror}") from None
+        except OSError as error:
+            raise MetricsError(_bind_message(error, self.addr, self.port)) from None
+        server.registry = self.registry
+        server.health = self.health
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="metrics-server", daemon=True
+        )
+        self._thread.start()
+        log.info("metrics_listening", addr=self.addr, port=self.bound_port)
+
+    def close(self) -> None:
+        """Stop serving and release the port (returns within the poll interval)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+
+def _bind_message(error: OSError, addr: str, port: int) -> str:
+    where = f"{addr}:{port}" if ":" not in addr else f"[{addr}]:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return f"METRICS_PORT: cannot listen on {where}: the port is already in use"
+    if error.errno == errno.EACCES:
+        return f"METRICS_PORT: cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"METRICS_ADDR: cannot listen on {where}: {error.strerror}"
+    return f"METRICS_PORT: cannot listen on {where}: {error.strerror or error}"

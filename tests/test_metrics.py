@@ -1,0 +1,511 @@
+"""Metrics, /healthz and the heartbeat: in-process units first, then `python run.py` against the local ECS API."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon_helpers import RUN_PY, Daemon, daemon_env
+from ecs_cluster_manager import config as settings
+from ecs_cluster_manager import health, plan
+from ecs_cluster_manager.ecs import Service
+from ecs_cluster_manager.localecs import LocalECS
+from ecs_cluster_manager.metrics import REASON_CODES, Metrics, MetricsError, Server, reason_code
+from ecs_cluster_manager.reconcile import PassReport
+
+CLUSTER = "prod"
+DISTINCT = [{"type": "distinctInstance"}]
+FILTER = "agentConnected == true"
+P = "ecs_cluster_manager_"
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
+    """(status, body, content type) of one request to the metrics server."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), error.headers.get("Content-Type", "")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, keyed by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+def make_config(tmp_path: Path, **environ: str) -> settings.Config:
+    base = {"CLUSTER": CLUSTER, "SERVICES": "a", "INTERVAL": "10", "HEARTBEAT_FILE": str(tmp_path / "heartbeat")}
+    return settings.load([], {**base, **environ})
+
+
+def decision(service: str, action: str, current: int | None, target: int | None, reason: str) -> plan.Decision:
+    return plan.Decision(service, f"arn:{service}", action, current, target, 3, reason, action == plan.SKIP)
+
+
+def report(*decisions: plan.Decision, hosts: dict[str, int] | None = None, errors: tuple[str, ...] = ()) -> PassReport:
+    return PassReport(
+        cluster=CLUSTER, started_at=time.time(), duration=0.2, hosts=dict(hosts or {}),
+        decisions=list(decisions), errors=list(errors),
+    )
+
+
+def service(**fields: object) -> Service:
+    base: dict[str, object] = {
+        "arn": "arn:s", "name": "s", "cluster_arn": "arn:c", "status": "ACTIVE", "desired_count": 1,
+    }
+    return Service(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def sizing_error(tags: dict[str, str]) -> str:
+    with pytest.raises(plan.SizingError) as caught:
+        plan.sizing(tags)
+    return str(caught.value)
+
+
+@pytest.fixture
+def cluster(ecs: LocalECS) -> LocalECS:
+    """Cluster prod with 3 hosts and services a and b (distinctInstance) at desiredCount 0."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 3)
+    for name in ("a", "b"):
+        ecs.create_service(CLUSTER, name, placement_constraints=DISTINCT)
+    ecs.clear_calls()
+    return ecs
+
+
+# -- reason codes ---------------------------------------------------------------
+
+
+def test_reason_codes_of_the_plan_reasons() -> None:
+    """plan.py's reasons for unmanageable services and bad sizing tags map to inactive, unmanageable, bad_tag."""
+    assert reason_code(plan.unmanageable(service(status="INACTIVE")) or "") == "inactive"
+    assert reason_code(plan.unmanageable(service(status="DRAINING")) or "") == "inactive"
+    assert reason_code(plan.unmanageable(service(scheduling_strategy="DAEMON")) or "") == "unmanageable"
+    assert reason_code(plan.unmanageable(service(launch_type="FARGATE")) or "") == "unmanageable"
+    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "two"})) == "bad_tag"
+    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "0"})) == "bad_tag"
+    assert reason_code(sizing_error({plan.MIN_TAG: "5", plan.MAX_TAG: "2"})) == "bad_tag"
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("service not found in this cluster", "missing"),
+        ("DescribeServices: ACCESS_DENIED", "describe_failed"),
+        ("cloudformation stack web-prod is UPDATE_IN_PROGRESS", "cloudformation"),
+        ("cloudformation stack web-prod status unknown: DescribeStacks: AccessDenied: no", "cloudformation"),
+        ("host count failed", "host_count_failed"),
+        ("update failed: UpdateService: ThrottlingException: Rate exceeded", "update_failed"),
+        ("shutting down before update", "shutting_down"),
+        ("something nobody planned for", "other"),
+    ],
+)
+def test_reason_codes_of_the_pass_reasons(reason: str, code: str) -> None:
+    """Each skip reason reconcile.py writes maps to its short code, and unknown text to `other`."""
+    assert reason_code(reason) == code
+
+
+def test_reason_codes_are_a_small_fixed_set() -> None:
+    """Reasons that differ only in stack names or error text share one code, so the label cannot grow."""
+    reasons = [f"cloudformation stack s{i} is UPDATE_IN_PROGRESS" for i in range(50)]
+    reasons += [f"update failed: error {i}" for i in range(50)]
+    codes = {reason_code(reason) for reason in reasons}
+    assert codes == {"cloudformation", "update_failed"}
+    assert codes <= REASON_CODES
+    assert len(REASON_CODES) <= 12
+
+
+def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes that skip services for each reason reconcile.py knows produce no `other` code."""
+    from ecs_cluster_manager.ecs import Api
+    from ecs_cluster_manager.localecs import Fault, fault_on
+    from ecs_cluster_manager.reconcile import run_pass
+
+    for name, setting in cluster.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, setting)
+    cluster.create_service(CLUSTER, "gone")
+    cluster.delete_service(CLUSTER, "gone")
+    cluster.create_service(CLUSTER, "badtag", tags={plan.TASKS_PER_HOST_TAG: "two"})
+    cluster.create_service(CLUSTER, "daemon", scheduling_strategy="DAEMON")
+    cluster.create_service(CLUSTER, "stacked", tags={plan.STACK_NAME_TAG: "web"}, placement_constraints=DISTINCT)
+    api = Api(cluster.region, attempts=1, botocore_attempts=1)
+    config = settings.load([], {"CLUSTER": CLUSTER, "SERVICES": "a nope gone badtag daemon stacked"})
+
+    def codes() -> dict[str, str]:
+        found = run_pass(api, config)
+        return {d.service: reason_code(d.reason) for d in found.decisions if d.action == plan.SKIP}
+
+    denied = fault_on("DescribeStacks", Fault.error(400, "AccessDenied", "no"), service="cloudformation")
+    rejected = fault_on("UpdateService", Fault.error(400, "InvalidParameterException", "no"))
+    cluster.fault_hook = lambda request: denied(request) or rejected(request)
+    assert codes() == {"nope": "missing", "gone": "inactive", "badtag": "bad_tag", "daemon": "unmanageable",
+                       "stacked": "cloudformation", "a": "update_failed"}
+    cluster.fault_hook = fault_on("ListContainerInstances", Fault.error(400, "InvalidParameterException", "no"))
+    assert codes()["a"] == "host_count_failed"
+    stop = threading.Event()
+    stop.set()
+    cluster.fault_hook = None
+    shutting = run_pass(api, config, stop=stop)
+    assert {reason_code(d.reason) for d in shutting.decisions if d.service == "a"} == {"shutting_down"}
+
+
+# -- Metrics --------------------------------------------------------------------
+
+
+def test_metrics_follow_the_reports() -> None:
+    """Passes, failures, hosts, per-service counts, updates and skips (by code) come out of the reports."""
+    clock = Clock()
+    metrics = Metrics(30, clock=clock)
+    metrics.observe(report(
+        decision("a", plan.UPDATE, 1, 3, "scale up"),
+        decision("b", plan.SKIP, 2, None, "tag ecs-cluster-manager:min='x' is not a whole number"),
+        decision("c", plan.UNCHANGED, 3, 3, "converged"),
+        hosts={FILTER: 3, f"{FILTER} and (attribute:role == web)": 2},
+    ))
+    text = generate_latest(metrics.registry).decode()
+    assert value(text, P + "passes_total") == 1
+    assert value(text, P + "passes_failed_total") == 0
+    assert value(text, P + "pass_duration_seconds_count") == 1
+    assert value(text, P + "hosts", filter=FILTER) == 3
+    assert value(text, P + "hosts", filter=f"{FILTER} and (attribute:role == web)") == 2
+    assert value(text, P + "service_desired_count", service="a") == 3  # the count just written
+    assert value(text, P + "service_desired_count", service="b") == 2
+    assert value(text, P + "service_target_count", service="c") == 3
+    assert value(text, P + "service_target_count", service="b") is None
+    assert value(text, P + "service_updates_total", service="a") == 1
+    assert value(text, P + "service_updates_total", service="c") is None
+    assert value(text, P + "service_skips_total", service="b", reason="bad_tag") == 1
+    assert value(text, P + "interval_seconds") == 30
+    assert abs((value(text, P + "last_success_timestamp_seconds") or 0) - time.time()) < 60
+
+
+def test_metrics_forget_services_and_filters_that_leave() -> None:
+    """After a complete pass, a service or filter no longer in use stops being exported; a failed pass keeps them."""
+    metrics = Metrics(30, clock=Clock())
+    metrics.observe(report(decision("a", plan.UNCHANGED, 3, 3, "converged"),
+                           decision("b", plan.UNCHANGED, 3, 3, "converged"), hosts={FILTER: 3, "other": 1}))
+    metrics.observe(report(decision("a", plan.SKIP, 3, None, "host count failed"), errors=("counting hosts failed",)))
+    text = generate_latest(metrics.registry).decode()
+    assert value(text, P + "service_desired_count", service="b") == 3
+    assert value(text, P + "hosts", filter="other") == 1
+    assert value(text, P + "passes_failed_total") == 1
+    assert value(text, P + "service_skips_total", service="a", reason="host_count_failed") == 1
+
+    metrics.observe(report(decision("a", plan.UNCHANGED, 3, 3, "converged"), hosts={FILTER: 3}))
+    text = generate_latest(metrics.registry).decode()
+    assert value(text, P + "service_desired_count", service="b") is None
+    assert value(text, P + "service_target_count", service="b") is None
+    assert value(text, P + "hosts", filter="other") is None
+    assert value(text, P + "service_desired_count", service="a") == 3
+
+
+def test_seconds_since_last_success_is_computed_at_scrape_time() -> None:
+    """The gauge counts from start-up until the first success, then from the end of the last successful pass."""
+    clock = Clock()
+    metrics = Metrics(10, clock=clock)
+    clock.now += 7
+    assert value(generate_latest(metrics.registry).decode(), P + "seconds_since_last_success") == 7
+    metrics.observe(report(hosts={FILTER: 1}))
+    clock.now += 4
+    metrics.observe(report(errors=("describing services failed",)))
+    clock.now += 2
+    assert value(generate_latest(metrics.registry).decode(), P + "seconds_since_last_success") == 6
+
+
+def test_retries_are_counted_from_the_running_totals() -> None:
+    """Api.retries is a running total; each retry is exported once however often it is read."""
+    metrics = Metrics(10)
+    metrics.count_retries({"ListContainerInstances": 2})
+    metrics.count_retries({"ListContainerInstances": 2, "UpdateService": 1})
+    metrics.count_retries({"ListContainerInstances": 5, "UpdateService": 1})
+    text = generate_latest(metrics.registry).decode()
+    assert value(text, P + "api_retries_total", operation="ListContainerInstances") == 5
+    assert value(text, P + "api_retries_total", operation="UpdateService") == 1
+
+
+def test_metrics_use_their_own_registry() -> None:
+    """Two Metrics objects coexist and nothing lands in prometheus_client's global registry."""
+    from prometheus_client import REGISTRY
+
+    first, second = Metrics(10), Metrics(10)
+    first.count_call("ListServices", "ok")
+    assert value(generate_latest(second.registry).decode(), P + "api_calls_total",
+                 operation="ListServices", outcome="ok") is None
+    assert P + "passes_total" not in generate_latest(REGISTRY).decode()
+
+
+# -- Monitor and /healthz --------------------------------------------------------
+
+
+def test_healthz_status_follows_the_last_successful_pass(tmp_path: Path) -> None:
+    """Healthy in the 3 x INTERVAL grace after start and after each success; unhealthy after, naming the last error."""
+    clock = Clock()
+    monitor = health.Monitor(make_config(tmp_path, INTERVAL="10"), clock=clock)
+    monitor.start()
+    clock.now += 29
+    healthy, text = monitor.status()
+    assert healthy and text.startswith("ok: starting")
+    monitor.record(report(errors=("counting hosts failed: ListContainerInstances: unreachable",)))
+    clock.now += 2
+    healthy, text = monitor.status()
+    assert not healthy
+    assert "no successful pass" in text and "limit 30s" in text and "counting hosts failed" in text
+
+    monitor.record(report(hosts={FILTER: 3}))
+    clock.now += 29
+    assert monitor.status() == (True, "ok: last successful pass 29s ago (limit 30s)")
+    clock.now += 2
+    healthy, text = monitor.status()
+    assert not healthy and text.startswith("unhealthy: last successful pass 31s ago")
+    assert "\n" not in text
+
+
+def test_monitor_touches_the_heartbeat_only_after_a_successful_pass(tmp_path: Path) -> None:
+    """The heartbeat is written after an observed pass, not after a failed one; a leftover one is removed at start."""
+    config = make_config(tmp_path)
+    heartbeat = Path(config.heartbeat_file)
+    heartbeat.write_text("left by an earlier process\n")
+    monitor = health.Monitor(config)
+    monitor.start()
+    assert not heartbeat.exists()
+    monitor.record(report(errors=("describing services failed",)))
+    assert not heartbeat.exists()
+    monitor.record(report(hosts={FILTER: 2}))
+    assert heartbeat.exists() and abs(float(heartbeat.read_text()) - time.time()) < 60
+    assert monitor.server is None  # no METRICS_PORT, no server
+    monitor.close()
+
+
+# -- the HTTP server -------------------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[int, list[tuple[bool, str]]]]:
+    """A Server on a free port whose health answer the test sets; yields (port, [answer])."""
+    answer = [(True, "ok: fine")]
+    metrics = Metrics(10)
+    metrics.count_call("ListContainerInstances", "ok")
+    server = Server(metrics.registry, lambda: answer[0], free_port(), "127.0.0.1")
+    server.start()
+    try:
+        assert server.bound_port is not None
+        yield server.bound_port, answer
+    finally:
+        server.close()
+
+
+def test_server_serves_metrics_healthz_and_nothing_else(served: tuple[int, list[tuple[bool, str]]]) -> None:
+    """GET /metrics is the Prometheus text format, /healthz 200 or 503 with the reason, any other path 404."""
+    port, answer = served
+    status, body, content_type = get(port, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    assert value(body, P + "api_calls_total", operation="ListContainerInstances", outcome="ok") == 1
+    assert get(port, "/healthz") == (200, "ok: fine\n", "text/plain; charset=utf-8")
+    answer[0] = (False, "unhealthy: no successful pass in the 31s since start (limit 30s)")
+    status, body, _ = get(port, "/healthz")
+    assert status == 503 and body == "unhealthy: no successful pass in the 31s since start (limit 30s)\n"
+    assert get(port, "/")[0] == 404
+    assert get(port, "/metricsx")[0] == 404
+    assert get(port, "/healthz", method="HEAD")[:2] == (503, "")
+
+
+def test_server_close_releases_the_port() -> None:
+    """After close() the port can be bound again at once, so a restart in the same process works."""
+    port = free_port()
+    server = Server(Metrics(10).registry, lambda: (True, "ok"), port, "127.0.0.1")
+    server.start()
+    server.close()
+    again = Server(Metrics(10).registry, lambda: (True, "ok"), port, "127.0.0.1")
+    again.start()
+    again.close()
+
+
+def test_port_in_use_is_a_one_line_error_naming_metrics_port() -> None:
+    """Binding a port another process holds raises MetricsError (a ConfigError) naming METRICS_PORT."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = Server(Metrics(10).registry, lambda: (True, "ok"), port, "127.0.0.1")
+        with pytest.raises(MetricsError) as caught:
+            server.start()
+    assert isinstance(caught.value, settings.ConfigError)
+    message = str(caught.value)
+    assert message.startswith("METRICS_PORT:") and "already in use" in message and "\n" not in message
+
+
+def test_unusable_address_names_metrics_addr() -> None:
+    """An address that does not resolve is blamed on METRICS_ADDR."""
+    server = Server(Metrics(10).registry, lambda: (True, "ok"), free_port(), "no-such-host.invalid")
+    with pytest.raises(MetricsError, match=r"^METRICS_ADDR:"):
+        server.start()
+
+
+# -- `run.py healthcheck` --------------------------------------------------------
+
+
+def healthcheck(tmp_path: Path, interval: str = "10") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CLUSTER", "SERVICES", "INTERVAL", "HEARTBEAT_FILE")}
+    env.update(HEARTBEAT_FILE=str(tmp_path / "heartbeat"), INTERVAL=interval)
+    return subprocess.run(
+        [sys.executable, RUN_PY, "healthcheck"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_healthcheck_passes_with_a_fresh_heartbeat(tmp_path: Path) -> None:
+    """`run.py healthcheck` exits 0 when the heartbeat is younger than 3 x INTERVAL."""
+    (tmp_path / "heartbeat").write_text(f"{time.time()}\n")
+    result = healthcheck(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("healthy")
+
+
+def test_healthcheck_fails_with_a_stale_heartbeat(tmp_path: Path) -> None:
+    """`run.py healthcheck` exits 1 when the heartbeat is older than 3 x INTERVAL."""
+    heartbeat = tmp_path / "heartbeat"
+    heartbeat.write_text("0\n")
+    old = time.time() - 31
+    os.utime(heartbeat, (old, old))
+    result = healthcheck(tmp_path, interval="10")
+    assert result.returncode == 1
+    assert re.match(r"unhealthy: last successful pass 3[12]s ago \(limit 30s\)$", result.stderr.strip())
+    assert healthcheck(tmp_path, interval="11").returncode == 0  # the limit really is 3 x INTERVAL
+
+
+def test_healthcheck_fails_without_a_heartbeat(tmp_path: Path) -> None:
+    """`run.py healthcheck` exits 1 when no pass has ever succeeded (no heartbeat file)."""
+    result = healthcheck(tmp_path)
+    assert result.returncode == 1
+    assert "no successful pass yet" in result.stderr
+
+
+# -- `python run.py` against the local ECS API ---------------------------------
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        status, body, _ = get(port, path)
+    except OSError:
+        return 0, ""
+    return status, body
+
+
+def test_daemon_exports_its_passes(cluster: LocalECS, tmp_path: Path) -> None:
+    """With METRICS_PORT, run.py serves metrics that match the cluster, /healthz 200, and keeps the heartbeat fresh."""
+    port = free_port()
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a,b", INTERVAL="0.5", METRICS_PORT=str(port),
+                METRICS_ADDR="127.0.0.1", HEARTBEAT_FILE=str(tmp_path / "heartbeat")) as daemon:
+        assert daemon.wait_passes(3), daemon.lines
+        status, text = scrape(port)
+        assert status == 200
+        hosts = len(cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"])
+        for name in ("a", "b"):
+            assert cluster.desired_count(CLUSTER, name) == hosts
+            assert value(text, P + "service_desired_count", service=name) == hosts
+            assert value(text, P + "service_target_count", service=name) == hosts
+            assert value(text, P + "service_updates_total", service=name) == 1  # the first pass, then converged
+        assert value(text, P + "hosts", filter=FILTER) == hosts
+        assert (value(text, P + "passes_total") or 0) >= 3
+        assert value(text, P + "passes_failed_total") == 0
+        assert (value(text, P + "pass_duration_seconds_count") or 0) >= 3
+        assert (value(text, P + "api_calls_total", operation="ListContainerInstances", outcome="ok") or 0) >= 3
+        assert value(text, P + "api_calls_total", operation="UpdateService", outcome="ok") == 2
+        assert (value(text, P + "seconds_since_last_success") or 99) < 5
+        assert scrape(port, "/healthz")[0] == 200
+        assert scrape(port, "/nothing")[0] == 404
+        checked = subprocess.run(
+            [sys.executable, RUN_PY, "healthcheck"], env=daemon_env(cluster, tmp_path, INTERVAL="0.5"),
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
+        assert daemon.stop() == 0
+    assert scrape(port)[0] == 0  # the server went away with the process
+
+
+def test_healthz_turns_503_while_the_api_is_down_and_recovers(cluster: LocalECS, tmp_path: Path) -> None:
+    """With every call failing, /healthz is 503 after 3 x INTERVAL; the first pass after recovery converges."""
+    from ecs_cluster_manager.localecs import Fault
+
+    port = free_port()
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="0.5", METRICS_PORT=str(port),
+                METRICS_ADDR="127.0.0.1", HEARTBEAT_FILE=str(tmp_path / "heartbeat")) as daemon:
+        assert daemon.wait_for(lambda: cluster.desired_count(CLUSTER, "a") == 3)
+        assert daemon.wait_for(lambda: scrape(port, "/healthz")[0] == 200)
+        cluster.fault_hook = lambda request: Fault.error(500)
+        try:
+            down_since = time.monotonic()
+            assert daemon.wait_for(lambda: scrape(port, "/healthz")[0] == 503, timeout=30)
+            assert time.monotonic() - down_since >= 0.5  # not at once: only 3 x INTERVAL (1.5 s) after the last success
+            status, body = scrape(port, "/healthz")
+            assert status == 503 and body.startswith("unhealthy: last successful pass")
+            assert daemon.wait_for(lambda: (value(scrape(port)[1], P + "passes_failed_total") or 0) >= 1, timeout=60)
+            text = scrape(port)[1]
+            assert sum(v for (name, labels), v in samples(text).items()
+                       if name == P + "api_calls_total" and ("outcome", "error") in labels) > 0
+            assert sum(v for (name, _), v in samples(text).items() if name == P + "api_retries_total") > 0
+            cluster.fault_hook = None
+            cluster.add_hosts(CLUSTER, 1)  # arrived during the outage
+        finally:
+            cluster.fault_hook = None
+        assert daemon.wait_for(lambda: scrape(port, "/healthz")[0] == 200, timeout=60)
+        assert cluster.desired_count(CLUSTER, "a") == 4
+        assert daemon.stop() == 0
+
+
+def test_metrics_port_in_use_exits_2(cluster: LocalECS) -> None:
+    """A METRICS_PORT held by another process ends run.py before any pass: exit 2, one line naming METRICS_PORT."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, RUN_PY],
+            env=daemon_env(cluster, CLUSTER=CLUSTER, SERVICES="a", METRICS_PORT=str(port), METRICS_ADDR="127.0.0.1"),
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "METRICS_PORT" in lines[0] and "already in use" in lines[0]
+    assert cluster.count("ListContainerInstances") == 0
