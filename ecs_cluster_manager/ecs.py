@@ -227,7 +227,7 @@ class Api:
         if not session.region_name:
             raise CredentialsError("AWS_REGION / --region: no AWS region configured")
         client_config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": botocore_attempts},
+            retries={"mode": "standard", "total_max_attempts": botocore_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             user_agent_extra="ecs-cluster-manager",

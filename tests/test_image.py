@@ -66,7 +66,8 @@ def test_dockerfile_contract() -> None:
     assert re.search(r"^USER (?!root|0\b)", text, re.MULTILINE)
     assert "PYTHONUNBUFFERED=1" in text
     assert 'ENTRYPOINT ["python", "/app/run.py"]' in text
-    assert re.search(r'^HEALTHCHECK [^\n]*(\\\n[^\n]*)*CMD \["python", "/app/run.py", "healthcheck"\]', text, re.MULTILINE)
+    healthcheck = r'^HEALTHCHECK [^\n]*(\\\n[^\n]*)*CMD \["python", "/app/run.py", "healthcheck"\]'
+    assert re.search(healthcheck, text, re.MULTILINE)
 
 
 def test_dockerfile_is_hadolint_clean() -> None:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -388,7 +389,7 @@ def test_env_points_a_subprocess_at_the_local_api(cluster: LocalECS, monkeypatch
     assert cluster.count("ListClusters") == 1
 
 
-def test_start_on_a_given_port_and_stop() -> None:
+def test_second_instance_has_its_own_limits_and_stops() -> None:
     """A second LocalECS runs beside the shared one with its own limits, and stop() closes its port."""
     with LocalECS(describe_services_limit=2) as local:
         assert local.endpoint_url.startswith("http://127.0.0.1:")
@@ -400,8 +401,6 @@ def test_start_on_a_given_port_and_stop() -> None:
     with pytest.raises(RuntimeError):
         _ = local.endpoint_url
     with pytest.raises(OSError):
-        import urllib.request
-
         urllib.request.urlopen(url, timeout=2)
 
 
