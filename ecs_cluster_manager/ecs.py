@@ -272,6 +272,10 @@ class Api:
         if self.on_call is not None:
             self.on_call(operation, outcome)
 
+    def _sleep(self, seconds: float) -> None:
+        """Back off between retries, waking at once when a shutdown is requested."""
+        self.stop.wait(seconds)
+
     def _call(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
         """One API call with bounded retries of transient faults; errors come out translated."""
 
@@ -290,7 +294,7 @@ class Api:
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_when_event_set(self.stop),
             wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=self.max_backoff),
             retry=tenacity.retry_if_exception(is_transient),
-            sleep=self.stop.wait,
+            sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
         )

@@ -616,8 +616,7 @@ class LocalECS:
         self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_request_handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="localecs", daemon=True)
         self._thread.start()
-        host, port = self._server.server_address[:2]
-        self._endpoint_url = f"http://{host}:{port}"
+        self._endpoint_url = f"http://{self.host}:{self._server.server_port}"
         identity = self._admin_client("sts").get_caller_identity()
         self.account_id = identity["Account"]
         return self

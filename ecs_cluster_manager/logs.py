@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -18,7 +19,7 @@ _SECRET_KEYS = frozenset(
 )
 
 
-def _redact(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event.keys() & _SECRET_KEYS:
         event[key] = "***"
     return event

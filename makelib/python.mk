@@ -28,8 +28,9 @@ test: $(VENV_STAMP) ## Run the test suite (PYTEST_ARGS=...)
 test-fast: $(VENV_STAMP) ## Run the tests not marked slow
 	$(VENV_PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(VENV_STAMP) ## ruff on the Python code, hadolint on the Dockerfile
+lint: $(VENV_STAMP) ## ruff and mypy on the Python code, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
 demo: $(VENV_STAMP) ## Run the daemon against the local ECS sandbox
