@@ -31,24 +31,6 @@ LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
 AGENT_CONNECTED = "agentConnected == true"
 
-TRANSIENT_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestThrottled",
-        "ServerException",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalError",
-        "InternalServerError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 THROTTLING_CODES = frozenset(
     {
         "ThrottlingException",
@@ -59,6 +41,16 @@ THROTTLING_CODES = frozenset(
         "RequestThrottled",
     }
 )
+TRANSIENT_CODES = THROTTLING_CODES | {
+    "ServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "InternalError",
+    "InternalServerError",
+    "RequestTimeout",
+    "RequestTimeoutException",
+}
 
 
 class EcsError(Exception):

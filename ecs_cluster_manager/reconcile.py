@@ -8,6 +8,7 @@ The returned PassReport is what the loop, the Lambda handler and the metrics use
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, MutableMapping
@@ -304,32 +305,15 @@ def _cloudformation_guard(
 def _apply(
     api: Api, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
 ) -> plan.Decision:
+    """Make the update a decision asks for; a refused update becomes a skip for that service only."""
     if stop is not None and stop.is_set():
         report.stopped = True
-        return plan.Decision(
-            decision.service,
-            decision.service_arn,
-            plan.SKIP,
-            decision.current,
-            decision.target,
-            decision.hosts,
-            "shutting down before update",
-            error=False,
-        )
+        return dataclasses.replace(decision, action=plan.SKIP, reason="shutting down before update")
     assert decision.service_arn is not None and decision.target is not None
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
-        return plan.Decision(
-            decision.service,
-            decision.service_arn,
-            plan.SKIP,
-            decision.current,
-            decision.target,
-            decision.hosts,
-            f"update failed: {error}",
-            error=True,
-        )
+        return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
     return decision
 
 
