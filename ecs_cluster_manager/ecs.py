@@ -57,6 +57,10 @@ class EcsError(Exception):
     """An AWS call failed; the message says which call and why."""
 
 
+class ShuttingDown(Exception):  # noqa: N818 - a state, not an error
+    """A shutdown was requested, so no new request is sent; the pass ends where it is."""
+
+
 class TransientError(EcsError):
     """Throttling, a 5xx answer, a timeout or a dropped connection that outlived the retries."""
 
@@ -270,6 +274,8 @@ class Api:
 
     def _call(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
         """One API call with bounded retries of transient faults; errors come out translated."""
+        if self.stop.is_set():  # ECS kills the task 30 s after SIGTERM: start nothing new
+            raise ShuttingDown(f"{operation}: not sent, shutting down")
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             self.retries[operation] += 1

@@ -19,7 +19,7 @@ import structlog
 
 from . import plan
 from .config import Config
-from .ecs import Api, ClusterNotFound, EcsError, Service, TaskIdentity, host_filter
+from .ecs import Api, ClusterNotFound, EcsError, Service, ShuttingDown, TaskIdentity, host_filter
 
 log = structlog.get_logger(__name__)
 
@@ -36,12 +36,12 @@ class PassReport:
     decisions: list[plan.Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
     cluster_missing: bool = False
-    stopped: bool = False  # a shutdown was requested before every update was made
+    stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
 
     @property
     def observed(self) -> bool:
         """The pass read everything it needed: the health check's idea of success."""
-        return not self.errors
+        return not self.errors and not self.stopped
 
     @property
     def ok(self) -> bool:
@@ -178,6 +178,8 @@ def run_pass(
         memory = {}
     try:
         _observe_and_act(api, config, memory, report, stop, identity, scale_down_after)
+    except ShuttingDown:
+        report.stopped = True
     finally:
         report.duration = time.monotonic() - started
         report.api_calls = api.total_calls - calls_before

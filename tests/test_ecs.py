@@ -91,12 +91,24 @@ def test_permanent_errors_are_not_retried(api: ecs.Api, stub: Stubber) -> None:
     assert not api.retries
 
 
-def test_retries_stop_when_shutting_down(api: ecs.Api, stub: Stubber) -> None:
-    """Once the stop event is set no further retry is made."""
+def test_no_request_starts_once_shutting_down(api: ecs.Api, stub: Stubber) -> None:
+    """Once the stop event is set no new request is sent, so SIGTERM is not held up by the reads left."""
     api.stop.set()
+    with pytest.raises(ecs.ShuttingDown):
+        api.count_hosts(CLUSTER)
+
+
+def test_retries_end_when_shutting_down(api: ecs.Api, stub: Stubber) -> None:
+    """A stop requested during a call ends its retries: the fault comes out without a second attempt."""
+
+    def stop_after_first_attempt(**_: object) -> None:
+        api.stop.set()
+
+    api._ecs.meta.events.register("after-call.ecs.ListContainerInstances", stop_after_first_attempt)
     stub.add_client_error("list_container_instances", "ThrottlingException", "Rate exceeded", http_status_code=400)
     with pytest.raises(ecs.TransientError):
         api.count_hosts(CLUSTER)
+    assert not api.retries
 
 
 def test_describe_services_in_batches_of_ten_with_tags(api: ecs.Api, stub: Stubber) -> None:
