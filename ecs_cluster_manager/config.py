@@ -227,6 +227,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     def pick(flag_value: str | None, flag: str, *variables: str) -> tuple[str | None, str]:
         """The flag's value if given, else the first set variable; with the name to blame."""
         if flag_value is not None:
+            if not flag_value.strip():
+                raise ConfigError(f"{flag}: empty value")
             return flag_value, flag
         for variable in variables:
             if variable in env:
@@ -253,14 +255,10 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError("--services: no service names given")
 
     raw, name = pick(args.service_regex, "--service-regex", "SERVICE_REGEX")
-    service_regex = parse_regex(raw, name) if raw not in (None, "") else None
-    if raw == "" and args.service_regex is not None:
-        raise ConfigError("--service-regex: empty regular expression")
+    service_regex = parse_regex(raw, name) if raw is not None and raw.strip() else None
 
     raw, name = pick(args.managed_tag, "--managed-tag", "MANAGED_TAG")
-    managed_tag = parse_managed_tag(raw, name) if raw not in (None, "") else None
-    if raw == "" and args.managed_tag is not None:
-        raise ConfigError("--managed-tag: expected KEY or KEY=VALUE, got ''")
+    managed_tag = parse_managed_tag(raw, name) if raw is not None and raw.strip() else None
 
     if not services and service_regex is None and managed_tag is None and command != "healthcheck":
         raise ConfigError("SERVICES / --services: no services to manage (set SERVICES, SERVICE_REGEX or MANAGED_TAG)")
@@ -282,8 +280,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     raw, name = pick(args.profile, "--profile", "AWS_PROFILE")
     profile = raw.strip() if raw is not None and raw.strip() else None
-    if raw is not None and profile is None and args.profile is not None:
-        raise ConfigError("--profile: empty profile name")
+    if raw is not None and profile is None:  # boto3 would read the blank AWS_PROFILE itself and fail
+        raise ConfigError(f"{name}: empty profile name (unset it to use the default credentials)")
 
     raw, name = pick(args.log_level, "--log-level", "LOG_LEVEL")
     log_level = (raw or "INFO").strip().upper() or "INFO"
@@ -302,7 +300,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         guard = False
     else:
         guard = (
-            parse_bool(env["CLOUDFORMATION_GUARD"], "CLOUDFORMATION_GUARD") if "CLOUDFORMATION_GUARD" in env else True
+            parse_bool(env["CLOUDFORMATION_GUARD"], "CLOUDFORMATION_GUARD")
+            if env.get("CLOUDFORMATION_GUARD", "").strip()
+            else True
         )
 
     raw, name = pick(args.metrics_port, "--metrics-port", "METRICS_PORT")

@@ -232,6 +232,8 @@ class Api:
             self._ecs = session.client("ecs", config=client_config, endpoint_url=endpoint_url)
         except botocore.exceptions.NoRegionError:
             raise CredentialsError("AWS_REGION / --region: no AWS region configured") from None
+        except ValueError as error:  # botocore's "Invalid endpoint: ..." for a malformed AWS_ENDPOINT_URL(_ECS)
+            raise CredentialsError(f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECS: {error}") from None
         self._session = session
         self._client_config = client_config
         self._endpoint_url = endpoint_url
@@ -361,9 +363,12 @@ class Api:
     def stack_status(self, stack_name: str) -> str | None:
         """The status of a CloudFormation stack, or None when it does not exist."""
         if self._cloudformation is None:
-            self._cloudformation = self._session.client(
-                "cloudformation", config=self._client_config, endpoint_url=self._endpoint_url
-            )
+            try:
+                self._cloudformation = self._session.client(
+                    "cloudformation", config=self._client_config, endpoint_url=self._endpoint_url
+                )
+            except ValueError as error:  # a malformed AWS_ENDPOINT_URL_CLOUDFORMATION: skip, do not crash the pass
+                raise EcsError(f"DescribeStacks: {error}") from None
             self._cloudformation.meta.events.register("response-received.cloudformation.*", self._count_response)
         try:
             page = self._call("DescribeStacks", self._cloudformation.describe_stacks, StackName=stack_name)

@@ -11,6 +11,7 @@ has had that long to run, both count as healthy only through their own grace:
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 import time
@@ -143,7 +144,11 @@ def check_heartbeat(config: Config) -> int:
     """Exit code for `run.py healthcheck`: 0 when the last successful pass is recent, else 1."""
     path = Path(config.heartbeat_file)
     try:
-        age = time.time() - os.stat(path).st_mtime
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode):  # a directory's mtime says nothing about the daemon
+            print(f"unhealthy: {path} is not a regular file", file=sys.stderr)
+            return 1
+        age = time.time() - status.st_mtime
     except FileNotFoundError:
         print(f"unhealthy: no successful pass yet ({path} does not exist)", file=sys.stderr)
         return 1

@@ -93,6 +93,9 @@ class ApiCall:
     params: dict[str, Any]
     status: int  # HTTP status returned to the client
     fault: str | None  # kind of the injected fault ("throttle", "error", "delay"), else None
+    # The request's User-Agent header: tells the daemon's calls (suffix
+    # "ecs-cluster-manager") from a test's own plain clients. Not compared.
+    user_agent: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -357,7 +360,10 @@ class _EnforcingApp:
             reply = self.forward(environ, body)
 
         if not harness:
-            self.owner._record(ApiCall(service, operation, params, reply.status, fault.kind if fault else None))
+            user_agent = str(environ.get("HTTP_USER_AGENT", ""))
+            self.owner._record(
+                ApiCall(service, operation, params, reply.status, fault.kind if fault else None, user_agent)
+            )
         return self._respond(start_response, reply)
 
     @staticmethod

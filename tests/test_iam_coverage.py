@@ -1,0 +1,254 @@
+"""Least privilege, checked: every AWS operation the daemon made in this test run is allowed by deploy/iam-policy.json.
+
+tests/conftest.py records, for the whole session, each (service, operation) the
+code under test sent to the local ECS API (told apart from the tests' own
+clients by the User-Agent suffix `ecs-cluster-manager`). This module runs after
+every other test (marker `after_all`), first runs its own `python run.py --once`
+pass that uses every feature needing a permission, then compares the record
+with the policy. `missing_actions` is the comparison, unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from daemon_helpers import decisions, run_once
+from ecs_cluster_manager.localecs import ApiCall, LocalECS
+
+if TYPE_CHECKING:
+    from conftest import OperationRecorder
+
+pytestmark = pytest.mark.after_all
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = ROOT / "deploy" / "iam-policy.json"
+
+# The request's SigV4 signing name -> the IAM service prefix of its actions (the same for every service used here).
+IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation"}
+
+CLUSTER = "prod"
+HOSTS = 3
+STACK_TAG = "aws:cloudformation:stack-name"
+
+Operation = tuple[str, str]
+
+
+# -- the comparison -------------------------------------------------------------------------------
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action that allows one API operation, e.g. ("ecs", "UpdateService") -> "ecs:UpdateService"."""
+    return f"{IAM_PREFIX.get(service, service)}:{operation}"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | dict) else list(value)
+
+
+def _matches(pattern: str, action: str) -> bool:
+    """IAM action matching: case-insensitive, `*` any run of characters, `?` one character."""
+    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(regex, action, flags=re.IGNORECASE) is not None
+
+
+def _statement_covers(statement: Mapping[str, Any], action: str) -> bool:
+    if "NotAction" in statement:
+        return not any(_matches(pattern, action) for pattern in _as_list(statement["NotAction"]))
+    return any(_matches(pattern, action) for pattern in _as_list(statement.get("Action")))
+
+
+def allows(policy: Mapping[str, Any], action: str) -> bool:
+    """Whether some Allow statement names the action and no Deny statement does.
+
+    Resources and conditions are not evaluated (tests/test_deploy.py checks the
+    scoping); a Deny counts whatever its resource, which errs on the strict side.
+    """
+    statements = _as_list(policy.get("Statement"))
+    denied = any(s.get("Effect") == "Deny" and _statement_covers(s, action) for s in statements)
+    allowed = any(s.get("Effect") == "Allow" and _statement_covers(s, action) for s in statements)
+    return allowed and not denied
+
+
+def missing_actions(operations: Iterable[Operation], policy: Mapping[str, Any]) -> set[str]:
+    """The IAM actions of these (service, operation) pairs that the policy does not allow."""
+    return {iam_action(*operation) for operation in operations if not allows(policy, iam_action(*operation))}
+
+
+def granted_actions(policy: Mapping[str, Any]) -> set[str]:
+    """The actions an Allow statement names literally (no wildcards in our policy)."""
+    return {
+        action
+        for statement in _as_list(policy.get("Statement"))
+        if statement.get("Effect") == "Allow"
+        for action in _as_list(statement.get("Action"))
+    }
+
+
+def load_policy(path: Path) -> dict[str, Any]:
+    policy: dict[str, Any] = json.loads(path.read_text())
+    return policy
+
+
+# -- the scenario: one pass that needs every permission -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the module's own daemon pass did."""
+
+    operations: set[Operation]
+    desired: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def scenario(local_ecs: LocalECS, daemon_operations: OperationRecorder) -> Scenario:
+    """One `run.py --once` with SERVICES, SERVICE_REGEX, MANAGED_TAG and a CloudFormation-tagged service."""
+    local = local_ecs
+    local.reset()
+    local.create_cluster(CLUSTER)
+    local.add_hosts(CLUSTER, HOSTS)
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    local.client("cloudformation").create_stack(StackName="calm", TemplateBody=json.dumps(template))
+    distinct = [{"type": "distinctInstance"}]
+    local.create_service(CLUSTER, "named", placement_constraints=distinct)
+    local.create_service(CLUSTER, "agent-logs", placement_constraints=distinct)
+    local.create_service(CLUSTER, "tagged", tags={"managed": "true"}, placement_constraints=distinct)
+    local.create_service(CLUSTER, "stacked", tags={STACK_TAG: "calm"}, placement_constraints=distinct)
+    local.create_service(CLUSTER, "bystander", placement_constraints=distinct)
+    local.clear_calls()
+
+    result = run_once(
+        local, CLUSTER=CLUSTER, SERVICES="named stacked", SERVICE_REGEX="agent-.*", MANAGED_TAG="managed=true"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {name: d["action"] for name, d in decisions(result.stdout).items()} == dict.fromkeys(
+        ("named", "agent-logs", "tagged", "stacked"), "update"
+    )
+    operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
+    desired = {
+        name: local.desired_count(CLUSTER, name) for name in ("named", "agent-logs", "tagged", "stacked", "bystander")
+    }
+    local.reset()
+    return Scenario(operations, desired)
+
+
+# -- unit tests of the comparison -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "daemon"),
+    [
+        ("Boto3/1.44.5 md/Botocore#1.44.8 ua/2.1 cfg/retry-mode#standard Botocore/1.44.8 ecs-cluster-manager", True),
+        ("Boto3/1.44.5 md/Botocore#1.44.8 ua/2.1 cfg/retry-mode#standard Botocore/1.44.8", False),
+        ("Boto3/1.44.5 Botocore/1.44.8 ecs-cluster-manager-tests", False),
+        ("", False),
+    ],
+)
+def test_the_recorder_tells_daemon_calls_by_user_agent(
+    daemon_operations: OperationRecorder, user_agent: str, daemon: bool
+) -> None:
+    """Only requests whose User-Agent carries the token `ecs-cluster-manager` count as the daemon's."""
+    call = ApiCall("ecs", "ListClusters", {}, 200, None, user_agent)
+    assert daemon_operations.is_daemon_call(call) is daemon
+
+
+def test_operations_map_to_iam_actions() -> None:
+    """A recorded (signing name, operation) pair becomes the IAM action that allows it."""
+    assert iam_action("ecs", "ListContainerInstances") == "ecs:ListContainerInstances"
+    assert iam_action("cloudformation", "DescribeStacks") == "cloudformation:DescribeStacks"
+
+
+@pytest.mark.parametrize(
+    ("policy", "missing"),
+    [
+        ({"Statement": [{"Effect": "Allow", "Action": ["ecs:DescribeServices", "ecs:UpdateService"]}]}, set()),
+        ({"Statement": {"Effect": "Allow", "Action": "ecs:DescribeServices"}}, {"ecs:UpdateService"}),
+        ({"Statement": [{"Effect": "Allow", "Action": "ecs:*"}]}, set()),
+        ({"Statement": [{"Effect": "Allow", "Action": "ecs:Describe*"}]}, {"ecs:UpdateService"}),
+        ({"Statement": [{"Effect": "Allow", "Action": ["ECS:describeservices", "ecs:updateservice"]}]}, set()),
+        ({"Statement": [{"Effect": "Allow", "Action": "ecs:?pdateService"}]}, {"ecs:DescribeServices"}),
+        ({"Statement": [{"Effect": "Allow", "NotAction": "ecs:UpdateService"}]}, {"ecs:UpdateService"}),
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "ecs:*"}, {"Effect": "Deny", "Action": "ecs:UpdateService"}]},
+            {"ecs:UpdateService"},
+        ),
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "cloudformation:*"}]},
+            {"ecs:DescribeServices", "ecs:UpdateService"},
+        ),
+        ({"Statement": []}, {"ecs:DescribeServices", "ecs:UpdateService"}),
+    ],
+    ids=[
+        "exact",
+        "one-statement",
+        "service-wildcard",
+        "prefix-wildcard",
+        "case",
+        "qmark",
+        "notaction",
+        "deny",
+        "other-service",
+        "empty",
+    ],
+)
+def test_missing_actions_follows_iam_matching(policy: dict[str, Any], missing: set[str]) -> None:
+    """Wildcards, case, NotAction and Deny are read as IAM reads them when deciding what is missing."""
+    used = [("ecs", "DescribeServices"), ("ecs", "UpdateService")]
+    assert missing_actions(used, policy) == missing
+
+
+def test_a_policy_copy_without_an_action_is_caught(scenario: Scenario, tmp_path: Path) -> None:
+    """Removing any one action from a copy of deploy/iam-policy.json makes the check report exactly that action."""
+    policy = load_policy(POLICY)
+    assert missing_actions(scenario.operations, policy) == set()
+    for action in sorted(granted_actions(policy)):
+        trimmed = json.loads(json.dumps(policy))
+        for statement in trimmed["Statement"]:
+            statement["Action"] = [a for a in _as_list(statement["Action"]) if a != action]
+        trimmed["Statement"] = [s for s in trimmed["Statement"] if s["Action"]]
+        copy = tmp_path / f"without-{action.replace(':', '-')}.json"
+        copy.write_text(json.dumps(trimmed))
+        assert missing_actions(scenario.operations, load_policy(copy)) == {action}, action
+
+
+# -- the checks over the whole run -----------------------------------------------------------------
+
+
+def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> None:
+    """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched."""
+    assert scenario.desired == {"named": HOSTS, "agent-logs": HOSTS, "tagged": HOSTS, "stacked": HOSTS, "bystander": 0}
+    assert scenario.operations == {
+        ("ecs", "ListServices"),
+        ("ecs", "DescribeServices"),
+        ("ecs", "ListContainerInstances"),
+        ("ecs", "UpdateService"),
+        ("cloudformation", "DescribeStacks"),
+    }
+
+
+def test_every_operation_the_daemon_made_is_allowed_by_the_policy(
+    scenario: Scenario, daemon_operations: OperationRecorder
+) -> None:
+    """Each AWS operation recorded from the daemon across the whole run is an action deploy/iam-policy.json allows."""
+    recorded = daemon_operations.operations
+    print("\nAWS operations the daemon made in this run:")
+    for line in daemon_operations.lines():
+        print(f"  {line}")
+    assert recorded, "no daemon request was recorded: the User-Agent recorder in conftest.py is broken"
+    assert scenario.operations <= recorded
+    assert missing_actions(recorded, load_policy(POLICY)) == set()
+
+
+def test_every_granted_action_was_exercised(scenario: Scenario, daemon_operations: OperationRecorder) -> None:
+    """The policy grants nothing the daemon was not seen to use (least privilege from the other side)."""
+    used = {iam_action(*operation) for operation in daemon_operations.operations}
+    assert granted_actions(load_policy(POLICY)) <= used
