@@ -9,6 +9,7 @@ after each change. Stops by itself after the scenario, or on Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from .localecs import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "demo"
-INTERVAL = 2.0
+DEFAULT_INTERVAL = 2.0
 MANAGED = {"ecs-cluster-manager:managed": "true"}
 DISTINCT = [{"type": "distinctInstance"}]
 ROLLING = {"minimumHealthyPercent": 50, "maximumPercent": 100}
@@ -71,7 +72,17 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def main() -> int:
+def one_pass(local: LocalECS, interval: float) -> None:
+    """Return once the daemon has counted hosts in one more pass (its passes are INTERVAL apart)."""
+    seen = local.count("ListContainerInstances")
+    wait_until(lambda: local.count("ListContainerInstances") > seen, interval * 3 + 10)
+    time.sleep(min(0.3, interval / 3))  # let that pass finish its other listings and writes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecs_cluster_manager.sandbox", description=__doc__)
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds")
+    interval = parser.parse_args(argv).interval
     stop_requested = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -98,7 +109,7 @@ def main() -> int:
                 "SERVICES": "log-shipper",
                 "SERVICE_REGEX": ".*-agent",
                 "MANAGED_TAG": "ecs-cluster-manager:managed=true",
-                "INTERVAL": str(INTERVAL),
+                "INTERVAL": str(interval),
                 "SCALE_DOWN_AFTER": "2",
                 "HEARTBEAT_FILE": str(Path(os.environ.get("TMPDIR", "/tmp")) / "ecs-cluster-manager-demo.heartbeat"),
             }
@@ -108,7 +119,7 @@ def main() -> int:
             say("python run.py check   (audits the managed services, changes nothing)")
             subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], env=env, check=False)
 
-            say(f"starting the daemon: python run.py  (INTERVAL={INTERVAL:g}s, SCALE_DOWN_AFTER=2)")
+            say(f"starting the daemon: python run.py  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2)")
             daemon = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env)
             wait_until(lambda: local.desired_count(CLUSTER, "log-shipper") == 4, 15)
             time.sleep(0.5)
@@ -120,11 +131,18 @@ def main() -> int:
             time.sleep(0.5)
             show(local)
 
-            say("a host's agent disconnects for one pass: damping keeps every task")
+            say("a host is drained for one pass, then back: damping keeps every task (scale down held 1/2)")
+            local.drain(CLUSTER, hosts[3])
+            one_pass(local, interval)
+            local.activate(CLUSTER, hosts[3])
+            one_pass(local, interval)
+            show(local)
+
+            say("a host's agent disconnects for one pass: the same")
             local.set_agent_connected(CLUSTER, hosts[3], False)
-            time.sleep(INTERVAL * 1.2)
+            one_pass(local, interval)
             local.set_agent_connected(CLUSTER, hosts[3], True)
-            time.sleep(INTERVAL * 1.5)
+            one_pass(local, interval)
             show(local)
 
             say("a host is drained for good: the services shrink after 2 passes")

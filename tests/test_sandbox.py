@@ -1,0 +1,47 @@
+"""`make demo`: the sandbox scenario runs the real daemon and the services follow the host count."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from daemon_helpers import ROOT
+
+
+def test_sandbox_scenario_shows_services_following_hosts() -> None:
+    """The demo's daemon sizes every managed service through each host change and exits 0 on SIGTERM."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ecs_cluster_manager.sandbox", "--interval", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    snapshots = re.findall(r"=== desiredCount: (.*)", result.stdout)
+    counts = [dict(pair.split("=") for pair in line.split(", ")) for line in snapshots]
+    assert counts[0]["log-shipper"] == "0"
+    assert counts[1] == {
+        "log-shipper": "4",
+        "node-agent": "4",
+        "proxy": "8",
+        "web-cache": "2",
+        "legacy-agent": "4",
+        "billing-api": "3",
+    }
+    assert counts[2]["web-cache"] == "3" and counts[2]["log-shipper"] == "5"
+    # A host drained for one pass, and an agent gone for one pass, lower nothing.
+    assert counts[3] == counts[2] and counts[4] == counts[2]
+    assert counts[-1] == {
+        "log-shipper": "3",
+        "node-agent": "3",
+        "proxy": "6",
+        "web-cache": "2",
+        "legacy-agent": "3",
+        "billing-api": "3",
+    }
+    assert "scale down held (1/2 passes)" in result.stdout
+    assert "deployment-deadlock" in result.stdout  # `check` flags legacy-agent
+    assert "daemon exited with 0" in result.stdout
