@@ -1,0 +1,215 @@
+"""`python -m bench` (`make bench`): run the whole benchmark, print the Markdown, write bench/results.md.
+
+Progress goes to stderr, the Markdown to stdout and to --output. `--quick` runs
+a smaller matrix with fewer repetitions, for working on the benchmark itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ecs_cluster_manager.localecs import LocalECS
+
+from . import measure, report
+from .measure import Repetitions, Row
+
+FULL_HOSTS = (10, 100, 1000, 5000)
+FULL_SERVICES = (1, 10, 100)
+QUICK_HOSTS = (10, 100)
+QUICK_SERVICES = (1, 10)
+LATENCY_HOSTS = 10
+SOAK_HOSTS, SOAK_SERVICES = 100, 10
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
+
+
+def _sizes(raw: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {raw!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {raw!r}")
+    return sizes
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller matrix and fewer repetitions")
+    parser.add_argument("--hosts", type=_sizes, help="host counts, comma-separated (default 10,100,1000,5000)")
+    parser.add_argument("--services", type=_sizes, help="service counts, comma-separated (default 1,10,100)")
+    parser.add_argument(
+        "--memory-budget",
+        type=float,
+        default=None,
+        help="seconds each (size, algorithm) may spend on passes for memory beyond the timed ones (default 6)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the Markdown")
+    return parser.parse_args(argv)
+
+
+def repetitions(hosts: int, services: int, algorithm: str, quick: bool, budget: float | None) -> Repetitions:
+    """Timed passes per size: fewer where one pass takes seconds on the local API."""
+    if quick:
+        return Repetitions(converged=5, changed=3, memory_passes=30, memory_budget=budget or 2.0)
+    if hosts <= 100:
+        converged, changed = 9, 5
+    elif hosts <= 1000:
+        converged, changed = 7, 3
+    else:
+        converged, changed = 5, 2
+    if algorithm == "original" and services >= 100:  # 200 calls a pass: about 2 s on the local API
+        converged, changed = min(converged, 5), 2
+    return Repetitions(converged, changed, memory_passes=100, memory_budget=6.0 if budget is None else budget)
+
+
+class Clock:
+    """Progress lines on stderr, stamped with the seconds since the start."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def measure_row(
+    local: LocalECS,
+    cluster: str,
+    hosts: int,
+    managed: Sequence[str],
+    quick: bool,
+    budget: float | None,
+    progress: Clock,
+    *,
+    service_regex: str | None = None,
+    profile_to: str | None = None,
+) -> Row:
+    env = measure.process_env(local)
+    runs = {}
+    for algorithm in ("current", "original"):
+        reps = repetitions(hosts, len(managed), algorithm, quick, budget)
+        started = time.monotonic()
+        runs[algorithm] = measure.measure(
+            local,
+            algorithm,
+            cluster,
+            managed,
+            reps,
+            env,
+            service_regex=service_regex,
+            profile_to=profile_to if algorithm == "current" else None,
+        )
+        run = runs[algorithm]
+        progress(
+            f"H={hosts} S={len(managed)}{' regex' if service_regex else ''} {algorithm}: "
+            f"{report.calls_text(run.calls('converged'))} calls converged, "
+            f"CPU {statistics.median(s.cpu for s in run.converged) * 1000:.1f} ms, "
+            f"wall {statistics.median(s.wall for s in run.converged) * 1000:.0f} ms, "
+            f"RSS {run.rss_end / measure.MIB:.1f} MiB after {run.passes} passes ({time.monotonic() - started:.0f} s)"
+        )
+    return Row(hosts, len(managed), service_regex is not None, runs["current"], runs["original"])
+
+
+def run(args: argparse.Namespace) -> report.Results:
+    progress = Clock()
+    quick = args.quick
+    host_sizes = args.hosts or (QUICK_HOSTS if quick else FULL_HOSTS)
+    service_sizes = args.services or (QUICK_SERVICES if quick else FULL_SERVICES)
+    results = report.Results(quick=quick, load_before=os.getloadavg())
+    workdir = tempfile.TemporaryDirectory(prefix="bench-")
+
+    with LocalECS() as local:
+        progress(f"local ECS API at {local.endpoint_url}")
+
+        # Start-up and latency: one service on a small cluster, before the large one exists.
+        local.create_cluster("latency")
+        local.add_hosts("latency", LATENCY_HOSTS)
+        measure.create_services(local, "latency", 1)
+        results.latency_hosts = LATENCY_HOSTS
+        env = measure.daemon_env(local, "latency", ["s000"], workdir.name, INTERVAL="30")
+        results.startup = measure.startup(env, runs=3 if quick else 5)
+        progress(f"start-up to first decision: {', '.join(f'{s:.2f}' for s in results.startup.seconds)} s")
+        timing = measure.measure(
+            local, "current", "latency", ["s000"], Repetitions(7, 0, memory_passes=0), measure.process_env(local)
+        )
+        results.latency_pass = timing.median("converged", "wall")
+        env = measure.daemon_env(local, "latency", ["s000"], workdir.name, INTERVAL="1")
+        results.latency = measure.latency(
+            local, "latency", "s000", LATENCY_HOSTS, env, trials=5 if quick else 20, progress=progress
+        )
+
+        # Memory of the real daemon over many passes.
+        local.create_cluster("soak")
+        local.add_hosts("soak", SOAK_HOSTS)
+        soak_services = measure.create_services(local, "soak", SOAK_SERVICES)
+        env = measure.daemon_env(local, "soak", soak_services, workdir.name, INTERVAL="0.01")
+        checkpoints = (10, 50, 100, 200) if quick else (10, 100, 250, 500, 750, 1000)
+        results.soak = measure.soak(local, "soak", SOAK_HOSTS, soak_services, env, checkpoints, progress)
+
+        # The matrix: one cluster grown from the smallest size to the largest; services named s000, s001, ...
+        local.create_cluster("bench")
+        services = measure.create_services(local, "bench", max(service_sizes))
+        progress(f"created {len(services)} services")
+        have = 0
+        largest = (max(host_sizes), max(service_sizes))
+        profile_path = os.path.join(workdir.name, "pass.prof")
+        for hosts in host_sizes:
+            started = time.monotonic()
+            have = measure.grow_cluster(local, "bench", hosts, have)
+            progress(f"cluster has {hosts} hosts ({time.monotonic() - started:.1f} s to register)")
+            for count in service_sizes:
+                profile_to = profile_path if (hosts, count) == largest else None
+                managed = services[:count]
+                results.rows.append(
+                    measure_row(
+                        local, "bench", hosts, managed, quick, args.memory_budget, progress, profile_to=profile_to
+                    )
+                )
+                if (hosts, count) == largest:
+                    # The same calls through a bare boto3 client, pass for pass with the daemon's.
+                    results.paired = measure.paired(local, "bench", hosts, managed, measure.process_env(local))
+                    progress(
+                        f"H={hosts} S={count} alternating passes: CPU current "
+                        f"{results.paired.median_cpu('current') * 1000:.1f} ms, bare boto3 "
+                        f"{results.paired.median_cpu('bare') * 1000:.1f} ms"
+                    )
+            if hosts == 100:
+                # Discovery: SERVICE_REGEX finds every service of the cluster (ListServices pages too).
+                results.discovery.append(
+                    measure_row(
+                        local, "bench", hosts, services, quick, args.memory_budget, progress, service_regex=r"s\d{3}"
+                    )
+                )
+        if os.path.exists(profile_path):
+            results.profile = measure.profile_components(profile_path)
+            results.profile_row = largest
+    workdir.cleanup()
+    results.load_after = os.getloadavg()
+    results.elapsed = progress.elapsed
+    progress(f"done in {results.elapsed:.0f} s")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    markdown = report.render(results)
+    sys.stdout.write(markdown)
+    args.output.write_text(markdown, encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
