@@ -36,30 +36,12 @@ LIST_CONTAINER_INSTANCES_PAGE = 100  # ECS's largest page
 DESCRIBE_SERVICES_BATCH = 10  # ECS's limit per DescribeServices
 LIST_SERVICES_PAGE = 100  # the daemon asks for ECS's largest page
 
-# Settings of the daemon that must not leak from the caller's environment into a measured process.
-_DAEMON_VARIABLES = (
-    "CLUSTER",
-    "SERVICES",
-    "SERVICE_REGEX",
-    "MANAGED_TAG",
-    "INTERVAL",
-    "DRY_RUN",
-    "SCALE_DOWN_AFTER",
-    "CLOUDFORMATION_GUARD",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "METRICS_PORT",
-    "METRICS_ADDR",
-    "HEARTBEAT_FILE",
-    "ECS_CONTAINER_METADATA_URI_V4",
-)
-
 Progress = Callable[[str], None]
 
 
 def process_env(local: LocalECS, **settings: str) -> dict[str, str]:
     """The environment of a measured process: the local endpoint, dummy credentials, and `settings`."""
-    env = {key: value for key, value in local.env().items() if key not in _DAEMON_VARIABLES}
+    env = local.env()  # already without the caller's CLUSTER, SERVICES and other manager settings
     env.pop("PYTHONPATH", None)  # the process imports this checkout, from its working directory
     env.update(settings)
     return env

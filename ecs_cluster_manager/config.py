@@ -20,6 +20,22 @@ DEFAULT_HEARTBEAT_FILE = "/tmp/ecs-cluster-manager.heartbeat"  # noqa: S108
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "console")
 COMMANDS = ("run", "check", "healthcheck")
+# Every environment variable the manager reads itself; boto3 reads AWS_REGION, AWS_PROFILE and the rest.
+VARIABLES = (
+    "CLUSTER",
+    "SERVICES",
+    "SERVICE_REGEX",
+    "MANAGED_TAG",
+    "INTERVAL",
+    "DRY_RUN",
+    "SCALE_DOWN_AFTER",
+    "CLOUDFORMATION_GUARD",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "METRICS_PORT",
+    "METRICS_ADDR",
+    "HEARTBEAT_FILE",
+)
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 

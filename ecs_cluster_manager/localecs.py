@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl
 import boto3
 from botocore.config import Config
 
+from .config import VARIABLES
 from .querylang import Expr, QuerySyntaxError, parse
 
 if TYPE_CHECKING:
@@ -709,11 +710,16 @@ class LocalECS:
         """The environment for a subprocess that should talk to this local ECS.
 
         A copy of this process's environment without any AWS_* setting (no
-        profile, no real credentials, no other endpoint), plus the endpoint,
-        region and dummy credentials. The AWS config and credentials files are
-        pointed at the null device so nothing from the home directory leaks in.
+        profile, no real credentials, no other endpoint), without the manager's
+        own settings (config.VARIABLES) or the ECS task metadata endpoint, plus
+        the endpoint, region and dummy credentials. The AWS config and
+        credentials files are pointed at the null device so nothing from the
+        home directory leaks in.
         """
-        environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+        dropped = set(VARIABLES) | {"ECS_CONTAINER_METADATA_URI_V4"}
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key not in dropped
+        }
         environment.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint_url,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,19 +19,7 @@ RUN_PY = str(ROOT / "run.py")
 
 def daemon_env(local: LocalECS, tmp_path: Path | None = None, **settings: str) -> dict[str, str]:
     """The environment of a daemon pointed at the local API through AWS_ENDPOINT_URL."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ECS_"))}
-    for key in (
-        "CLUSTER",
-        "SERVICES",
-        "SERVICE_REGEX",
-        "MANAGED_TAG",
-        "INTERVAL",
-        "DRY_RUN",
-        "LOG_LEVEL",
-        "METRICS_PORT",
-    ):
-        env.pop(key, None)
-    env.update(local.env())
+    env = local.env()
     env["LOG_FORMAT"] = "json"
     if tmp_path is not None:
         env["HEARTBEAT_FILE"] = str(tmp_path / "heartbeat")

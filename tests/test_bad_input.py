@@ -45,23 +45,6 @@ GOOD = ("a", "b")
 DISTINCT = [{"type": "distinctInstance"}]
 OTHER_CLUSTER_ARN = "arn:aws:ecs:us-east-1:123456789012:service/other/elsewhere"
 STACK_TAG = "aws:cloudformation:stack-name"
-# Every variable the daemon reads; each run starts without any of them, then sets BASE and the row's own.
-VARIABLES = (
-    "CLUSTER",
-    "SERVICES",
-    "SERVICE_REGEX",
-    "MANAGED_TAG",
-    "INTERVAL",
-    "DRY_RUN",
-    "SCALE_DOWN_AFTER",
-    "CLOUDFORMATION_GUARD",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "METRICS_PORT",
-    "METRICS_ADDR",
-    "HEARTBEAT_FILE",
-    "AWS_PROFILE",
-)
 BASE = {"CLUSTER": CLUSTER, "SERVICES": "a b"}
 FREE_PORT = "{free_port}"  # replaced by a port nothing listens on when the row runs
 
@@ -76,9 +59,7 @@ def run(
     local: LocalECS, argv: list[str], env: dict[str, str | None], tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
     """`python run.py --once ARGV` with BASE plus `env` (None removes a variable) and the heartbeat in tmp_path."""
-    environment = daemon_env(local)
-    for name in VARIABLES:
-        environment.pop(name, None)
+    environment = daemon_env(local)  # without any manager setting or AWS_PROFILE from the caller
     environment["HEARTBEAT_FILE"] = str(tmp_path / "heartbeat")
     environment.update(BASE)
     port = str(_free_port())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 
 from ecs_cluster_manager import config
@@ -120,3 +123,15 @@ def test_bad_input_names_the_setting(argv: list[str], env: dict[str, str], names
     message = str(caught.value)
     assert names in message
     assert "\n" not in message
+
+
+def test_variables_names_every_setting_load_reads() -> None:
+    """config.VARIABLES (cleared by the local ECS API for its subprocesses) names each non-AWS variable load() reads."""
+    source = inspect.getsource(config.load)
+    read: set[str] = set()
+    for names in re.findall(r'pick\(args\.\w+, "--[\w-]+", ([^)]*)\)', source):
+        read |= set(re.findall(r'"(\w+)"', names))
+    read |= set(re.findall(r'env\["(\w+)"\]', source))
+    read |= set(re.findall(r'env\.get\("(\w+)"', source))
+    read |= set(re.findall(r'"(\w+)" in env', source))
+    assert {name for name in read if not name.startswith("AWS_")} == set(config.VARIABLES)
