@@ -46,7 +46,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "And",
@@ -178,39 +178,39 @@ class Condition(Expr):
 
 
 @dataclass(frozen=True)
-class And(Expr):
-    """Both sides hold."""
+class _Binary(Expr):
+    """Two operands joined by ``word``."""
 
+    word: ClassVar[str]
     left: Expr
     right: Expr
 
     @property
     def subjects(self) -> frozenset[str]:
         return self.left.subjects | self.right.subjects
+
+    def __str__(self) -> str:
+        return f"({self.left} {self.word} {self.right})"
+
+
+@dataclass(frozen=True)
+class And(_Binary):
+    """Both sides hold."""
+
+    word = "and"
 
     def evaluate(self, instance: Mapping[str, Any]) -> bool:
         return self.left.evaluate(instance) and self.right.evaluate(instance)
 
-    def __str__(self) -> str:
-        return f"({self.left} and {self.right})"
-
 
 @dataclass(frozen=True)
-class Or(Expr):
+class Or(_Binary):
     """Either side holds."""
 
-    left: Expr
-    right: Expr
-
-    @property
-    def subjects(self) -> frozenset[str]:
-        return self.left.subjects | self.right.subjects
+    word = "or"
 
     def evaluate(self, instance: Mapping[str, Any]) -> bool:
         return self.left.evaluate(instance) or self.right.evaluate(instance)
-
-    def __str__(self) -> str:
-        return f"({self.left} or {self.right})"
 
 
 @dataclass(frozen=True)
