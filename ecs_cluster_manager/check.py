@@ -38,8 +38,6 @@ ERROR = "error"
 WARNING = "warning"
 INFO = "info"
 
-# The capacity providers AWS reserves for Fargate; every other name is an Auto Scaling group of hosts.
-FARGATE_CAPACITY_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 # What ECS assumes when a service has no deploymentConfiguration.
 DEFAULT_MINIMUM_HEALTHY_PERCENT = 100
 
@@ -62,7 +60,7 @@ def _tasks_kept_running(tasks: int, minimum_healthy_percent: int) -> int:
 def _fargate_reason(service: Service) -> str | None:
     if service.launch_type == "FARGATE":
         return "launchType FARGATE"
-    fargate = [name for name in service.capacity_providers if name in FARGATE_CAPACITY_PROVIDERS]
+    fargate = [name for name in service.capacity_providers if name in plan.FARGATE_CAPACITY_PROVIDERS]
     if fargate:
         return f"capacityProviderStrategy names {', '.join(fargate)}"
     if service.launch_type is not None and service.launch_type not in plan.HOST_LAUNCH_TYPES:
@@ -247,7 +245,7 @@ def _count_hosts(api: Api, config: Config, services: Iterable[Service]) -> tuple
 
 
 def _countable(service: Service) -> bool:
-    return plan.unmanageable(service) is None and _fargate_reason(service) is None
+    return plan.unmanageable(service) is None
 
 
 def collect(api: Api, config: Config) -> list[Finding]:

@@ -26,6 +26,7 @@ STACK_NAME_TAG = "aws:cloudformation:stack-name"
 
 # Launch types whose tasks run on container instances; FARGATE tasks never do.
 HOST_LAUNCH_TYPES = frozenset({"EC2", "EXTERNAL"})
+# The capacity providers AWS reserves for Fargate; every other name is an Auto Scaling group of hosts.
 FARGATE_CAPACITY_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 
 
