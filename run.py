@@ -1,68 +1,33 @@
 #!/usr/bin/env python3
-"""ecs-cluster-manager entry point: read the configuration, then loop one pass at a time.
+"""ecs-cluster-manager entry point from a checkout or the image: `python run.py [command] [flags]`.
 
-Exit codes: 0 success (and on SIGTERM/SIGINT); 1 a --once pass, or `check`, found
-a service it could not handle; 2 a configuration error (one line on stderr).
+The same as the installed `ecs-cluster-manager` command and `python -m
+ecs_cluster_manager`; see ecs_cluster_manager/cli.py for the exit codes.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
-from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+# Imported by the manager at run time; missing ones mean the requirements are not installed.
+RUNTIME_MODULES = frozenset({"boto3", "botocore", "structlog", "tenacity", "prometheus_client"})
 
 
-def _fail(message: str) -> int:
-    print(f"ecs-cluster-manager: error: {message}", file=sys.stderr)
-    return EXIT_CONFIG
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from ecs_cluster_manager import config as settings
-
+def _run() -> int:
     try:
-        config = settings.load(sys.argv[1:] if argv is None else argv)
-    except settings.ConfigError as error:
-        return _fail(str(error))
+        from ecs_cluster_manager.cli import main
 
-    if config.command == "healthcheck":
-        from ecs_cluster_manager import health
-
-        return health.check_heartbeat(config)
-
-    from ecs_cluster_manager import logs
-
-    logs.configure(config.log_level, config.log_format)
-
-    from ecs_cluster_manager.ecs import Api, CredentialsError
-
-    stop = threading.Event()
-    try:
-        api = Api(config.region, config.profile, stop=stop)
-    except CredentialsError as error:
-        return _fail(str(error))
-
-    if config.command == "check":
-        from ecs_cluster_manager import check
-
-        return check.main(api, config)
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-
-    from ecs_cluster_manager.daemon import loop
-
-    return loop(api, config, stop, os.environ, fail=_fail)
+        return main()
+    except ModuleNotFoundError as error:
+        if error.name not in RUNTIME_MODULES:
+            raise
+        print(
+            f"ecs-cluster-manager: error: Python module {error.name!r} is not installed for {sys.executable}; "
+            "run `make venv` and use .venv/bin/python, or `pip install -r requirements.txt`, or `pip install .`",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 from . import measure, report
 from .measure import Repetitions, Row

@@ -313,7 +313,7 @@ def render(results: Results) -> str:
     mode = "`make bench BENCH_ARGS=--quick` (a smaller matrix)" if results.quick else "`make bench`"
     out += [
         f"Written by {mode}; every figure below was measured in the same run. The local ECS API is moto behind",
-        "the layer in `ecs_cluster_manager/localecs.py` that enforces real ECS paging (100 container instances a",
+        "the layer in `localecs/server.py` that enforces real ECS paging (100 container instances a",
         "ListContainerInstances page, 10 services a DescribeServices call) and evaluates the host filter.",
         "",
         "## Machine",

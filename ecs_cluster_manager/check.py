@@ -28,10 +28,10 @@ from .ecs import (
     ClusterNotFound,
     EcsError,
     RequestRejected,
-    Service,
     host_filter,
     task_identity,
 )
+from .models import Service
 from .reconcile import discover
 
 ERROR = "error"

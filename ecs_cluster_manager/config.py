@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from . import __version__
+
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
 DEFAULT_METRICS_ADDR = "0.0.0.0"  # noqa: S104 - the metrics port is opt-in and meant to be scraped
@@ -108,9 +110,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="run.py",
+        prog="ecs-cluster-manager",
         description="Keep each managed ECS service's desiredCount equal to the usable hosts of its cluster.",
+        epilog="Also run as `python run.py` or `python -m ecs_cluster_manager`. Every flag has the variable "
+        "in parentheses; a flag wins over its variable.",
     )
+    parser.add_argument("--version", action="version", version=f"ecs-cluster-manager {__version__}")
     parser.add_argument(
         "command",
         nargs="?",

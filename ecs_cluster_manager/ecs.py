@@ -13,7 +13,6 @@ import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import boto3
@@ -21,6 +20,8 @@ import botocore.config
 import botocore.exceptions
 import structlog
 import tenacity
+
+from .models import PlacementConstraint, Service, ServiceFailure, ServiceLookup, TaskIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -79,65 +80,6 @@ class RequestRejected(EcsError):
 
 class CredentialsError(EcsError):
     """No usable credentials, profile or region: a configuration problem."""
-
-
-@dataclass(frozen=True)
-class PlacementConstraint:
-    type: str
-    expression: str | None = None
-
-
-@dataclass(frozen=True)
-class Service:
-    """What the manager needs to know of one ECS service."""
-
-    arn: str
-    name: str
-    cluster_arn: str
-    status: str
-    desired_count: int
-    running_count: int = 0
-    pending_count: int = 0
-    scheduling_strategy: str = "REPLICA"
-    launch_type: str | None = None
-    capacity_providers: tuple[str, ...] = ()
-    placement_constraints: tuple[PlacementConstraint, ...] = ()
-    minimum_healthy_percent: int | None = None
-    maximum_percent: int | None = None
-    deployment_controller: str = "ECS"
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def member_of(self) -> tuple[str, ...]:
-        return tuple(c.expression for c in self.placement_constraints if c.type == "memberOf" and c.expression)
-
-    @property
-    def distinct_instance(self) -> bool:
-        return any(c.type == "distinctInstance" for c in self.placement_constraints)
-
-
-@dataclass(frozen=True)
-class ServiceFailure:
-    """A service DescribeServices could not return (reason MISSING and the like)."""
-
-    service: str
-    reason: str
-    detail: str | None = None
-
-
-@dataclass(frozen=True)
-class ServiceLookup:
-    services: tuple[Service, ...]
-    failures: tuple[ServiceFailure, ...]
-
-
-@dataclass(frozen=True)
-class TaskIdentity:
-    """Who this process is when it runs as an ECS task (from the task metadata endpoint)."""
-
-    cluster: str | None
-    service_name: str | None
-    task_arn: str | None
 
 
 def host_filter(member_of: Iterable[str] = ()) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .config import Config
+from .liveness import Liveness
 from .reconcile import PassReport
 
 if TYPE_CHECKING:
@@ -50,12 +50,9 @@ class Monitor:
         self.api = api
         self.clock = clock
         self.heartbeat = Path(config.heartbeat_file)
-        self.started = clock()
-        self.last_success: float | None = None  # clock() at the end of the last observed pass
-        self.last_error: str | None = None  # why the passes since the last success failed
+        self.liveness = Liveness(clock)
         self.metrics: Metrics | None = None
         self.server: Server | None = None
-        self._lock = threading.Lock()  # /healthz reads the state from the server's threads
         self._previous_on_call = None if api is None else api.on_call
 
     def start(self) -> None:
@@ -64,8 +61,7 @@ class Monitor:
         Raises metrics.MetricsError (a ConfigError naming METRICS_PORT or
         METRICS_ADDR) when the server cannot listen.
         """
-        with self._lock:
-            self.started = self.clock()
+        self.liveness.restart()
         # A heartbeat left by an earlier process (a restarted container keeps
         # /tmp) must not vouch for this one before it has read the cluster.
         try:
@@ -77,7 +73,7 @@ class Monitor:
 
         from .metrics import Metrics, Server
 
-        metrics = Metrics(self.config.interval, clock=self.clock)
+        metrics = Metrics(self.config.interval, liveness=self.liveness)
         server = Server(metrics.registry, self.status, self.config.metrics_port, self.config.metrics_addr)
         server.start()
         self.metrics, self.server = metrics, server
@@ -93,13 +89,7 @@ class Monitor:
 
     def record(self, report: PassReport) -> None:
         """Take in one finished pass."""
-        now = self.clock()
-        with self._lock:
-            if report.observed:
-                self.last_success = now
-                self.last_error = None
-            else:
-                self.last_error = "; ".join(report.errors) or "the pass failed"
+        self.liveness.record(report.observed, "; ".join(report.errors) or None)
         if self.metrics is not None:
             self.metrics.observe(report)
             if self.api is not None:
@@ -118,8 +108,8 @@ class Monitor:
         """(healthy, one line saying why): what /healthz answers."""
         limit = stale_after(self.config)
         now = self.clock()
-        with self._lock:
-            last_success, started, last_error = self.last_success, self.started, self.last_error
+        state = self.liveness.snapshot()
+        last_success, started, last_error = state.last_success, state.started, state.last_error
         error = f"; last error: {' '.join(last_error.split())}" if last_error else ""
         if last_success is not None:
             age = now - last_success

@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import plan
 from .config import ConfigError
+from .liveness import Liveness
 from .reconcile import PassReport
 
 log = structlog.get_logger(__name__)
@@ -76,13 +77,12 @@ class Metrics:
         interval: float,
         registry: CollectorRegistry | None = None,
         *,
+        liveness: Liveness | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry or CollectorRegistry()
-        self.clock = clock  # monotonic; replaceable in tests
-        self.started = clock()
-        self._last_success: float | None = None  # clock() at the end of the last observed pass
-        self._lock = threading.Lock()
+        # Read here, written by the Monitor: the one record of start-up and the last success.
+        self.liveness = liveness or Liveness(clock)
         self._hosts_labels: set[str] = set()
         self._service_labels: set[str] = set()
         self._retries_seen: dict[str, int] = {}
@@ -132,16 +132,11 @@ class Metrics:
             "Seconds since the last successful pass ended (since start-up before the first one).",
             registry=r,
         )
-        self.seconds_since_last_success.set_function(self.seconds_since_success)
+        self.seconds_since_last_success.set_function(self.liveness.seconds_since_success)
+        self.last_success_timestamp.set_function(lambda: self.liveness.snapshot().last_success_unix or 0.0)
         # Exported so an alert can say "3 x interval" without knowing the setting.
         self.interval = Gauge(f"{PREFIX}_interval_seconds", "Configured seconds between passes.", registry=r)
         self.interval.set(interval)
-
-    def seconds_since_success(self) -> float:
-        """Seconds since the last successful pass, or since start-up when there has been none."""
-        with self._lock:
-            since = self._last_success if self._last_success is not None else self.started
-        return max(0.0, self.clock() - since)
 
     def count_call(self, operation: str, outcome: str) -> None:
         """Api.on_call hook: one HTTP attempt."""
@@ -162,9 +157,6 @@ class Metrics:
         if not report.observed:
             self.passes_failed.inc()
         else:
-            with self._lock:
-                self._last_success = self.clock()
-            self.last_success_timestamp.set(time.time())
             self._set_hosts(report.hosts)
 
         for decision in report.decisions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .ecs import Service
+from .models import Service
 
 UPDATE = "update"
 UNCHANGED = "unchanged"

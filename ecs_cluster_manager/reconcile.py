@@ -19,7 +19,8 @@ import structlog
 
 from . import plan
 from .config import Config
-from .ecs import Api, ClusterNotFound, EcsError, Service, ShuttingDown, TaskIdentity, host_filter
+from .ecs import Api, ClusterNotFound, EcsError, ShuttingDown, host_filter
+from .models import Service, TaskIdentity
 
 log = structlog.get_logger(__name__)
 

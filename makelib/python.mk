@@ -7,20 +7,34 @@ VENV        ?= .venv
 PYTEST_ARGS ?=
 ARGS        ?=
 BENCH_ARGS  ?=
-RUFF_PATHS  ?= $(wildcard run.py ecs_cluster_manager tests bench)
+RUFF_PATHS  ?= $(wildcard run.py ecs_cluster_manager localecs tests bench)
 
 VENV_PYTHON := $(VENV)/bin/python
-# Rebuilt when missing or older than any requirements file.
-VENV_STAMP  := $(VENV)/.installed
+PIP_INSTALL := $(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check
+# Two stamps: the demo needs the runtime set and moto; tests and lint need the
+# rest too. Each is rebuilt when missing or older than its requirements files.
+DEMO_STAMP  := $(VENV)/.installed-demo
+VENV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: venv test test-fast lint demo run check bench
+.PHONY: venv test test-fast lint demo sandbox run check bench
 
-$(VENV_STAMP): $(wildcard requirements*.txt)
-	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
-	$(VENV_PYTHON) -m pip install --quiet -r requirements-dev.txt
-	touch $@
+$(VENV_PYTHON):
+	@echo "make: creating the virtual environment $(VENV) with $(PYTHON)" >&2
+	@$(PYTHON) -m venv $(VENV)
 
-venv: $(VENV_STAMP) ## Create or update the venv from requirements-dev.txt
+$(DEMO_STAMP): requirements.txt requirements-demo.txt pyproject.toml | $(VENV_PYTHON)
+	@echo "make: installing the runtime requirements and moto into $(VENV) (about a minute the first time)" >&2
+	@$(PIP_INSTALL) -r requirements-demo.txt >&2
+	@echo "make: installing ecs-cluster-manager itself (editable: the ecs-cluster-manager command)" >&2
+	@$(PIP_INSTALL) --no-deps --editable . >&2
+	@touch $@
+
+$(VENV_STAMP): $(DEMO_STAMP) requirements-dev.txt
+	@echo "make: installing the test and lint tools into $(VENV) (pytest, ruff, mypy, cfn-lint, hadolint)" >&2
+	@$(PIP_INSTALL) -r requirements-dev.txt >&2
+	@touch $@
+
+venv: $(VENV_STAMP) ## Create or update the venv with everything (requirements-dev.txt)
 
 test: $(VENV_STAMP) ## Run the test suite (PYTEST_ARGS=...)
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
@@ -33,14 +47,17 @@ lint: $(VENV_STAMP) ## ruff and mypy on the Python code, hadolint on the Dockerf
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-demo: $(VENV_STAMP) ## Run the daemon against the local ECS sandbox
-	$(VENV_PYTHON) -m ecs_cluster_manager.sandbox $(ARGS)
+demo: $(DEMO_STAMP) ## Run the daemon against the local ECS API through a scripted scenario
+	$(VENV_PYTHON) -m localecs.demo $(ARGS)
 
-run: $(VENV_STAMP) ## Run the daemon with your environment (ARGS=...)
+sandbox: $(DEMO_STAMP) ## Keep a local ECS API running for the daemon by hand (ARGS=--hosts 3 ...)
+	$(VENV_PYTHON) -m localecs serve $(ARGS)
+
+run: $(DEMO_STAMP) ## Run the daemon with your environment (ARGS=...)
 	$(VENV_PYTHON) run.py $(ARGS)
 
-check: $(VENV_STAMP) ## Run the check subcommand of run.py (ARGS=...)
-	$(VENV_PYTHON) run.py check $(ARGS)
+check: $(DEMO_STAMP) ## Run the check subcommand of run.py (ARGS=...)
+	@$(VENV_PYTHON) run.py check $(ARGS)
 
 bench: $(VENV_STAMP) ## Run the benchmark (BENCH_ARGS=...)
 	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
@@ -48,7 +65,7 @@ bench: $(VENV_STAMP) ## Run the benchmark (BENCH_ARGS=...)
 all:: lint test
 
 clean::
-	rm -rf .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build *.egg-info
 	find . \( -path ./.git -o -path ./$(VENV) \) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean::

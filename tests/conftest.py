@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecs_cluster_manager.localecs import ApiCall, LocalECS
+from localecs import ApiCall, LocalECS
 
 # ecs.py's botocore `user_agent_extra`: the last token of each of the daemon's User-Agent headers.
 DAEMON_USER_AGENT = "ecs-cluster-manager"

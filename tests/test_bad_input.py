@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from daemon_helpers import RUN_PY, daemon_env, decisions, events
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "prod"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ecs_cluster_manager import check, plan
-from ecs_cluster_manager.ecs import PlacementConstraint, Service
-from ecs_cluster_manager.localecs import LocalECS
+from ecs_cluster_manager.models import PlacementConstraint, Service
+from localecs import LocalECS
 
 RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
 CLUSTER = "audit"

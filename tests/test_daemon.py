@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env, decisions, events, run_once
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 CLUSTER = "prod"
 DISTINCT = [{"type": "distinctInstance"}]
@@ -148,7 +148,7 @@ def test_a_failed_page_of_the_host_listing_writes_nothing(cluster: LocalECS) -> 
 
 
 def cluster_fault_error() -> object:
-    from ecs_cluster_manager.localecs import Fault
+    from localecs import Fault
 
     return Fault.error(500)
 

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daemon_helpers import decisions, run_once
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 CLUSTER = "prod"
 DISTINCT = [{"type": "distinctInstance"}]

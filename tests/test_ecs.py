@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.stub import Stubber
 
-from ecs_cluster_manager import ecs
+from ecs_cluster_manager import ecs, models
 
 CLUSTER = "prod"
 
@@ -138,7 +138,7 @@ def test_describe_services_in_batches_of_ten_with_tags(api: ecs.Api, stub: Stubb
         )
     lookup = api.describe_services(CLUSTER, names)
     assert len(lookup.services) == 22
-    assert lookup.failures == (ecs.ServiceFailure("svc22", "MISSING"),)
+    assert lookup.failures == (models.ServiceFailure("svc22", "MISSING"),)
     first = lookup.services[0]
     assert first.tags == {"team": "sre"} and first.distinct_instance and first.minimum_healthy_percent == 50
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from daemon_helpers import decisions, run_once
-from ecs_cluster_manager.localecs import ApiCall, LocalECS
+from localecs import ApiCall, LocalECS
 
 if TYPE_CHECKING:
     from conftest import OperationRecorder

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import ROOT, daemon_env, decisions
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 DOCKERFILE = ROOT / "Dockerfile"
 

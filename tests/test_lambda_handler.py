@@ -14,7 +14,7 @@ import structlog
 
 from ecs_cluster_manager import lambda_handler
 from ecs_cluster_manager.config import ConfigError
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 EVENTS = Path(__file__).resolve().parent / "events"
 # The documented example event names cluster "default"; the local world uses the same name.

@@ -11,13 +11,13 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff_is_clean() -> None:
-    """ruff finds nothing in run.py, the package, the tests and the benchmark."""
-    paths = [p for p in ("run.py", "ecs_cluster_manager", "tests", "bench") if (ROOT / p).exists()]
+    """ruff finds nothing in run.py, the package, the local ECS API, the tests and the benchmark."""
+    paths = [p for p in ("run.py", "ecs_cluster_manager", "localecs", "tests", "bench") if (ROOT / p).exists()]
     result = subprocess.run([str(BIN / "ruff"), "check", *paths], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_is_clean() -> None:
-    """mypy (settings in pyproject.toml) finds no type error in run.py and the package."""
+    """mypy (settings in pyproject.toml) finds no type error in run.py, the package and the local ECS API."""
     result = subprocess.run([str(BIN / "mypy")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

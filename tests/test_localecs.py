@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ecs_cluster_manager.localecs import ApiCall, Fault, LocalECS, fault_on
+from localecs import ApiCall, Fault, LocalECS, fault_on
 
 CLUSTER = "test-cluster"
 # botocore's "max_attempts" counts retries, so {"max_attempts": 1} still makes two

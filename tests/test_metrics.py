@@ -21,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon_helpers import RUN_PY, Daemon, daemon_env
 from ecs_cluster_manager import config as settings
 from ecs_cluster_manager import health, plan
-from ecs_cluster_manager.ecs import Service
-from ecs_cluster_manager.localecs import LocalECS
+from ecs_cluster_manager.liveness import Liveness
 from ecs_cluster_manager.metrics import REASON_CODES, Metrics, MetricsError, Server, reason_code
+from ecs_cluster_manager.models import Service
 from ecs_cluster_manager.reconcile import PassReport
+from localecs import LocalECS
 
 CLUSTER = "prod"
 DISTINCT = [{"type": "distinctInstance"}]
@@ -159,8 +160,8 @@ def test_reason_codes_are_a_small_fixed_set() -> None:
 def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
     """Passes that skip services for each reason reconcile.py knows produce no `other` code."""
     from ecs_cluster_manager.ecs import Api
-    from ecs_cluster_manager.localecs import Fault, fault_on
     from ecs_cluster_manager.reconcile import run_pass
+    from localecs import Fault, fault_on
 
     for name, setting in cluster.env().items():
         if name.startswith("AWS_"):
@@ -218,6 +219,9 @@ def test_metrics_follow_the_reports() -> None:
     assert value(text, P + "service_updates_total", service="c") is None
     assert value(text, P + "service_skips_total", service="b", reason="bad_tag") == 1
     assert value(text, P + "interval_seconds") == 30
+    assert value(text, P + "last_success_timestamp_seconds") == 0  # Metrics only reads the Liveness record
+    metrics.liveness.record(True)
+    text = generate_latest(metrics.registry).decode()
     assert abs((value(text, P + "last_success_timestamp_seconds") or 0) - time.time()) < 60
 
 
@@ -244,12 +248,13 @@ def test_metrics_forget_services_and_filters_that_leave() -> None:
 def test_seconds_since_last_success_is_computed_at_scrape_time() -> None:
     """The gauge counts from start-up until the first success, then from the end of the last successful pass."""
     clock = Clock()
-    metrics = Metrics(10, clock=clock)
+    liveness = Liveness(clock)
+    metrics = Metrics(10, liveness=liveness)
     clock.now += 7
     assert value(generate_latest(metrics.registry).decode(), P + "seconds_since_last_success") == 7
-    metrics.observe(report(hosts={FILTER: 1}))
+    liveness.record(True)
     clock.now += 4
-    metrics.observe(report(errors=("describing services failed",)))
+    liveness.record(False, "describing services failed")
     clock.now += 2
     assert value(generate_latest(metrics.registry).decode(), P + "seconds_since_last_success") == 6
 
@@ -466,7 +471,7 @@ def test_daemon_exports_its_passes(cluster: LocalECS, tmp_path: Path) -> None:
 
 def test_healthz_turns_503_while_the_api_is_down_and_recovers(cluster: LocalECS, tmp_path: Path) -> None:
     """With every call failing, /healthz is 503 after 3 x INTERVAL; the first pass after recovery converges."""
-    from ecs_cluster_manager.localecs import Fault
+    from localecs import Fault
 
     port = free_port()
     with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="0.5", METRICS_PORT=str(port),

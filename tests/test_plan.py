@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ecs_cluster_manager import plan
-from ecs_cluster_manager.ecs import PlacementConstraint, Service
+from ecs_cluster_manager.models import PlacementConstraint, Service
 
 
 def service(desired: int = 0, **overrides: object) -> Service:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ecs_cluster_manager.querylang import (
+from localecs.querylang import (
     And,
     Condition,
     Not,

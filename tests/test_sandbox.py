@@ -12,7 +12,7 @@ from daemon_helpers import ROOT
 def test_sandbox_scenario_shows_services_following_hosts() -> None:
     """The demo's daemon sizes every managed service through each host change and exits 0 on SIGTERM."""
     result = subprocess.run(
-        [sys.executable, "-m", "ecs_cluster_manager.sandbox", "--interval", "0.5"],
+        [sys.executable, "-m", "localecs.demo", "--interval", "0.5"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -38,7 +38,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_helpers import Daemon
-from ecs_cluster_manager.localecs import LocalECS
+from localecs import LocalECS
 
 CLUSTER = "soak"
 INTERVAL = "0.001"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .localecs import LocalECS
+from . import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "demo"
@@ -80,7 +80,7 @@ def one_pass(local: LocalECS, interval: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ecs_cluster_manager.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localecs.demo", description=__doc__)
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds")
     interval = parser.parse_args(argv).interval
     stop_requested = False

@@ -45,7 +45,8 @@ from urllib.parse import parse_qsl
 import boto3
 from botocore.config import Config
 
-from .config import VARIABLES
+from ecs_cluster_manager.config import VARIABLES
+
 from .querylang import Expr, QuerySyntaxError, parse
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ _JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 _HARNESS_HEADER = "X-LocalECS-Harness"
 _HARNESS_ENVIRON_KEY = "HTTP_X_LOCALECS_HARNESS"
 _DUMMY_CREDENTIAL = "testing"
+# Where `python -m localecs add-host|drain|...` reaches a running server (not an AWS API).
+CONTROL_PATH = "/localecs/"
 # No AMI by that id exists, which moto accepts unless MOTO_ENABLE_AMI_VALIDATION
 # is set; the instance then has no platform and ECS reports ecs.os-type linux.
 _HOST_IMAGE_ID = "ami-0e1c5ca1e0000000a"
@@ -340,6 +343,12 @@ class _EnforcingApp:
         body = self._read_body(environ)
         if environ.get("PATH_INFO", "").startswith("/moto-api"):
             return self._respond(start_response, self.forward(environ, body))
+        if environ.get("PATH_INFO", "").startswith(CONTROL_PATH):
+            from .control import handle
+
+            status, payload = handle(self.owner, environ.get("PATH_INFO", "")[len(CONTROL_PATH) :], body)
+            reply = _Reply(status, json.dumps(payload).encode(), [("Content-Type", "application/json")])
+            return self._respond(start_response, reply)
 
         target = environ.get("HTTP_X_AMZ_TARGET")
         service, operation, params = self._identify(environ, body, target)
@@ -805,6 +814,24 @@ class LocalECS:
                         registered.attributes.update(attributes or {})
                         arns.append(registered.container_instance_arn)
         return arns
+
+    def hosts(self, cluster: str) -> list[dict[str, Any]]:
+        """Every registered container instance of the cluster, oldest first: ARN, EC2 id, status, agent, attributes."""
+        ecs_backend, _ = self._backends()
+        with self._moto_lock:
+            instances = list(ecs_backend.container_instances.get(cluster.split("/")[-1], {}).values())
+            return [
+                {
+                    "containerInstanceArn": instance.container_instance_arn,
+                    "ec2InstanceId": instance.ec2_instance_id,
+                    "status": instance.status,
+                    "agentConnected": bool(instance.agent_connected),
+                    "attributes": {
+                        name: value for name, value in dict(instance.attributes).items() if not name.startswith("ecs.")
+                    },
+                }
+                for instance in sorted(instances, key=lambda instance: instance.registered_at)
+            ]
 
     def set_agent_connected(self, cluster: str, container_instance_arn: str, connected: bool) -> None:
         """Mark a host's ECS agent connected or disconnected (ECS has no API for it)."""

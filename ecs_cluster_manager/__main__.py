@@ -1,0 +1,7 @@
+"""`python -m ecs_cluster_manager`: the same as the `ecs-cluster-manager` command and `python run.py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""The data model the manager reasons about: plain dataclasses, no AWS code.
+
+`ecs.py` fills them from API answers; `plan.py`, `check.py` and `reconcile.py`
+read them. Importing this module imports neither boto3 nor botocore, so the
+pure decisions can be loaded and tested without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PlacementConstraint:
+    type: str
+    expression: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the manager needs to know of one ECS service."""
+
+    arn: str
+    name: str
+    cluster_arn: str
+    status: str
+    desired_count: int
+    running_count: int = 0
+    pending_count: int = 0
+    scheduling_strategy: str = "REPLICA"
+    launch_type: str | None = None
+    capacity_providers: tuple[str, ...] = ()
+    placement_constraints: tuple[PlacementConstraint, ...] = ()
+    minimum_healthy_percent: int | None = None
+    maximum_percent: int | None = None
+    deployment_controller: str = "ECS"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def member_of(self) -> tuple[str, ...]:
+        return tuple(c.expression for c in self.placement_constraints if c.type == "memberOf" and c.expression)
+
+    @property
+    def distinct_instance(self) -> bool:
+        return any(c.type == "distinctInstance" for c in self.placement_constraints)
+
+
+@dataclass(frozen=True)
+class ServiceFailure:
+    """A service DescribeServices could not return (reason MISSING and the like)."""
+
+    service: str
+    reason: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceLookup:
+    services: tuple[Service, ...]
+    failures: tuple[ServiceFailure, ...]
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """Who this process is when it runs as an ECS task (from the task metadata endpoint)."""
+
+    cluster: str | None
+    service_name: str | None
+    task_arn: str | None
