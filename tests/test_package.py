@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -31,9 +32,16 @@ PIP = ["-m", "pip", "--disable-pip-version-check"]
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the built wheel, a fresh venv with requirements.txt and that wheel installed)."""
     root = tmp_path_factory.mktemp("package")
+    # Built from a copy of what the build reads, so setuptools' build/ and *.egg-info stay out of the checkout.
+    source = root / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "ecs_cluster_manager", source / "ecs_cluster_manager",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     wheels = root / "wheels"
     subprocess.run(
-        [sys.executable, *PIP, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+        [sys.executable, *PIP, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(source)],
         check=True,
         timeout=600,
         cwd=str(root),
