@@ -66,7 +66,7 @@ def _current(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]
     config = settings.load(argv)
     logs.configure(config.log_level, config.log_format, stream=sink)
     api = Api(config.region, config.profile)
-    memory: dict[str, plan.Pending] = {}
+    memory = reconcile.Memory()
 
     def one_pass() -> dict[str, Any]:
         report = reconcile.run_pass(api, config, memory)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from . import health, plan
+from . import health
 from .config import Config, ConfigError
 from .ecs import Api, task_identity
-from .reconcile import PassReport, run_pass
+from .reconcile import Memory, PassReport, run_pass
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,7 @@ def loop(
         region=api.region,
         self_service=identity.service_name if identity else None,
     )
-    memory: dict[str, plan.Pending] = {}
+    memory = Memory()
     first = True
     try:
         while not stop.is_set():

@@ -247,45 +247,51 @@ class Api:
 
     # -- reads -------------------------------------------------------------
 
-    def count_hosts(self, cluster: str, filter_expression: str = AGENT_CONNECTED) -> int:
-        """Count ACTIVE container instances matching the filter, across every page.
-
-        Raises on any failed page: a partial count is never returned.
-        """
-        count = 0
-        params: dict[str, Any] = {
-            "cluster": cluster,
-            "status": "ACTIVE",
-            "filter": filter_expression,
-            "maxResults": LIST_CONTAINER_INSTANCES_PAGE,
-        }
+    def _pages(self, operation: str, function: Callable[..., Any], key: str, **params: Any) -> list[str]:
+        """Every item of a paged listing; raises on any failed page, so a partial list is never returned."""
+        items: list[str] = []
         seen_tokens: set[str] = set()
+        page_number = 0
         while True:
-            page = self._call("ListContainerInstances", self._ecs.list_container_instances, **params)
-            count += len(page.get("containerInstanceArns", []))
+            page_number += 1
+            page = self._call(operation, function, **params)
+            items.extend(page.get(key, []))
             token = page.get("nextToken")
             if not token:
-                return count
+                return items
             if token in seen_tokens:  # a server that loops would otherwise keep us here forever
-                raise EcsError("ListContainerInstances: the same nextToken came back twice")
+                raise EcsError(f"{operation}: the same nextToken came back twice")
             seen_tokens.add(token)
             params["nextToken"] = token
+
+    def list_container_instances(
+        self, cluster: str, status: str = "ACTIVE", filter_expression: str | None = None
+    ) -> list[str]:
+        """The ARNs of the container instances with this status matching the filter, across every page."""
+        params: dict[str, Any] = {"cluster": cluster, "status": status, "maxResults": LIST_CONTAINER_INSTANCES_PAGE}
+        if filter_expression:
+            params["filter"] = filter_expression
+        return self._pages(
+            "ListContainerInstances", self._ecs.list_container_instances, "containerInstanceArns", **params
+        )
+
+    def count_hosts(self, cluster: str, filter_expression: str = AGENT_CONNECTED) -> int:
+        """Count ACTIVE container instances matching the filter, across every page (never a partial count)."""
+        return len(self.list_container_instances(cluster, "ACTIVE", filter_expression))
+
+    def registered_count(self, cluster: str) -> int:
+        """DescribeClusters' registeredContainerInstancesCount: ACTIVE and DRAINING instances, in one call."""
+        page = self._call("DescribeClusters", self._ecs.describe_clusters, clusters=[cluster])
+        clusters = page.get("clusters") or []
+        if not clusters or clusters[0].get("status") == "INACTIVE":
+            raise ClusterNotFound(f"DescribeClusters: cluster {cluster!r} not found")
+        return int(clusters[0].get("registeredContainerInstancesCount", 0))
 
     def list_services(self, cluster: str) -> list[str]:
         """Every service ARN of the cluster, across every page."""
-        arns: list[str] = []
-        params: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_SERVICES_PAGE}
-        seen_tokens: set[str] = set()
-        while True:
-            page = self._call("ListServices", self._ecs.list_services, **params)
-            arns.extend(page.get("serviceArns", []))
-            token = page.get("nextToken")
-            if not token:
-                return arns
-            if token in seen_tokens:
-                raise EcsError("ListServices: the same nextToken came back twice")
-            seen_tokens.add(token)
-            params["nextToken"] = token
+        return self._pages(
+            "ListServices", self._ecs.list_services, "serviceArns", cluster=cluster, maxResults=LIST_SERVICES_PAGE
+        )
 
     def describe_services(self, cluster: str, services: Sequence[str]) -> ServiceLookup:
         """Describe services (names or ARNs) with their tags, ten per call."""

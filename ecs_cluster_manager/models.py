@@ -68,3 +68,15 @@ class TaskIdentity:
     cluster: str | None
     service_name: str | None
     task_arn: str | None
+
+
+@dataclass(frozen=True)
+class HostCount:
+    """The container instances of one host filter: ACTIVE ones, and of those the usable (agent connected).
+
+    A drop in `active` is deliberate (a host drained or deregistered); a drop in
+    `usable` alone is an agent that may come back.
+    """
+
+    active: int
+    usable: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .models import Service
+from .models import HostCount, Service
 
 UPDATE = "update"
 UNCHANGED = "unchanged"
@@ -53,9 +53,9 @@ class Sizing:
 
 @dataclass(frozen=True)
 class Pending:
-    """A lower target seen in `passes` consecutive passes; `target` is the highest of them."""
+    """Agents lost for `passes` consecutive passes; `lost` is the fewest tasks they accounted for in any of them."""
 
-    target: int
+    lost: int
     passes: int
 
 
@@ -123,24 +123,30 @@ def skip(
 
 def decide(
     service: Service,
-    hosts: int,
+    hosts: HostCount,
     size: Sizing,
     *,
     dry_run: bool = False,
     scale_down_after: int = 1,
     pending: Pending | None = None,
+    count_pass: bool = True,
 ) -> tuple[Decision, Pending | None]:
     """Decide one service's desiredCount; returns the decision and the scale-down memory to keep.
 
-    Raising is immediate. Lowering waits until a lower target has been seen in
-    `scale_down_after` consecutive passes, then lowers to the highest of those
-    targets, so one pass with a host briefly missing never stops a task.
+    The target is the usable hosts' count, sized. Raising is immediate. A drop
+    down to the target of the ACTIVE hosts is immediate too: those hosts were
+    drained or deregistered on purpose, and a task left without a host only
+    stays PENDING. The further drop to the usable hosts (agents lost, which
+    routinely come back) waits until it has been seen in `scale_down_after`
+    consecutive passes, then lowers to the highest target of those passes.
+    `count_pass=False` (a pass triggered by an event) neither starts nor
+    advances that hold: only the regular passes measure it.
     """
     current = service.desired_count
-    target = size.target(hosts)
+    target = size.target(hosts.usable)
 
     def decision(action: str, reason: str, count: int) -> Decision:
-        return Decision(service.name, service.arn, action, current, count, hosts, reason)
+        return Decision(service.name, service.arn, action, current, count, hosts.usable, reason)
 
     write = DRY_RUN if dry_run else UPDATE
     if target == current:
@@ -148,10 +154,23 @@ def decide(
     if target > current:
         return decision(write, "scale up", target), None
 
-    passes = pending.passes + 1 if pending else 1
-    held = max(pending.target, target) if pending else target
-    if held >= current:  # the streak's highest target is no reduction at all
-        return decision(UNCHANGED, "converged", current), None
+    # What the ACTIVE hosts alone justify: lowered at once.
+    drained_to = min(current, size.target(hosts.active))
+    if target >= drained_to:
+        return decision(write, "scale down: drained", drained_to), None
+
+    # Below that, agents are lost: damped. The hold remembers the fewest tasks the
+    # lost agents accounted for in its passes, so an agent back part way through
+    # the streak is not stopped for.
+    lost = size.target(hosts.active) - target
+    advance = 1 if count_pass else 0
+    passes = pending.passes + advance if pending else advance
+    lost = min(pending.lost, lost) if pending else lost
+    held = max(target, drained_to - lost)
     if passes < scale_down_after:
-        return decision(UNCHANGED, f"scale down held ({passes}/{scale_down_after} passes)", held), Pending(held, passes)
-    return decision(write, "scale down", held), (Pending(held, passes) if dry_run else None)
+        hold = f"agent lost, scale down held ({passes}/{scale_down_after} passes)"
+        if drained_to < current:
+            return decision(write, f"scale down: drained; {hold}", drained_to), Pending(lost, passes)
+        return decision(UNCHANGED, hold, held), Pending(lost, passes)
+    reason = f"scale down: agent lost, held {passes}/{scale_down_after} passes"
+    return decision(write, reason, held), (Pending(lost, passes) if dry_run else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,9 @@ import structlog
 
 from . import plan
 from .config import Config
+from .counting import HostCounter
 from .ecs import Api, ClusterNotFound, EcsError, ShuttingDown, host_filter
-from .models import Service, TaskIdentity
+from .models import HostCount, Service, TaskIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,9 @@ class PassReport:
     started_at: float
     duration: float = 0.0
     api_calls: int = 0
-    hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> eligible hosts
+    hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> eligible (usable) hosts
+    active_hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> ACTIVE hosts, agent or not
+    counting: dict[str, str] = field(default_factory=dict)  # filter expression -> "exact" or "cheap"
     decisions: list[plan.Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
     cluster_missing: bool = False
@@ -64,6 +67,7 @@ class PassReport:
             "duration": round(self.duration, 3),
             "api_calls": self.api_calls,
             "hosts": dict(self.hosts),
+            "active_hosts": dict(self.active_hosts),
             "updated": self.count(plan.UPDATE),
             "unchanged": self.count(plan.UNCHANGED),
             "dry_run": self.count(plan.DRY_RUN),
@@ -94,6 +98,14 @@ def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
     if identity.service_name != service.name:
         return False
     return identity.cluster is None or _name(identity.cluster) == _name(service.cluster_arn)
+
+
+@dataclass
+class Memory:
+    """What the loop carries from one pass to the next: scale-down holds and the host counts."""
+
+    pending: dict[str, plan.Pending] = field(default_factory=dict)  # service ARN -> the hold of a lower target
+    hosts: HostCounter = field(default_factory=HostCounter)
 
 
 @dataclass(frozen=True)
@@ -159,16 +171,17 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
 def run_pass(
     api: Api,
     config: Config,
-    memory: MutableMapping[str, plan.Pending] | None = None,
+    memory: Memory | None = None,
     *,
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
     scale_down_after: int | None = None,
 ) -> PassReport:
-    """Observe, plan and act once. `memory` carries scale-down damping between passes.
+    """Observe, plan and act once. `memory` carries scale-down holds and host counts between passes.
 
     `scale_down_after` defaults to the configured value when memory is given and
-    to 1 (act at once) when it is not, as in --once and the Lambda handler.
+    to 1 (act at once) when it is not, as in --once and the Lambda handler;
+    without memory every host filter is counted exactly.
     """
     started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
@@ -176,7 +189,7 @@ def run_pass(
     if scale_down_after is None:
         scale_down_after = config.scale_down_after if memory is not None else 1
     if memory is None:
-        memory = {}
+        memory = Memory()
     try:
         _observe_and_act(api, config, memory, report, stop, identity, scale_down_after)
     except ShuttingDown:
@@ -191,7 +204,7 @@ def run_pass(
 def _observe_and_act(
     api: Api,
     config: Config,
-    memory: MutableMapping[str, plan.Pending],
+    memory: Memory,
     report: PassReport,
     stop: threading.Event | None,
     identity: TaskIdentity | None,
@@ -207,6 +220,7 @@ def _observe_and_act(
         report.errors.append(f"describing services failed: {error}")
         return
     report.decisions.extend(managed.skipped)
+    pending = memory.pending
 
     # Per-service checks that need no host count.
     sized: list[tuple[Service, plan.Sizing]] = []
@@ -214,7 +228,7 @@ def _observe_and_act(
         reason = plan.unmanageable(service)
         if reason is not None:
             report.decisions.append(plan.skip(service.name, reason, arn=service.arn, current=service.desired_count))
-            memory.pop(service.arn, None)
+            pending.pop(service.arn, None)
             continue
         try:
             size = plan.sizing(service.tags)
@@ -226,15 +240,22 @@ def _observe_and_act(
     if config.cloudformation_guard:
         sized = _cloudformation_guard(api, sized, report)
 
-    filters = {service.arn: host_filter(service.member_of) for service, _ in sized}
+    host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
+    counts: dict[tuple[str, ...], HostCount] = {}
     try:
-        for expression in dict.fromkeys(filters.values()):
-            report.hosts[expression] = api.count_hosts(config.cluster, expression)
+        counted = memory.hosts.count(api, config.cluster, host_filters.values()) if sized else {}
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
     except EcsError as error:
         report.errors.append(f"counting hosts failed: {error}")
+    else:
+        for member_of, result in counted.items():
+            expression = host_filter(member_of)
+            report.hosts[expression] = result.count.usable
+            report.active_hosts[expression] = result.count.active
+            report.counting[expression] = "exact" if result.exact else "cheap"
+            counts[member_of] = result.count
     if report.errors:
         # Never size anything from a partial count.
         for service, _ in sized:
@@ -244,21 +265,21 @@ def _observe_and_act(
         return
 
     live = {service.arn for service, _ in sized}
-    for arn in [arn for arn in memory if arn not in live]:
-        del memory[arn]
+    for arn in [arn for arn in pending if arn not in live]:
+        del pending[arn]
     for service, size in sized:
-        decision, pending = plan.decide(
+        decision, hold = plan.decide(
             service,
-            report.hosts[filters[service.arn]],
+            counts[host_filters[service.arn]],
             size,
             dry_run=config.dry_run,
             scale_down_after=scale_down_after,
-            pending=memory.get(service.arn),
+            pending=pending.get(service.arn),
         )
-        if pending is None:
-            memory.pop(service.arn, None)
+        if hold is None:
+            pending.pop(service.arn, None)
         else:
-            memory[service.arn] = pending
+            pending[service.arn] = hold
         if decision.writes:
             decision = _apply(api, config, decision, stop, report)
         report.decisions.append(decision)
@@ -342,6 +363,8 @@ def _log_report(config: Config, report: PassReport) -> None:
         duration=round(report.duration, 3),
         api_calls=report.api_calls,
         hosts=dict(report.hosts),
+        active_hosts=dict(report.active_hosts),
+        counting=dict(report.counting),
         services=len(report.decisions),
         updated=report.count(plan.UPDATE),
         unchanged=report.count(plan.UNCHANGED),

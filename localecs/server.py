@@ -10,6 +10,8 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
   only ACTIVE and DRAINING services (moto lists deleted ones too).
 - DescribeServices: at most 10 services a call.
 - DescribeContainerInstances: at most 100 container instances a call.
+- DescribeClusters: ``registeredContainerInstancesCount`` counts the ACTIVE
+  and DRAINING instances registered now (moto never lowers it on deregister).
 
 The layer also records every API call (``calls``) and lets a test inject
 throttling, server errors and latency (``fault_hook``, ``Fault``,
@@ -335,6 +337,7 @@ class _EnforcingApp:
             "ListServices": self.list_services,
             "DescribeServices": self.describe_services,
             "DescribeContainerInstances": self.describe_container_instances,
+            "DescribeClusters": self.describe_clusters,
         }
 
     # -- plumbing ----------------------------------------------------------
@@ -526,6 +529,25 @@ class _EnforcingApp:
                 f"A maximum of {limit} services can be described at a time; {len(services)} were given.",
             )
         return self.forward_json(environ, params)
+
+    def describe_clusters(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """moto's answer with the counts ECS gives: registeredContainerInstancesCount is ACTIVE plus DRAINING.
+
+        moto never lowers it when an instance is deregistered; ECS counts the
+        instances registered now.
+        """
+        reply = self.forward_json(environ, params)
+        if reply.status != 200:
+            return reply
+        answer = json.loads(reply.body)
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            for cluster in answer.get("clusters", []):
+                instances = backend.container_instances.get(cluster.get("clusterName", ""), {}).values()
+                cluster["registeredContainerInstancesCount"] = sum(
+                    1 for instance in instances if instance.status in ("ACTIVE", "DRAINING")
+                )
+        return _json_reply(answer)
 
     def describe_container_instances(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
         instances = params.get("containerInstances") or []

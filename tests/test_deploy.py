@@ -40,7 +40,7 @@ def template() -> dict[str, Any]:
 
 def actions_used() -> set[str]:
     """Every AWS call in ecs.py (the only module that talks to AWS), as the IAM action that allows it."""
-    calls = re.findall(r'_call\(\s*"(\w+)",\s*self\._(ecs|cloudformation)\.', ECS_PY.read_text())
+    calls = re.findall(r'_(?:call|pages)\(\s*"(\w+)",\s*self\._(ecs|cloudformation)\.', ECS_PY.read_text())
     return {f"{service}:{operation}" for operation, service in calls}
 
 

@@ -230,6 +230,7 @@ def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> No
         ("ecs", "ListServices"),
         ("ecs", "DescribeServices"),
         ("ecs", "ListContainerInstances"),
+        ("ecs", "DescribeClusters"),
         ("ecs", "UpdateService"),
         ("cloudformation", "DescribeStacks"),
     }

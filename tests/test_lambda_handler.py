@@ -75,7 +75,17 @@ def test_scale_down_is_immediate(world: World) -> None:
     world.local.drain(CLUSTER, world.hosts[0])
     summary = lambda_handler.handler(event, None)
     assert world.local.desired_count(CLUSTER, "web") == 2
-    assert summary["decisions"][0]["reason"] == "scale down"
+    assert summary["decisions"][0]["reason"] == "scale down: drained"
+
+
+def test_lost_agent_lowers_at_once_without_memory(world: World) -> None:
+    """A lost agent, which the daemon holds for SCALE_DOWN_AFTER passes, lowers at once here: no memory."""
+    event = load_event("container-instance-state-change")
+    lambda_handler.handler(event, None)
+    world.local.set_agent_connected(CLUSTER, world.hosts[0], False)
+    summary = lambda_handler.handler(event, None)
+    assert world.local.desired_count(CLUSTER, "web") == 2
+    assert summary["decisions"][0]["reason"] == "scale down: agent lost, held 1/1 passes"
 
 
 def test_scheduled_event_runs_a_pass(world: World) -> None:

@@ -1,0 +1,293 @@
+"""Host counting whose cost does not grow with the cluster, and scale-down by cause.
+
+The daemon runs as `python run.py` against the local ECS API for the
+behaviour a user sees; the counter itself is driven pass by pass in process,
+over the same HTTP API, where a test needs to compare every pass with the truth.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import Daemon
+from ecs_cluster_manager import config as settings
+from ecs_cluster_manager.counting import HostCounter
+from ecs_cluster_manager.ecs import Api
+from ecs_cluster_manager.reconcile import Memory, run_pass
+from localecs import ApiCall, LocalECS
+
+CLUSTER = "prod"
+DISTINCT = [{"type": "distinctInstance"}]
+WEB = "attribute:role == web"
+NOT_WEB = "attribute:role != web"
+COUNTING_OPERATIONS = ("ListContainerInstances", "DescribeClusters")
+
+
+def api_for(local: LocalECS, monkeypatch: pytest.MonkeyPatch) -> Api:
+    for key, value in local.env().items():
+        monkeypatch.setenv(key, value)
+    return Api(local.region, endpoint_url=local.endpoint_url)
+
+
+def truth(local: LocalECS, role: str | None = None, *, negate: bool = False) -> tuple[int, int]:
+    """(ACTIVE, usable) hosts as the local API holds them; optionally only those with (or without) a role."""
+    hosts = [h for h in local.hosts(CLUSTER) if role is None or (h["attributes"].get("role") == role) != negate]
+    active = [h for h in hosts if h["status"] == "ACTIVE"]
+    return len(active), sum(1 for h in active if h["agentConnected"])
+
+
+def counting_calls(calls: list[ApiCall]) -> list[ApiCall]:
+    return [c for c in calls if c.service == "ecs" and c.operation in COUNTING_OPERATIONS]
+
+
+def test_local_api_cluster_count_follows_registrations(ecs: LocalECS) -> None:
+    """DescribeClusters' registeredContainerInstancesCount is ACTIVE + DRAINING now, as ECS reports it."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 5)
+    client = ecs.client()
+
+    def registered() -> int:
+        return int(client.describe_clusters(clusters=[CLUSTER])["clusters"][0]["registeredContainerInstancesCount"])
+
+    def listed(status: str) -> int:
+        return len(client.list_container_instances(cluster=CLUSTER, status=status)["containerInstanceArns"])
+
+    assert registered() == 5
+    ecs.drain(CLUSTER, hosts[0])
+    assert registered() == 5 == listed("ACTIVE") + listed("DRAINING")
+    ecs.deregister(CLUSTER, hosts[1])  # moto alone would still say 5
+    ecs.deregister(CLUSTER, hosts[0])
+    assert registered() == 3 == listed("ACTIVE") + listed("DRAINING")
+
+
+@pytest.mark.parametrize("host_filter", [(), (WEB,), (NOT_WEB,)], ids=["all", "few", "most"])
+def test_a_converged_pass_counts_with_at_most_four_calls_whatever_the_size(
+    ecs: LocalECS, monkeypatch: pytest.MonkeyPatch, host_filter: tuple[str, ...]
+) -> None:
+    """At 450 hosts (5 pages), after the first exact count a filter costs at most 4 calls, not ceil(H/100)."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 420, attributes={"role": "batch"})
+    ecs.add_hosts(CLUSTER, 30, attributes={"role": "web"})
+    api = api_for(ecs, monkeypatch)
+    counter = HostCounter()
+    first = counter.count(api, CLUSTER, [host_filter])[host_filter]
+    assert first.exact
+    expected = {(): 450, (WEB,): 30, (NOT_WEB,): 420}[host_filter]
+    assert first.calls >= expected // 100 + 1  # every page of the filter's hosts, the first time
+    for _ in range(5):
+        ecs.clear_calls()
+        again = counter.count(api, CLUSTER, [host_filter])[host_filter]
+        assert not again.exact and again.count == first.count
+        assert len(counting_calls(ecs.calls)) == again.calls <= 4
+    assert first.count.active == first.count.usable == expected
+
+
+def test_every_pass_counts_the_truth_through_random_changes(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts added, drained, reactivated, deregistered, swapped, disconnected, reconnected, relabelled:
+    each pass's count equals the truth, and a pass whose cheap reading changed counts exactly before writing."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 150, attributes={"role": "batch"})
+    ecs.add_hosts(CLUSTER, 20, attributes={"role": "web"})
+    ecs.create_service(CLUSTER, "all", placement_constraints=DISTINCT)
+    ecs.create_service(CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}])
+    # Most hosts match this one: it is read from its complement side.
+    ecs.create_service(CLUSTER, "batch", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": NOT_WEB}])
+    api = api_for(ecs, monkeypatch)
+    config = settings.load(["--cluster", CLUSTER, "--services", "all,web,batch"], environ={})
+    memory = Memory()
+    rng = random.Random(7)
+
+    def pick(predicate: Callable[[dict[str, object]], bool]) -> str | None:
+        candidates = [h["containerInstanceArn"] for h in ecs.hosts(CLUSTER) if predicate(h)]
+        return rng.choice(candidates) if candidates else None
+
+    def swap() -> None:
+        arn = pick(lambda h: h["status"] == "ACTIVE")
+        if arn:
+            ecs.deregister(CLUSTER, arn)
+        ecs.add_hosts(CLUSTER, 1, attributes={"role": rng.choice(["web", "batch"])})
+
+    def act(status: str, action: Callable[[str, str], None]) -> Callable[[], None]:
+        def run() -> None:
+            arn = pick(lambda h: h["status"] == status)
+            if arn:
+                action(CLUSTER, arn)
+
+        return run
+
+    changes: list[Callable[[], None]] = [
+        lambda: ecs.add_hosts(CLUSTER, rng.randint(1, 3), attributes={"role": rng.choice(["web", "batch"])}),
+        act("ACTIVE", ecs.drain),
+        act("DRAINING", ecs.activate),
+        act("ACTIVE", ecs.deregister),
+        act("DRAINING", ecs.deregister),
+        swap,
+        act("ACTIVE", lambda c, arn: ecs.set_agent_connected(c, arn, False)),
+        lambda: [ecs.set_agent_connected(CLUSTER, h["containerInstanceArn"], True) for h in ecs.hosts(CLUSTER)],
+        act("ACTIVE", lambda c, arn: ecs.set_attributes(c, arn, {"role": rng.choice(["web", "batch"])})),
+        lambda: None,
+        lambda: None,
+    ]
+    cheap_passes = 0
+    for step in range(60):
+        ecs.clear_calls()
+        change = rng.choice(changes)
+        change()
+        report = run_pass(api, config, memory, scale_down_after=1)
+        assert report.ok, report.errors
+        all_filter, web_filter = "agentConnected == true", f"agentConnected == true and ({WEB})"
+        assert (report.active_hosts[all_filter], report.hosts[all_filter]) == truth(ecs), step
+        assert (report.active_hosts[web_filter], report.hosts[web_filter]) == truth(ecs, "web"), step
+        batch_filter = f"agentConnected == true and ({NOT_WEB})"
+        assert (report.active_hosts[batch_filter], report.hosts[batch_filter]) == truth(ecs, "web", negate=True), step
+        cheap_passes += sum(1 for mode in report.counting.values() if mode == "cheap")
+        # An update is preceded, in this pass, by a full listing of every filter whose reading changed.
+        calls = ecs.calls
+        updates = [i for i, c in enumerate(calls) if c.operation == "UpdateService"]
+        if updates and any(mode == "exact" for mode in report.counting.values()):
+            full = [
+                i
+                for i, c in enumerate(calls)
+                if c.operation == "ListContainerInstances"
+                and c.params.get("status") == "ACTIVE"
+                and "agentConnected" not in str(c.params.get("filter", ""))
+                and not str(c.params.get("filter", "")).startswith("not")
+            ]
+            assert full and max(full) < min(updates), step
+        assert ecs.desired_count(CLUSTER, "all") == truth(ecs)[1]
+        assert ecs.desired_count(CLUSTER, "web") == truth(ecs, "web")[1]
+        assert ecs.desired_count(CLUSTER, "batch") == truth(ecs, "web", negate=True)[1]
+    assert cheap_passes >= 10  # the quiet steps were counted cheaply
+
+
+def _decision(daemon: Daemon, service: str, after: int) -> list[dict[str, object]]:
+    """The decision events for a service in passes after the first `after` ones."""
+    seen = 0
+    found = []
+    for event in daemon.events:
+        if event.get("event") == "pass":
+            seen += 1
+        elif event.get("event") == "decision" and event.get("service") == service and seen >= after:
+            found.append(event)
+    return found
+
+
+@pytest.fixture
+def four_hosts(ecs: LocalECS) -> list[str]:
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 4)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT, desired_count=4)
+    return hosts
+
+
+def test_draining_one_of_four_hosts_lowers_at_the_next_pass(
+    ecs: LocalECS, four_hosts: list[str], tmp_path: Path
+) -> None:
+    """A drained host is removed on purpose: desiredCount drops at the next pass, SCALE_DOWN_AFTER=5 or not."""
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL="0.3",
+        SCALE_DOWN_AFTER="5",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_passes(2)
+        passes = daemon.passes()
+        ecs.drain(CLUSTER, four_hosts[0])
+        assert daemon.wait_passes(passes + 2)
+        # The pass that started after the drain (at most one was already running) lowered it.
+        lowered = [e for e in _decision(daemon, "agent", passes) if e["action"] == "update"]
+        assert lowered and lowered[0]["target"] == 3 and lowered[0]["reason"] == "scale down: drained"
+        assert ecs.desired_count(CLUSTER, "agent") == 3
+        assert daemon.stop() == 0
+
+
+def test_a_lost_agent_lowers_only_after_scale_down_after_passes(
+    ecs: LocalECS, four_hosts: list[str], tmp_path: Path
+) -> None:
+    """An agent disconnected for good lowers desiredCount only after SCALE_DOWN_AFTER=3 passes."""
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL="0.3",
+        SCALE_DOWN_AFTER="3",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_passes(2)
+        ecs.set_agent_connected(CLUSTER, four_hosts[1], False)
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=30)
+        reasons = [e["reason"] for e in _decision(daemon, "agent", 0) if e["target"] == 3]
+        assert reasons[:3] == [
+            "agent lost, scale down held (1/3 passes)",
+            "agent lost, scale down held (2/3 passes)",
+            "scale down: agent lost, held 3/3 passes",
+        ]
+        assert daemon.stop() == 0
+
+
+def test_an_agent_back_within_the_hold_lowers_nothing(ecs: LocalECS, four_hosts: list[str], tmp_path: Path) -> None:
+    """An agent that reconnects before SCALE_DOWN_AFTER passes have seen it lost stops no task."""
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL="0.3",
+        SCALE_DOWN_AFTER="4",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_passes(2)
+        ecs.set_agent_connected(CLUSTER, four_hosts[1], False)
+        assert daemon.wait_for(
+            lambda: any("held (2/4" in str(e["reason"]) for e in _decision(daemon, "agent", 0)), timeout=30
+        )
+        ecs.set_agent_connected(CLUSTER, four_hosts[1], True)
+        passes = daemon.passes()
+        assert daemon.wait_passes(passes + 5)
+        assert ecs.desired_count(CLUSTER, "agent") == 4
+        assert not [c for c in ecs.calls if c.operation == "UpdateService" and c.params.get("desiredCount") != 4]
+        assert daemon.stop() == 0
+
+
+def test_a_host_swap_in_one_interval_keeps_the_count(ecs: LocalECS, four_hosts: list[str], tmp_path: Path) -> None:
+    """One host deregistered and one registered between two passes: no update, the count stays 4."""
+    with Daemon(
+        ecs, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL="1", SCALE_DOWN_AFTER="1", HEARTBEAT_FILE=str(tmp_path / "hb")
+    ) as daemon:
+        assert daemon.wait_passes(1)
+        passes = daemon.passes()
+        ecs.clear_calls()
+        ecs.deregister(CLUSTER, four_hosts[2])
+        ecs.add_hosts(CLUSTER, 1)
+        assert daemon.wait_passes(passes + 2)
+        assert ecs.count("UpdateService") == 0, [c.params for c in ecs.calls if c.operation == "UpdateService"]
+        assert ecs.desired_count(CLUSTER, "agent") == 4
+        assert all(e["target"] == 4 for e in _decision(daemon, "agent", passes))
+        assert daemon.stop() == 0
+
+
+def test_member_of_service_is_counted_right_cheaply_and_exactly(ecs: LocalECS, tmp_path: Path) -> None:
+    """A memberOf service follows its hosts through cheap passes and the recounts a change starts."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 6, attributes={"role": "batch"})
+    web = ecs.add_hosts(CLUSTER, 2, attributes={"role": "web"})
+    ecs.create_service(CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}])
+    with Daemon(
+        ecs, CLUSTER=CLUSTER, SERVICES="web", INTERVAL="0.3", SCALE_DOWN_AFTER="1", HEARTBEAT_FILE=str(tmp_path / "hb")
+    ) as daemon:
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "web") == 2, timeout=30)
+        assert daemon.wait_passes(4)
+        modes = [e.get("counting") for e in daemon.events if e.get("event") == "pass"]
+        assert {"exact"} < {mode for m in modes if m for mode in m.values()}  # cheap ones too
+        ecs.add_hosts(CLUSTER, 3, attributes={"role": "web"})
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "web") == 5, timeout=30)
+        ecs.drain(CLUSTER, web[0])
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "web") == 4, timeout=30)
+        ecs.set_attributes(CLUSTER, web[1], {"role": "batch"})  # no event in ECS, seen by the cheap reading
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "web") == 3, timeout=30)
+        assert daemon.stop() == 0
