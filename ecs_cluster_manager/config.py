@@ -37,6 +37,7 @@ VARIABLES = (
     "METRICS_PORT",
     "METRICS_ADDR",
     "HEARTBEAT_FILE",
+    "EVENTS_QUEUE_URL",
 )
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
@@ -44,6 +45,8 @@ FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 # Service names: letters, digits, hyphens and underscores, up to 255 (ECS's own rule).
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SERVICE_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:service/(?:[A-Za-z0-9_-]+/)?[A-Za-z0-9_-]{1,255}$")
+# https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any endpoint's http(s)://HOST[:PORT]/ACCOUNT/NAME.
+_QUEUE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}$")
 
@@ -88,6 +91,7 @@ class Config:
     metrics_port: int | None = None
     metrics_addr: str = DEFAULT_METRICS_ADDR
     heartbeat_file: str = DEFAULT_HEARTBEAT_FILE
+    events_queue_url: str | None = None
     command: str = "run"
     json_output: bool = False
 
@@ -159,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat-file",
         help=f"file touched after each successful pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
+    )
+    parser.add_argument(
+        "--events-queue-url",
+        help="SQS queue URL of this cluster's ECS container instance state-change events: react to host "
+        "changes in about a second (EVENTS_QUEUE_URL, default off)",
     )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
@@ -335,6 +344,13 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     raw, name = pick(args.heartbeat_file, "--heartbeat-file", "HEARTBEAT_FILE")
     heartbeat_file = raw.strip() if raw is not None and raw.strip() else DEFAULT_HEARTBEAT_FILE
 
+    raw, name = pick(args.events_queue_url, "--events-queue-url", "EVENTS_QUEUE_URL")
+    events_queue_url = raw.strip() if raw is not None and raw.strip() else None
+    if events_queue_url is not None and not _QUEUE_URL.match(events_queue_url):
+        raise ConfigError(
+            f"{name}: not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT_ID/QUEUE_NAME): {raw!r}"
+        )
+
     return Config(
         cluster=cluster,
         services=services,
@@ -352,6 +368,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
         heartbeat_file=heartbeat_file,
+        events_queue_url=events_queue_url,
         command=command,
         json_output=bool(args.json_output),
     )

@@ -30,11 +30,15 @@ triggers an exact count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .ecs import Api
 from .models import HostCount
+
+if TYPE_CHECKING:
+    from .events import InstanceChange
 
 EXACT_EVERY = 10
 DISCONNECTED = "agentConnected == false"
@@ -122,6 +126,74 @@ class HostCounter:
         for host_filter in [f for f in self.filters if f not in counted]:
             del self.filters[host_filter]
         return counted
+
+    def apply(
+        self, api: Api, cluster: str, host_filters: Iterable[HostFilter], changes: Sequence[InstanceChange]
+    ) -> dict[HostFilter, Counted]:
+        """Count each filter from its last exact sets with these instance changes applied.
+
+        The calls do not grow with the cluster: none for a filter without
+        memberOf, one per new instance (asking ECS whether it matches) for one
+        with. A filter with no exact count yet, or a new instance whose EC2 id
+        the event did not give, is counted exactly instead. Every filter counted
+        here is counted exactly again at the next regular pass.
+        """
+        newest: dict[str, InstanceChange] = {}
+        for change in changes:
+            seen = newest.get(change.container_instance_arn)
+            if seen is None or change.version > seen.version:
+                newest[change.container_instance_arn] = change
+        shared = _ClusterReading(api, cluster)
+        counted: dict[HostFilter, Counted] = {}
+        for host_filter in dict.fromkeys(host_filters):
+            before = api.total_calls
+            memory = self.filters.get(host_filter)
+            exact = memory.exact if memory else None
+            applied = self._apply(api, cluster, host_filter, exact, newest.values()) if exact else None
+            if applied is None:
+                fresh = self._exact(api, cluster, host_filter, shared, None, None)
+                memory = self.filters[host_filter] = _FilterMemory(fresh)
+                counted[host_filter] = Counted(fresh.count, True, api.total_calls - before)
+            else:
+                assert memory is not None
+                memory.exact = applied
+                counted[host_filter] = Counted(applied.count, False, api.total_calls - before)
+            memory.passes_since_exact = self.exact_every  # the next regular pass counts every host again
+        return counted
+
+    @staticmethod
+    def _apply(
+        api: Api, cluster: str, host_filter: HostFilter, exact: Exact, changes: Iterable[InstanceChange]
+    ) -> Exact | None:
+        expression = member_expression(host_filter)
+        active, usable = set(exact.active), set(exact.usable)
+        for change in changes:
+            arn = change.container_instance_arn
+            member = change.status == "ACTIVE"
+            if member and expression is not None and arn not in active:
+                if change.ec2_instance_id is None:
+                    return None
+                member = api.has_instance(cluster, expression, change.ec2_instance_id)
+            if member:
+                active.add(arn)
+                if change.agent_connected:
+                    usable.add(arn)
+                else:
+                    usable.discard(arn)
+            else:
+                active.discard(arn)
+                usable.discard(arn)
+        count = HostCount(active=len(active), usable=len(usable))
+        return Exact(count, exact.side, exact.reading, frozenset(active), frozenset(usable))
+
+    def known(self) -> tuple[set[str], set[str]]:
+        """Every ACTIVE instance in any filter's last exact sets, and the usable ones among them."""
+        active: set[str] = set()
+        usable: set[str] = set()
+        for memory in self.filters.values():
+            active |= memory.exact.active
+            usable |= memory.exact.usable
+        return active, usable
 
     def exact(self, host_filter: HostFilter) -> Exact | None:
         """The last exact count of a filter, if it has one."""

@@ -21,7 +21,7 @@ import botocore.exceptions
 import structlog
 import tenacity
 
-from .models import PlacementConstraint, Service, ServiceFailure, ServiceLookup, TaskIdentity
+from .models import PlacementConstraint, QueueMessage, Service, ServiceFailure, ServiceLookup, TaskIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +180,7 @@ class Api:
         self._client_config = client_config
         self._endpoint_url = endpoint_url
         self._cloudformation: Any = None
+        self._sqs: Any = None
         self._ecs.meta.events.register("response-received.ecs.*", self._count_response)
 
     @property
@@ -326,6 +327,75 @@ class Api:
             raise
         stacks = page.get("Stacks", [])
         return str(stacks[0]["StackStatus"]) if stacks else None
+
+    def has_instance(self, cluster: str, filter_expression: str, ec2_instance_id: str) -> bool:
+        """Whether one ACTIVE container instance (by EC2 instance id) matches a filter: one call, any cluster size."""
+        expression = f"({filter_expression}) and ec2InstanceId == {ec2_instance_id}"
+        page = self._call(
+            "ListContainerInstances",
+            self._ecs.list_container_instances,
+            cluster=cluster,
+            status="ACTIVE",
+            filter=expression,
+            maxResults=LIST_CONTAINER_INSTANCES_PAGE,
+        )
+        return bool(page.get("containerInstanceArns"))
+
+    # -- the events queue ----------------------------------------------------
+
+    def _sqs_client(self, wait_seconds: int) -> Any:
+        if self._sqs is None:
+            # The read timeout must outlast the long poll, or every quiet poll ends in a timeout.
+            config = self._client_config.merge(botocore.config.Config(read_timeout=wait_seconds + 10))
+            try:
+                self._sqs = self._session.client("sqs", config=config, endpoint_url=self._endpoint_url)
+            except ValueError as error:  # a malformed AWS_ENDPOINT_URL_SQS
+                raise CredentialsError(f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS: {error}") from None
+            self._sqs.meta.events.register("response-received.sqs.*", self._count_response)
+        return self._sqs
+
+    def _once(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
+        """One call with botocore's retries only: the events source backs off on its own."""
+        if self.stop.is_set():
+            raise ShuttingDown(f"{operation}: not sent, shutting down")
+        try:
+            return function(**params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise translate(error, operation) from None
+
+    def receive_messages(self, queue_url: str, wait_seconds: int = 20, max_messages: int = 10) -> list[QueueMessage]:
+        """Long-poll the queue: returns as soon as messages are there, or empty after `wait_seconds`."""
+        sqs = self._sqs_client(wait_seconds)
+        page = self._once(
+            "ReceiveMessage",
+            sqs.receive_message,
+            QueueUrl=queue_url,
+            WaitTimeSeconds=wait_seconds,
+            MaxNumberOfMessages=max_messages,
+        )
+        return [
+            QueueMessage(m.get("MessageId", "?"), m["ReceiptHandle"], m.get("Body", ""))
+            for m in page.get("Messages", [])
+            if "ReceiptHandle" in m
+        ]
+
+    def delete_messages(self, queue_url: str, messages: Sequence[QueueMessage]) -> dict[str, str]:
+        """Delete messages, ten per call; returns the ones SQS did not delete (message id -> reason)."""
+        sqs = self._sqs_client(20)
+        failed: dict[str, str] = {}
+        for batch in _chunks(list(messages), 10):
+            by_entry = {str(index): message for index, message in enumerate(batch)}
+            page = self._call(
+                "DeleteMessageBatch",
+                sqs.delete_message_batch,
+                QueueUrl=queue_url,
+                Entries=[{"Id": key, "ReceiptHandle": m.receipt_handle} for key, m in by_entry.items()],
+            )
+            # HTTP 200 still reports failures entry by entry.
+            for failure in page.get("Failed", []):
+                message = by_entry.get(str(failure.get("Id")))
+                failed[message.message_id if message else "?"] = str(failure.get("Message") or failure.get("Code"))
+        return failed
 
     # -- writes ------------------------------------------------------------
 

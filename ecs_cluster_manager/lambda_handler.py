@@ -9,6 +9,12 @@ catches anything an event missed). Anything else is ignored with a reason.
 The configuration, the logging set-up and the ECS client are made once per
 Lambda container and reused by warm invocations. A pass has no scale-down
 memory between invocations, so it acts at once, as `run.py --once` does.
+
+A warm container also remembers, per container instance, the newest state an
+event showed (events.Relevance, with no hold): an event that changes neither
+the status nor the agent of an instance it knows (a task placed or stopped, a
+duplicate, an older version) starts no pass. A cold container knows no instance
+and runs the pass.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import structlog
 
 from . import config as settings
-from . import logs, reconcile
+from . import events, logs, reconcile
 from .ecs import Api
 
 log = structlog.get_logger(__name__)
@@ -34,6 +40,7 @@ SCHEDULED_EVENT = "Scheduled Event"
 class _Runtime:
     config: settings.Config
     api: Api
+    relevance: events.Relevance
 
 
 _runtime: _Runtime | None = None
@@ -57,7 +64,9 @@ def _get_runtime() -> _Runtime:
         config = settings.load([], os.environ)
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
-        _runtime = _Runtime(config=config, api=Api(config.region, config.profile))
+        _runtime = _Runtime(
+            config=config, api=Api(config.region, config.profile), relevance=events.Relevance(config.cluster)
+        )
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
 
@@ -91,6 +100,12 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
     if not isinstance(event, Mapping):
         event = {}
     reason = relevance(event, runtime.config)
+    if reason is None and event.get("detail-type") == CONTAINER_INSTANCE_STATE_CHANGE:
+        try:
+            change = events.parse_document(dict(event))
+        except events.MalformedEvent as error:
+            change = events.Ignored(f"malformed event: {error}")
+        reason = change.reason if isinstance(change, events.Ignored) else runtime.relevance.classify(change)
     if reason is not None:
         log.info("event_ignored", cluster=runtime.config.cluster, detail_type=event.get("detail-type"), reason=reason)
         return {"ignored": True, "reason": reason}

@@ -80,3 +80,12 @@ class HostCount:
 
     active: int
     usable: int
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One SQS message: its id, the handle that deletes it, and its body."""
+
+    message_id: str
+    receipt_handle: str
+    body: str

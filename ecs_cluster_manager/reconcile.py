@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from . import plan
 from .config import Config
 from .counting import HostCounter
 from .ecs import Api, ClusterNotFound, EcsError, ShuttingDown, host_filter
+from .events import InstanceChange, oldest_time
 from .models import HostCount, Service, TaskIdentity
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,10 @@ class PassReport:
     api_calls: int = 0
     hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> eligible (usable) hosts
     active_hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> ACTIVE hosts, agent or not
-    counting: dict[str, str] = field(default_factory=dict)  # filter expression -> "exact" or "cheap"
+    counting: dict[str, str] = field(default_factory=dict)  # filter expression -> "exact", "cheap" or "event"
+    trigger: str = "interval"  # what started the pass: "interval", or "event" (state-change events)
+    event_time: float | None = None  # the oldest event of an event pass (Unix time)
+    write_times: list[float] = field(default_factory=list)  # Unix time of each UpdateService that succeeded
     decisions: list[plan.Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
     cluster_missing: bool = False
@@ -176,22 +180,28 @@ def run_pass(
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
     scale_down_after: int | None = None,
+    changes: Sequence[InstanceChange] | None = None,
 ) -> PassReport:
     """Observe, plan and act once. `memory` carries scale-down holds and host counts between passes.
 
     `scale_down_after` defaults to the configured value when memory is given and
     to 1 (act at once) when it is not, as in --once and the Lambda handler;
-    without memory every host filter is counted exactly.
+    without memory every host filter is counted exactly. With `changes` (an
+    event pass) the hosts are counted from the last exact sets with those
+    instance changes applied, and the pass neither starts nor advances a hold.
     """
     started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
+    if changes is not None:
+        report.trigger = "event"
+        report.event_time = oldest_time(changes)
     calls_before = api.total_calls
     if scale_down_after is None:
         scale_down_after = config.scale_down_after if memory is not None else 1
     if memory is None:
         memory = Memory()
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after)
+        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after, changes)
     except ShuttingDown:
         report.stopped = True
     finally:
@@ -209,6 +219,7 @@ def _observe_and_act(
     stop: threading.Event | None,
     identity: TaskIdentity | None,
     scale_down_after: int,
+    changes: Sequence[InstanceChange] | None = None,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -243,7 +254,12 @@ def _observe_and_act(
     host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
     counts: dict[tuple[str, ...], HostCount] = {}
     try:
-        counted = memory.hosts.count(api, config.cluster, host_filters.values()) if sized else {}
+        if not sized:
+            counted = {}
+        elif changes is not None:
+            counted = memory.hosts.apply(api, config.cluster, host_filters.values(), changes)
+        else:
+            counted = memory.hosts.count(api, config.cluster, host_filters.values())
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
@@ -254,7 +270,7 @@ def _observe_and_act(
             expression = host_filter(member_of)
             report.hosts[expression] = result.count.usable
             report.active_hosts[expression] = result.count.active
-            report.counting[expression] = "exact" if result.exact else "cheap"
+            report.counting[expression] = "exact" if result.exact else ("event" if changes is not None else "cheap")
             counts[member_of] = result.count
     if report.errors:
         # Never size anything from a partial count.
@@ -275,6 +291,7 @@ def _observe_and_act(
             dry_run=config.dry_run,
             scale_down_after=scale_down_after,
             pending=pending.get(service.arn),
+            count_pass=changes is None,
         )
         if hold is None:
             pending.pop(service.arn, None)
@@ -338,6 +355,7 @@ def _apply(
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
         return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
+    report.write_times.append(time.time())
     return decision
 
 
@@ -365,6 +383,7 @@ def _log_report(config: Config, report: PassReport) -> None:
         hosts=dict(report.hosts),
         active_hosts=dict(report.active_hosts),
         counting=dict(report.counting),
+        trigger=report.trigger,
         services=len(report.decisions),
         updated=report.count(plan.UPDATE),
         unchanged=report.count(plan.UNCHANGED),

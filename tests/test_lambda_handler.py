@@ -20,12 +20,39 @@ EVENTS = Path(__file__).resolve().parent / "events"
 # The documented example event names cluster "default"; the local world uses the same name.
 CLUSTER = "default"
 ECS_OPERATIONS = ("ListServices", "DescribeServices", "ListContainerInstances", "UpdateService", "DescribeClusters")
-SETTINGS = ("CLUSTER", "SERVICES", "SERVICE_REGEX", "MANAGED_TAG", "DRY_RUN", "LOG_FORMAT", "LOG_LEVEL",
-            "SCALE_DOWN_AFTER", "CLOUDFORMATION_GUARD", "AWS_PROFILE")
+SETTINGS = (
+    "CLUSTER",
+    "SERVICES",
+    "SERVICE_REGEX",
+    "MANAGED_TAG",
+    "DRY_RUN",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "SCALE_DOWN_AFTER",
+    "CLOUDFORMATION_GUARD",
+    "AWS_PROFILE",
+)
 
 
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def instance_event(
+    world: World, host: int, version: int, *, status: str = "ACTIVE", connected: bool = True, cpu: int = 1988
+) -> dict[str, Any]:
+    """The documented instance event, rewritten for one host of the local world (a new `version` each change)."""
+    event = copy.deepcopy(load_event("container-instance-state-change"))
+    detail = event["detail"]
+    detail.update(
+        containerInstanceArn=world.hosts[host],
+        clusterArn=world.cluster_arn,
+        status=status,
+        agentConnected=connected,
+        version=version,
+    )
+    detail["remainingResources"][0]["integerValue"] = cpu
+    return event
 
 
 def api_calls(local: LocalECS) -> int:
@@ -70,22 +97,41 @@ def test_instance_state_change_sizes_the_service(world: World) -> None:
 
 def test_scale_down_is_immediate(world: World) -> None:
     """Without memory between invocations a drained host lowers desiredCount in the very next invocation."""
-    event = load_event("container-instance-state-change")
-    lambda_handler.handler(event, None)
+    lambda_handler.handler(instance_event(world, 0, 1), None)
     world.local.drain(CLUSTER, world.hosts[0])
-    summary = lambda_handler.handler(event, None)
+    summary = lambda_handler.handler(instance_event(world, 0, 2, status="DRAINING"), None)
     assert world.local.desired_count(CLUSTER, "web") == 2
     assert summary["decisions"][0]["reason"] == "scale down: drained"
 
 
 def test_lost_agent_lowers_at_once_without_memory(world: World) -> None:
     """A lost agent, which the daemon holds for SCALE_DOWN_AFTER passes, lowers at once here: no memory."""
-    event = load_event("container-instance-state-change")
-    lambda_handler.handler(event, None)
+    lambda_handler.handler(instance_event(world, 0, 1), None)
     world.local.set_agent_connected(CLUSTER, world.hosts[0], False)
-    summary = lambda_handler.handler(event, None)
+    summary = lambda_handler.handler(instance_event(world, 0, 2, connected=False), None)
     assert world.local.desired_count(CLUSTER, "web") == 2
     assert summary["decisions"][0]["reason"] == "scale down: agent lost, held 1/1 passes"
+
+
+def test_warm_container_ignores_task_placements_of_known_instances(world: World) -> None:
+    """A task placed on a known instance (only remainingResources changed), a duplicate or an older version
+    starts no pass and makes no ECS call; a status change of the same instance does; a cold container runs."""
+    assert "ignored" not in lambda_handler.handler(instance_event(world, 1, 10), None)  # cold: unknown instance
+    world.local.clear_calls()
+    placed = lambda_handler.handler(instance_event(world, 1, 11, cpu=1024), None)
+    duplicate = lambda_handler.handler(instance_event(world, 1, 11, cpu=1024), None)
+    older = lambda_handler.handler(instance_event(world, 1, 9), None)
+    assert [placed, duplicate, older] == [
+        {"ignored": True, "reason": "no_change"},
+        {"ignored": True, "reason": "duplicate"},
+        {"ignored": True, "reason": "stale"},
+    ]
+    assert api_calls(world.local) == 0
+    world.local.drain(CLUSTER, world.hosts[1])
+    summary = lambda_handler.handler(instance_event(world, 1, 12, status="DRAINING"), None)
+    assert summary["decisions"][0]["target"] == 2
+    lambda_handler.reset()  # a new (cold) container knows no instance: the same kind of event runs a pass
+    assert "ignored" not in lambda_handler.handler(instance_event(world, 1, 13, cpu=512), None)
 
 
 def test_scheduled_event_runs_a_pass(world: World) -> None:

@@ -1,0 +1,369 @@
+"""ECS container instance state-change events: which ones matter, and the SQS consumer that reads them.
+
+An EventBridge rule sends this cluster's "ECS Container Instance State Change"
+events to an SQS queue (EVENTS_QUEUE_URL). ECS emits one for every change of a
+container instance: registration, status (ACTIVE, DRAINING, INACTIVE), every
+agent disconnect and reconnect (routine, several times an hour per host), and
+every task placement or stop (its remainingResources). Delivery is at least
+once and unordered. So, per container instance, `Relevance` keeps the newest
+`detail.version` seen with its status and agentConnected, and a pass is started
+only by an event that can change a decision now:
+
+- an instance it does not know, or a change of status: yes;
+- a duplicate or an older version, another cluster, a change of neither status
+  nor agent (a task placed or stopped): no;
+- an agent lost: no, since a lost agent lowers nothing before its hold of
+  SCALE_DOWN_AFTER regular passes, which those passes measure;
+- an agent back: only when its hold had run out (desiredCount was lowered for
+  it); back within the hold, nothing changes.
+
+`EventSource` long-polls the queue in a thread of its own, deletes every message
+it has handled (ignored and malformed ones too), and hands the relevant changes
+to the loop, which runs one pass for all that arrived together. It never writes
+to ECS itself. The regular INTERVAL passes stay the safety net: each one after
+an event pass counts every host again, so a lost event or an attribute change
+(which emits none) lasts at most one INTERVAL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .models import QueueMessage
+
+if TYPE_CHECKING:
+    from .ecs import Api
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "aws.ecs"
+DETAIL_TYPE = "ECS Container Instance State Change"
+ACTIVE = "ACTIVE"
+
+# Why an event started no pass: the `reason` label of the ignored-events metric.
+OTHER_CLUSTER = "other_cluster"
+OTHER_TYPE = "other_type"
+DUPLICATE = "duplicate"
+STALE = "stale"
+NO_CHANGE = "no_change"
+AGENT_LOST = "agent_lost"
+AGENT_BACK = "agent_back_within_hold"
+IGNORED_REASONS = (OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT_LOST, AGENT_BACK)
+
+WAIT_SECONDS = 20  # SQS's longest long poll
+MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
+COALESCE_SECONDS = 0.05  # events that arrive this close together start one pass
+BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class MalformedEvent(ValueError):
+    """A message body that is not an ECS container instance state-change event we can read."""
+
+
+@dataclass(frozen=True)
+class InstanceChange:
+    """One container instance as an event described it."""
+
+    container_instance_arn: str
+    ec2_instance_id: str | None
+    cluster_arn: str
+    status: str
+    agent_connected: bool
+    version: int
+    time: float | None = None  # the event's `time`, as a Unix timestamp
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event that is well formed but is not this cluster's container instance change."""
+
+    reason: str
+
+
+def parse(body: str) -> InstanceChange | Ignored:
+    """Read one message body (an EventBridge event document); MalformedEvent says what is wrong."""
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise MalformedEvent(f"not JSON: {error}") from None
+    return parse_document(document)
+
+
+def parse_document(document: Any) -> InstanceChange | Ignored:
+    """Read one EventBridge event document (already decoded); MalformedEvent says what is wrong."""
+    if not isinstance(document, dict):
+        raise MalformedEvent("not a JSON object")
+    if document.get("source") != SOURCE or document.get("detail-type") != DETAIL_TYPE:
+        return Ignored(OTHER_TYPE)
+    detail = document.get("detail")
+    if not isinstance(detail, dict):
+        raise MalformedEvent("no detail object")
+    try:
+        arn = detail["containerInstanceArn"]
+        cluster_arn = detail["clusterArn"]
+        status = detail["status"]
+        connected = detail["agentConnected"]
+        version = detail["version"]
+    except KeyError as error:
+        raise MalformedEvent(f"detail has no {error.args[0]}") from None
+    if not (isinstance(arn, str) and isinstance(cluster_arn, str) and isinstance(status, str)):
+        raise MalformedEvent("containerInstanceArn, clusterArn and status must be strings")
+    if not isinstance(connected, bool):
+        raise MalformedEvent("agentConnected must be true or false")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise MalformedEvent("version must be a whole number")
+    ec2_instance_id = detail.get("ec2InstanceId")
+    return InstanceChange(
+        arn,
+        ec2_instance_id if isinstance(ec2_instance_id, str) else None,
+        cluster_arn,
+        status,
+        connected,
+        version,
+        _timestamp(document.get("time")),
+    )
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Known:
+    version: int | None  # None: learnt from a listing, not from an event
+    status: str
+    agent_connected: bool
+    lost_passes: int = 0  # regular passes that have seen its agent lost in a row
+
+
+class Relevance:
+    """Per container instance, the newest state seen; says which events can change a decision now.
+
+    `agent_back_matters(lost_passes)` tells whether an agent's return changes
+    anything after it was seen lost in that many regular passes: in the daemon,
+    when its hold (SCALE_DOWN_AFTER) has run out. None means there is no hold
+    (the Lambda handler acts at once): every agent change matters.
+    """
+
+    def __init__(self, cluster: str, agent_back_matters: Callable[[int], bool] | None = None) -> None:
+        self.cluster = cluster
+        self.agent_back_matters = agent_back_matters
+        self._known: dict[str, _Known] = {}
+        self._lock = threading.Lock()
+
+    def _same_cluster(self, cluster_arn: str) -> bool:
+        # By name: CLUSTER may be a name or an ARN, and the rule already keeps other accounts' events out.
+        return cluster_arn.rsplit("/", 1)[-1] == self.cluster.rsplit("/", 1)[-1]
+
+    def classify(self, change: InstanceChange) -> str | None:
+        """None when the change should start a pass, else the reason it should not; remembers the change."""
+        if not self._same_cluster(change.cluster_arn):
+            return OTHER_CLUSTER
+        with self._lock:
+            known = self._known.get(change.container_instance_arn)
+            if known is not None and known.version is not None:
+                if change.version == known.version:
+                    return DUPLICATE
+                if change.version < known.version:
+                    return STALE
+            self._known[change.container_instance_arn] = _Known(
+                change.version,
+                change.status,
+                change.agent_connected,
+                known.lost_passes if known is not None and not change.agent_connected else 0,
+            )
+            if known is None or change.status != known.status:
+                return None
+            if change.agent_connected == known.agent_connected:
+                return NO_CHANGE
+            if self.agent_back_matters is None:
+                return None
+            if not change.agent_connected:
+                return AGENT_LOST
+            return None if self.agent_back_matters(known.lost_passes) else AGENT_BACK
+
+    def learn(self, active: Iterable[str], usable: Iterable[str]) -> None:
+        """Take in what a regular pass listed: these instances are ACTIVE, those usable (agent connected)."""
+        usable_set = set(usable)
+        with self._lock:
+            for arn in active:
+                known = self._known.get(arn)
+                connected = arn in usable_set
+                if known is None:
+                    self._known[arn] = _Known(None, ACTIVE, connected, 0 if connected else 1)
+                    continue
+                known.status = ACTIVE
+                known.lost_passes = 0 if connected else known.lost_passes + 1
+                known.agent_connected = connected
+
+    def forget(self, arns: Iterable[str]) -> None:
+        with self._lock:
+            for arn in arns:
+                self._known.pop(arn, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._known)
+
+
+@dataclass
+class EventStats:
+    """What the events source has done, for the metrics and /healthz; read under the source's lock."""
+
+    received: int = 0
+    relevant: int = 0
+    malformed: int = 0
+    ignored: dict[str, int] = field(default_factory=dict)
+    healthy: bool = True
+    last_error: str | None = None
+
+
+class EventSource:
+    """Long-polls the queue in a thread, deletes what it handled, and wakes the loop for relevant changes.
+
+    `wake` is set whenever relevant changes are waiting; `take()` returns them.
+    """
+
+    def __init__(
+        self,
+        api: Api,
+        queue_url: str,
+        relevance: Relevance,
+        *,
+        stop: threading.Event,
+        wake: threading.Event,
+        wait_seconds: int = WAIT_SECONDS,
+        backoff: Sequence[float] = BACKOFF_SECONDS,
+    ) -> None:
+        self.api = api
+        self.queue_url = queue_url
+        self.relevance = relevance
+        self.stop = stop
+        self.wake = wake
+        self.wait_seconds = wait_seconds
+        self.backoff = tuple(backoff)
+        self.stats = EventStats()
+        self._changes: list[InstanceChange] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` for the thread; a long poll in flight is left to end on its own."""
+        self._thread.join(timeout)
+
+    def take(self) -> list[InstanceChange]:
+        """The relevant changes received since the last call, oldest first."""
+        with self._lock:
+            changes, self._changes = self._changes, []
+            self.wake.clear()
+            return changes
+
+    def snapshot(self) -> EventStats:
+        with self._lock:
+            return EventStats(
+                self.stats.received,
+                self.stats.relevant,
+                self.stats.malformed,
+                dict(self.stats.ignored),
+                self.stats.healthy,
+                self.stats.last_error,
+            )
+
+    def _run(self) -> None:
+        from .ecs import EcsError, ShuttingDown
+
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                messages = self.api.receive_messages(self.queue_url, self.wait_seconds, MAX_MESSAGES)
+            except ShuttingDown:
+                return
+            except EcsError as error:
+                delay = self.backoff[min(failures, len(self.backoff) - 1)]
+                failures += 1
+                with self._lock:
+                    self.stats.healthy = False
+                    self.stats.last_error = str(error)
+                log.warning("events_unavailable", queue_url=self.queue_url, error=str(error), retry_in=delay)
+                self.stop.wait(delay)
+                continue
+            if failures:
+                log.info("events_available", queue_url=self.queue_url)
+            failures = 0
+            with self._lock:
+                self.stats.healthy = True
+                self.stats.last_error = None
+            if messages:
+                self.handle(messages)
+
+    def handle(self, messages: Sequence[QueueMessage]) -> None:
+        """Classify a batch, hand on the relevant changes, then delete every message of it."""
+        relevant: list[InstanceChange] = []
+        ignored: dict[str, int] = {}
+        malformed = 0
+        for message in messages:
+            try:
+                parsed = parse(message.body)
+            except MalformedEvent as error:
+                malformed += 1
+                log.warning("event_malformed", message_id=message.message_id, error=str(error))
+                continue
+            reason = parsed.reason if isinstance(parsed, Ignored) else self.relevance.classify(parsed)
+            if reason is None and isinstance(parsed, InstanceChange):
+                relevant.append(parsed)
+                log.info(
+                    "event",
+                    container_instance=parsed.container_instance_arn,
+                    status=parsed.status,
+                    agent_connected=parsed.agent_connected,
+                    version=parsed.version,
+                )
+            elif reason is not None:
+                ignored[reason] = ignored.get(reason, 0) + 1
+                log.debug("event_ignored", message_id=message.message_id, reason=reason)
+        with self._lock:
+            self.stats.received += len(messages)
+            self.stats.relevant += len(relevant)
+            self.stats.malformed += malformed
+            for reason, count in ignored.items():
+                self.stats.ignored[reason] = self.stats.ignored.get(reason, 0) + count
+            if relevant:
+                self._changes.extend(relevant)
+                self.wake.set()
+        self._delete(messages)
+
+    def _delete(self, messages: Sequence[QueueMessage]) -> None:
+        from .ecs import EcsError, ShuttingDown
+
+        try:
+            failed = self.api.delete_messages(self.queue_url, messages)
+        except ShuttingDown:
+            return
+        except EcsError as error:  # they come back after the visibility timeout; relevance drops the repeats
+            log.warning("events_not_deleted", queue_url=self.queue_url, count=len(messages), error=str(error))
+            return
+        for message_id, reason in failed.items():
+            log.warning("event_not_deleted", message_id=message_id, error=reason)
+
+
+def oldest_time(changes: Iterable[InstanceChange]) -> float | None:
+    """The `time` of the oldest change with one: where the latency to an update is measured from."""
+    times = [change.time for change in changes if change.time is not None]
+    return min(times) if times else None
+
+
