@@ -7,12 +7,18 @@ daemon's events source will read it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
+import boto3
 import pytest
 
+from daemon_helpers import ROOT
 from localecs import LocalECS
 
 CLUSTER = "events-cluster"
@@ -234,3 +240,43 @@ def test_thousand_hosts_publish_a_thousand_events(ecs: LocalECS, queue: str) -> 
     assert sorted(e["resources"][0] for e in events) == sorted(hosts)
     assert {e["detail"]["version"] for e in events} == {1}
     assert ecs.events.published == 1000
+
+
+def test_serve_with_events_exports_the_queue_and_control_commands_fill_it() -> None:
+    """`serve --events` prints EVENTS_QUEUE_URL; add-host and drain from another process land on that queue."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "localecs", "serve", "--hosts", "1", "--services", "", "--events"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        exports: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while not exports and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if line.startswith("export "):
+                exports = dict(pair.split("=", 1) for pair in line.split()[1:])
+        assert "EVENTS_QUEUE_URL" in exports, "no EVENTS_QUEUE_URL in the export line"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(exports, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+        for command in (["add-host"], ["drain"]):
+            result = subprocess.run([sys.executable, "-m", "localecs", *command], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=60, check=False)
+            assert result.returncode == 0, result.stderr
+        sqs = boto3.client("sqs", endpoint_url=exports["AWS_ENDPOINT_URL"], region_name=exports["AWS_REGION"],
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        details = []
+        while len(details) < 2:
+            answer = sqs.receive_message(QueueUrl=exports["EVENTS_QUEUE_URL"], MaxNumberOfMessages=10,
+                                         WaitTimeSeconds=2)
+            assert answer.get("Messages"), f"{len(details)} of 2 events arrived"
+            details.extend(json.loads(message["Body"])["detail"] for message in answer["Messages"])
+        # The serve's own first host registered before the queue existed; the added one is the newest.
+        assert sorted((d["status"], d["version"]) for d in details) == [("ACTIVE", 1), ("DRAINING", 2)]
+        assert len({d["containerInstanceArn"] for d in details}) == 1
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
