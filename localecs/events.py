@@ -225,8 +225,11 @@ class InstanceEvents:
     # -- publishing ----------------------------------------------------------------
 
     def publish(self, pending: Iterable[_Pending]) -> None:
-        """PutEvents, 10 entries a call, each call under the moto lock; never call it holding that lock
-        in a thread that other requests wait on for long (it is only held per 10 events)."""
+        """PutEvents to moto's EventBridge, 10 entries a call, taking the moto lock for each call only.
+
+        Call it after releasing the moto lock, so other requests are served
+        between calls.
+        """
         from moto.events.models import events_backends
 
         pending = list(pending)

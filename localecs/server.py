@@ -11,6 +11,10 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
 - DescribeServices: at most 10 services a call.
 - DescribeContainerInstances: at most 100 container instances a call.
 
+With ``enable_events(cluster)``, every change of a container instance also
+publishes ECS's "Container Instance State Change" event through EventBridge
+to an SQS queue (events.py).
+
 The layer also records every API call (``calls``) and lets a test inject
 throttling, server errors and latency (``fault_hook``, ``Fault``,
 ``fault_on``). Calls made by the world-building helpers of ``LocalECS`` itself
