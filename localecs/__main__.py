@@ -1,9 +1,11 @@
 """`python -m localecs`: keep a local ECS API running and change its cluster by hand.
 
-    python -m localecs serve [--port N] [--hosts 3] [--services a,b] [--cluster sandbox]
+    python -m localecs serve [--port N] [--hosts 3] [--services a,b] [--cluster sandbox] [--events]
         start the API, create the cluster, its hosts and services (one task per
         host: distinctInstance), print the `export ...` line for the daemon,
-        and stay up until Ctrl-C.
+        and stay up until Ctrl-C. With --events, the cluster's "ECS Container
+        Instance State Change" events go through EventBridge to an SQS queue,
+        whose URL the export line gives as EVENTS_QUEUE_URL.
     python -m localecs add-host [--count N] [--attribute KEY=VALUE ...]
     python -m localecs drain|activate|deregister|disconnect|connect [HOST]
         change the cluster of a running server: HOST is a container instance
@@ -54,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--services", default=DEFAULT_SERVICES, help=f"services to create, comma-separated (default {DEFAULT_SERVICES})"
     )
     serve.add_argument("--region", default="us-east-1", help="region (default us-east-1)")
+    serve.add_argument(
+        "--events",
+        action="store_true",
+        help="send the cluster's container instance state-change events to an SQS queue (EVENTS_QUEUE_URL)",
+    )
 
     def control(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
@@ -105,6 +112,9 @@ def serve(args: argparse.Namespace) -> int:
             "CLUSTER": args.cluster,
             "SERVICES": ",".join(services),
         }
+        if args.events:
+            # After the first hosts: the queue holds only what changes once the daemon may be watching.
+            exports["EVENTS_QUEUE_URL"] = local.enable_events(args.cluster)
         print(f"local ECS API on {local.endpoint_url}: cluster {args.cluster!r}, {args.hosts} host(s), "
               f"service(s) {', '.join(services) or '(none)'} at desiredCount 0", flush=True)
         print("in another shell, paste this and run the daemon (unset AWS_PROFILE if you have one):\n", flush=True)

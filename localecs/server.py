@@ -13,6 +13,10 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
 - DescribeClusters: ``registeredContainerInstancesCount`` counts the ACTIVE
   and DRAINING instances registered now (moto never lowers it on deregister).
 
+With ``enable_events(cluster)``, every change of a container instance also
+publishes ECS's "Container Instance State Change" event through EventBridge
+to an SQS queue (events.py).
+
 The layer also records every API call (``calls``) and lets a test inject
 throttling, server errors and latency (``fault_hook``, ``Fault``,
 ``fault_on``). Calls made by the world-building helpers of ``LocalECS`` itself
@@ -49,6 +53,7 @@ from botocore.config import Config
 
 from ecs_cluster_manager.config import VARIABLES
 
+from .events import WATCHED_OPERATIONS, InstanceEvents
 from .querylang import Expr, QuerySyntaxError, parse
 
 if TYPE_CHECKING:
@@ -369,6 +374,8 @@ class _EnforcingApp:
                 reply = self.handlers[operation](environ, params)
             except _ApiError as error:
                 reply = _json_error(error.code, error.message, error.status)
+        elif service == "ecs" and operation in WATCHED_OPERATIONS and self.owner.events.active:
+            reply = self.owner.events.forward_api_call(self, environ, body, operation, params)
         else:
             reply = self.forward(environ, body)
 
@@ -628,6 +635,8 @@ class LocalECS:
         self._set_amis_setting = False
         self._clients: dict[str, Any] = {}
         self._zones: list[str] | None = None
+        # ECS state-change events to SQS, off until enable_events().
+        self.events = InstanceEvents(self)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -686,11 +695,12 @@ class LocalECS:
         self.stop()
 
     def reset(self) -> None:
-        """Empty moto's state, the call log and the fault hook."""
+        """Empty moto's state, the call log, the fault hook and the event subscriptions."""
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
         self.fault_hook = None
+        self.events.clear()
         self.clear_calls()
 
     # -- call log ------------------------------------------------------------
@@ -825,6 +835,7 @@ class LocalECS:
         for zone, zone_count in zip(zones, per_zone, strict=True):
             for start in range(0, zone_count, _HOST_BATCH):
                 batch = min(_HOST_BATCH, zone_count - start)
+                events = []
                 with self._moto_lock:
                     if cluster_name not in ecs_backend.clusters:
                         raise LookupError(f"no cluster {cluster!r}")
@@ -835,6 +846,10 @@ class LocalECS:
                         registered = ecs_backend.register_container_instance(cluster_name, ec2_instance.id)
                         registered.attributes.update(attributes or {})
                         arns.append(registered.container_instance_arn)
+                        if self.events.active:
+                            cluster_arn = ecs_backend.clusters[cluster_name].arn
+                            events.append(self.events.capture(registered, cluster_arn))
+                self.events.publish(events)
         return arns
 
     def hosts(self, cluster: str) -> list[dict[str, Any]]:
@@ -856,9 +871,79 @@ class LocalECS:
             ]
 
     def set_agent_connected(self, cluster: str, container_instance_arn: str, connected: bool) -> None:
-        """Mark a host's ECS agent connected or disconnected (ECS has no API for it)."""
+        """Mark a host's ECS agent connected or disconnected (ECS has no API for it).
+
+        With events enabled, each connect and disconnect is an event, as in
+        ECS (where agents reconnect several times an hour); setting the state
+        a host already has is not.
+        """
+        events = []
         with self._moto_lock:
-            self._container_instance(cluster, container_instance_arn).agent_connected = connected
+            instance = self._container_instance(cluster, container_instance_arn)
+            changed = bool(instance.agent_connected) != connected
+            instance.agent_connected = connected
+            if changed and self.events.active:
+                events.append(self.events.capture(instance, self._cluster_arn(cluster)))
+        self.events.publish(events)
+
+    def task_placed(self, cluster: str, container_instance_arn: str, *, cpu: int = 128, memory: int = 32) -> None:
+        """Take a task's CPU and memory from a host's remainingResources, as a placement does.
+
+        No task is created; the host's runningTasksCount goes up by one. With
+        events enabled this publishes the event ECS sends for every placement
+        (status and agent unchanged), which a consumer must not mistake for a
+        change in the number of usable hosts.
+        """
+        self._task_resources(cluster, container_instance_arn, cpu, memory, stopped=False)
+
+    def task_stopped(self, cluster: str, container_instance_arn: str, *, cpu: int = 128, memory: int = 32) -> None:
+        """Give a task's CPU and memory back to a host, as a task stopping does (the reverse of task_placed)."""
+        self._task_resources(cluster, container_instance_arn, cpu, memory, stopped=True)
+
+    def _task_resources(
+        self, cluster: str, container_instance_arn: str, cpu: int, memory: int, *, stopped: bool
+    ) -> None:
+        ecs_backend, _ = self._backends()
+        events = []
+        with self._moto_lock:
+            instance = self._container_instance(cluster, container_instance_arn)
+            ecs_backend.update_container_instance_resources(
+                instance, {"CPU": cpu, "MEMORY": memory, "PORTS": []}, removing=stopped
+            )
+            if self.events.active:
+                events.append(self.events.capture(instance, self._cluster_arn(cluster)))
+        self.events.publish(events)
+
+    def _cluster_arn(self, cluster: str) -> str:
+        ecs_backend, _ = self._backends()
+        return str(ecs_backend.clusters[cluster.split("/")[-1]].arn)
+
+    # -- ECS state-change events -------------------------------------------------
+
+    def enable_events(self, cluster: str) -> str:
+        """Deliver the cluster's "ECS Container Instance State Change" events to an SQS queue; return its URL.
+
+        Creates (or finds) the queue and an EventBridge rule with ECS's event
+        pattern for the cluster, targeting it. From then on every change of a
+        container instance (in any cluster; the rule picks this one's) is
+        published with PutEvents. Idempotent; reset() undoes it.
+        """
+        return self.events.enable(cluster)
+
+    def disable_events(self, cluster: str) -> None:
+        """Delete the cluster's rule and queue; with no cluster left, nothing is published."""
+        self.events.disable(cluster)
+
+    def last_event(self, container_instance_arn: str) -> dict[str, Any] | None:
+        """The last event document published for a host, as its queue delivered it (None if none)."""
+        return self.events.last_event(container_instance_arn)
+
+    def send_raw_event(self, queue_url: str, body: str | Mapping[str, Any]) -> str:
+        """Put any message body on a queue (a mapping as JSON): duplicates, stale versions, garbage.
+
+        Returns the SQS MessageId. The call is the harness's own: not logged.
+        """
+        return self.events.send_raw(queue_url, body)
 
     def set_attributes(self, cluster: str, container_instance_arn: str, attributes: Mapping[str, str]) -> None:
         """Set custom attributes on one host (PutAttributes)."""
