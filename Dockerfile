@@ -14,9 +14,11 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies first, so a code change does not reinstall them. requirements.lock
+# is requirements.txt's pins with a sha256 for each wheel (`make lock`): pip
+# refuses any file whose hash differs, and installs no unpinned dependency.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 
 COPY run.py ./
 COPY ecs_cluster_manager/ ./ecs_cluster_manager/

@@ -18,6 +18,7 @@ info:: ## Print tool versions, paths and variables
 
 include makelib/python.mk
 include makelib/docker.mk
+include makelib/ecr.mk
 
 help: ## List the targets with a one-line description
 	@echo "Usage: make <target> [VARIABLE=value ...]   (variables: see ToolUse.md)"

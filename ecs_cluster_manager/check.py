@@ -5,7 +5,8 @@ reports each problem that would stop the daemon from keeping one task per host:
 a missing or inactive service, a DAEMON or Fargate service, a malformed sizing
 tag, a placement that lets tasks stack on one host, a deployment configuration
 that deadlocks a rolling deployment, and a CloudFormation stack that may reset
-desiredCount. Every managed service gets at least one line, `ok` when clean.
+desiredCount (unless the service's template says it leaves DesiredCount out).
+Every managed service gets at least one line, `ok` when clean.
 
 The rules are pure functions over `ecs.Service` (`findings_for`); `main` only
 reads the cluster and prints. Exit 1 when any finding is an error, else 0.
@@ -40,6 +41,13 @@ INFO = "info"
 
 # What ECS assumes when a service has no deploymentConfiguration.
 DEFAULT_MINIMUM_HEALTHY_PERCENT = 100
+
+# check reads no template (that would need cloudformation:GetTemplate, which the
+# manager's policy does not grant), so a template that leaves DesiredCount out
+# says so on the service with this tag, and the `cloudformation` warning goes away.
+DESIRED_COUNT_OMITTED_TAG = plan.TAG_PREFIX + "cloudformation-desired-count"
+DESIRED_COUNT_OMITTED = "omitted"
+LOGICAL_ID_TAG = "aws:cloudformation:logical-id"
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,8 @@ def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
                     "deployment-deadlock",
                     f"distinctInstance with minimumHealthyPercent {shown}: every host already runs a task, so a "
                     "rolling deployment can neither start a new task nor stop an old one and never finishes; "
-                    "set deploymentConfiguration minimumHealthyPercent below 100 (50 works from 2 hosts up)",
+                    "set deploymentConfiguration minimumHealthyPercent below 100: 0 (with maximumPercent 100) "
+                    "works for any number of hosts, 50 only from 2 hosts up",
                 )
             )
         elif tasks > 0 and _tasks_kept_running(tasks, percent) >= tasks:
@@ -167,18 +176,25 @@ def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
                     "deployment-deadlock",
                     f"distinctInstance with minimumHealthyPercent {shown} and {tasks} task(s): ECS rounds the "
                     f"healthy minimum up to all {tasks}, so a rolling deployment can stop no old task and never "
-                    f"finishes; lower minimumHealthyPercent to at most {100 * (tasks - 1) // tasks}",
+                    f"finishes; lower minimumHealthyPercent to at most {100 * (tasks - 1) // tasks} "
+                    "(0 works for any number of hosts)",
                 )
             )
 
     stack = service.tags.get(plan.STACK_NAME_TAG)
-    if stack:
+    if stack and service.tags.get(DESIRED_COUNT_OMITTED_TAG) != DESIRED_COUNT_OMITTED:
+        resource = service.tags.get(LOGICAL_ID_TAG)
+        where = f"resource {resource} of stack {stack}" if resource else f"its resource in stack {stack}"
         findings.append(
             finding(
                 WARNING,
                 "cloudformation",
-                f"managed by CloudFormation stack {stack}: if its template sets DesiredCount, every stack update "
-                "resets it and waits for the service to stabilise; leave DesiredCount out of the template",
+                f"managed by CloudFormation stack {stack}, and check cannot tell whether its template sets "
+                "DesiredCount (if it does, every stack update resets desiredCount and waits for the service to "
+                f"stabilise). Verify that {where} has no DesiredCount property "
+                f"(aws cloudformation get-template --stack-name {stack}); if so, tag the service "
+                f"{DESIRED_COUNT_OMITTED_TAG}={DESIRED_COUNT_OMITTED} in the template to say so, otherwise "
+                "remove DesiredCount from the template",
             )
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,19 @@ SEVERITY = {
         pytest.param(
             {"tags": {plan.STACK_NAME_TAG: "web-stack"}}, 3, ["cloudformation"], id="cloudformation",
         ),
+        pytest.param(
+            {"tags": {plan.STACK_NAME_TAG: "web-stack", check.DESIRED_COUNT_OMITTED_TAG: "omitted"}},
+            3,
+            ["ok"],
+            id="cloudformation-template-omits-desired-count",
+        ),
+        pytest.param(
+            {"tags": {plan.STACK_NAME_TAG: "web-stack", check.DESIRED_COUNT_OMITTED_TAG: "no"}},
+            3,
+            ["cloudformation"],
+            id="cloudformation-other-tag-value",
+        ),
+        pytest.param({"minimum_healthy_percent": 0, "maximum_percent": 100}, 10, ["ok"], id="zero-many-hosts"),
         pytest.param({}, 0, ["no-hosts"], id="no-hosts"),
         pytest.param(
             {"placement_constraints": (), "minimum_healthy_percent": 100, "tags": {plan.STACK_NAME_TAG: "s"}},
@@ -113,6 +127,25 @@ def test_deadlock_advice_names_a_value_below_100() -> None:
     (finding,) = check.findings_for(service(minimum_healthy_percent=None), 3)
     assert "minimumHealthyPercent 100 (the default)" in finding.message
     assert "below 100" in finding.message and "50" in finding.message
+
+
+def test_deadlock_advice_recommends_0_for_any_host_count() -> None:
+    """Both deadlock messages name 0 as the minimumHealthyPercent that works whatever the number of hosts."""
+    for percent, hosts in ((100, 3), (50, 1)):
+        (finding,) = check.findings_for(service(minimum_healthy_percent=percent), hosts)
+        assert finding.code == "deployment-deadlock"
+        assert re.search(r"\b0 (\(with maximumPercent 100\) )?works for any number of hosts", finding.message)
+
+
+def test_cloudformation_warning_says_what_to_verify() -> None:
+    """Unable to read the template, the warning names the stack and resource, how to verify, and the tag to set."""
+    tags = {plan.STACK_NAME_TAG: "web-stack", check.LOGICAL_ID_TAG: "WebService"}
+    (finding,) = check.findings_for(service(tags=tags), 3)
+    assert finding.code == "cloudformation" and finding.severity == check.WARNING
+    assert "cannot tell" in finding.message
+    assert "resource WebService of stack web-stack has no DesiredCount" in finding.message
+    assert "aws cloudformation get-template --stack-name web-stack" in finding.message
+    assert f"{check.DESIRED_COUNT_OMITTED_TAG}=omitted" in finding.message
 
 
 def test_ok_line_says_what_the_daemon_would_do() -> None:

@@ -1,9 +1,11 @@
-"""The deployment examples: deploy/iam-policy.json and deploy/cloudformation.yaml."""
+"""The deployment examples: deploy/iam-policy.json, its managed-tag form and deploy/cloudformation.yaml."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,14 @@ from cfnlint.data import AdditionalSpecs
 from cfnlint.decode.cfn_yaml import loads as load_template
 from cfnlint.helpers import load_resource
 
+from ecs_cluster_manager import check, config
+from localecs import LocalECS
+
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "deploy" / "iam-policy.json"
+TAG_POLICY = ROOT / "deploy" / "iam-policy-managed-tag.json"
 TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
+RUN_PY = str(ROOT / "run.py")
 
 ECS_PY = ROOT / "ecs_cluster_manager" / "ecs.py"
 
@@ -25,12 +32,19 @@ SUBSTITUTIONS = {
     "${AWS::Region}": "REGION",
     "${AWS::AccountId}": "ACCOUNT_ID",
     "${ClusterName}": "CLUSTER",
+    "${ManagedTagKey}": "TAG_KEY",
+    "${ManagedTagValue}": "TAG_VALUE",
 }
 
 
 @pytest.fixture(scope="module")
 def policy() -> dict[str, Any]:
     return json.loads(POLICY.read_text())
+
+
+@pytest.fixture(scope="module")
+def tag_policy() -> dict[str, Any]:
+    return json.loads(TAG_POLICY.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +71,7 @@ def _plain(value: Any) -> Any:
     """The template value with each Fn::Sub string written with the policy file's placeholders."""
     if isinstance(value, dict):
         if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-            text = value["Fn::Sub"]
+            text: str = value["Fn::Sub"]
             for variable, placeholder in SUBSTITUTIONS.items():
                 text = text.replace(variable, placeholder)
             assert "${" not in text, f"unmapped variable in {text!r}"
@@ -77,8 +91,10 @@ def test_template_is_cfn_lint_clean() -> None:
     assert [str(match) for match in matches] == []
 
 
-def test_policy_is_a_valid_document_with_named_statements(policy: dict[str, Any]) -> None:
-    """The policy is IAM JSON: version 2012-10-17, and each statement an Allow with a unique alphanumeric Sid."""
+@pytest.mark.parametrize("path", [POLICY, TAG_POLICY], ids=["generic", "managed-tag"])
+def test_policy_is_a_valid_document_with_named_statements(path: Path) -> None:
+    """Each policy is IAM JSON: version 2012-10-17, and each statement an Allow with a unique alphanumeric Sid."""
+    policy = json.loads(path.read_text())
     assert policy["Version"] == "2012-10-17"
     sids = [statement.get("Sid", "") for statement in policy["Statement"]]
     assert all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids), sids
@@ -116,14 +132,47 @@ def test_policy_scopes_each_action_as_tightly_as_iam_allows(policy: dict[str, An
     assert by_action["ecs:UpdateService"]["Resource"] == "arn:aws:ecs:REGION:ACCOUNT_ID:service/CLUSTER/*"
 
 
-def test_stack_inline_policy_is_the_documented_policy(policy: dict[str, Any], template: dict[str, Any]) -> None:
-    """The manager's task role in the stack carries the same statements as deploy/iam-policy.json."""
+def test_managed_tag_policy_is_the_generic_one_with_updates_held_to_the_tag(
+    policy: dict[str, Any], tag_policy: dict[str, Any]
+) -> None:
+    """iam-policy-managed-tag.json grants the same actions on the same resources as iam-policy.json, except that
+    UpdateService has its own statement, allowed only on services tagged TAG_KEY=TAG_VALUE."""
+
+    def grants(document: dict[str, Any]) -> dict[str, str]:
+        return {action: s["Resource"] for s in document["Statement"] for action in _actions(s)}
+
+    assert grants(tag_policy) == grants(policy)
+    by_action = {action: statement for statement in tag_policy["Statement"] for action in _actions(statement)}
+    update = by_action["ecs:UpdateService"]
+    assert _actions(update) == ["ecs:UpdateService"]
+    assert update["Condition"] == {"StringEquals": {"aws:ResourceTag/TAG_KEY": "TAG_VALUE"}}
+    others = [s for s in tag_policy["Statement"] if s is not update]
+    assert [s for s in policy["Statement"] if "ecs:UpdateService" not in _actions(s)] == [
+        s for s in others if "ecs:DescribeServices" not in _actions(s)
+    ]
+
+
+def _inline_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of the manager task role's inline policies, JSON-string documents included."""
     task_role_name = _resources(template, "AWS::ECS::TaskDefinition")["ManagerTaskDefinition"]["Properties"][
         "TaskRoleArn"
     ]["Fn::GetAtt"][0]
     role = template["Resources"][task_role_name]["Properties"]
-    [inline] = role["Policies"]
-    assert _plain(inline["PolicyDocument"]["Statement"]) == policy["Statement"]
+    statements: list[dict[str, Any]] = []
+    for inline in role["Policies"]:
+        document = _plain(inline["PolicyDocument"])
+        if isinstance(document, str):
+            document = json.loads(document)
+        statements.extend(document["Statement"])
+    return statements
+
+
+def test_stack_inline_policy_is_the_documented_managed_tag_policy(
+    tag_policy: dict[str, Any], template: dict[str, Any]
+) -> None:
+    """The stack selects services by MANAGED_TAG, so its task role carries deploy/iam-policy-managed-tag.json,
+    with UpdateService held to services that carry the stack's ManagedTagKey=ManagedTagValue."""
+    assert _inline_statements(template) == tag_policy["Statement"]
 
 
 def test_managed_service_is_sized_by_the_manager_only(template: dict[str, Any]) -> None:
@@ -132,10 +181,10 @@ def test_managed_service_is_sized_by_the_manager_only(template: dict[str, Any]) 
     assert "DesiredCount" not in service
     assert service.get("SchedulingStrategy", "REPLICA") == "REPLICA"
     assert {"Type": "distinctInstance"} in service["PlacementConstraints"]
-    deployment = service["DeploymentConfiguration"]
-    assert deployment["MinimumHealthyPercent"] < 100
-    assert deployment["MaximumPercent"] <= 100
+    # 0 / 100: the only minimum that lets a one-task-per-host deploy progress with a single host.
+    assert service["DeploymentConfiguration"] == {"MinimumHealthyPercent": 0, "MaximumPercent": 100}
     assert {"Key": {"Ref": "ManagedTagKey"}, "Value": {"Ref": "ManagedTagValue"}} in service["Tags"]
+    assert {"Key": check.DESIRED_COUNT_OMITTED_TAG, "Value": check.DESIRED_COUNT_OMITTED} in service["Tags"]
 
 
 def test_manager_finds_the_managed_service_by_its_tag(template: dict[str, Any]) -> None:
@@ -154,3 +203,80 @@ def test_manager_runs_alone_with_the_image_health_check(template: dict[str, Any]
     assert service["DeploymentConfiguration"] == {"MinimumHealthyPercent": 0, "MaximumPercent": 100}
     [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert container["HealthCheck"]["Command"] == ["CMD", "python", "/app/run.py", "healthcheck"]
+
+
+def test_manager_container_has_a_read_only_root_and_a_writable_heartbeat(template: dict[str, Any]) -> None:
+    """ReadonlyRootFilesystem is on, and the heartbeat file (HEARTBEAT_FILE or its default) is on a small tmpfs."""
+    [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert container["ReadonlyRootFilesystem"] is True
+    environment = {item["Name"]: item["Value"] for item in container["Environment"]}
+    heartbeat = environment.get("HEARTBEAT_FILE", config.DEFAULT_HEARTBEAT_FILE)
+    tmpfs = container["LinuxParameters"]["Tmpfs"]
+    assert any(Path(heartbeat).parent == Path(mount["ContainerPath"]) for mount in tmpfs), (heartbeat, tmpfs)
+    assert all(mount["Size"] <= 16 for mount in tmpfs)
+    assert not container.get("MountPoints")
+
+
+# -- the stack's own services pass `run.py check` ----------------------------------------------------
+
+
+def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
+    """A template value with Ref and Fn::Sub of parameters replaced by the parameters' defaults."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return parameters[value["Ref"]]
+        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            return re.sub(r"\$\{([\w:]+)\}", lambda match: str(parameters[match[1]]), value["Fn::Sub"])
+        return {key: _resolve(item, parameters) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, parameters) for item in value]
+    return value
+
+
+def _create_stack_service(ecs: LocalECS, cluster: str, logical_id: str, properties: dict[str, Any]) -> None:
+    """Create the service as CloudFormation would: its properties, its tags plus CloudFormation's own."""
+    deployment = properties.get("DeploymentConfiguration", {})
+    tags = {tag["Key"]: tag["Value"] for tag in properties.get("Tags", [])}
+    tags.update({"aws:cloudformation:stack-name": "ecs-cluster-manager", "aws:cloudformation:logical-id": logical_id})
+    ecs.create_service(
+        cluster,
+        properties.get("ServiceName", logical_id),
+        # CloudFormation creates a service without DesiredCount at 1.
+        desired_count=properties.get("DesiredCount", 1),
+        tags=tags,
+        placement_constraints=[
+            {"type": c["Type"], **({"expression": c["Expression"]} if "Expression" in c else {})}
+            for c in properties.get("PlacementConstraints", [])
+        ],
+        deployment_configuration={
+            "minimumHealthyPercent": deployment.get("MinimumHealthyPercent", 100),
+            "maximumPercent": deployment.get("MaximumPercent", 200),
+        },
+        scheduling_strategy=properties.get("SchedulingStrategy", "REPLICA"),
+        launch_type=properties.get("LaunchType", "EC2"),
+    )
+
+
+@pytest.mark.parametrize("hosts", [1, 2, 10])
+def test_stack_services_pass_check_at_any_host_count(template: dict[str, Any], ecs: LocalECS, hosts: int) -> None:
+    """The stack's services, created in a local cluster of 1, 2 or 10 hosts and found with the manager's own
+    MANAGED_TAG, get only `ok` from `run.py check`: no deadlock, no CloudFormation warning, exit 0."""
+    parameters: dict[str, Any] = {name: p.get("Default") for name, p in template["Parameters"].items()}
+    parameters |= {name: name for name in template["Resources"]}  # a Ref to a resource: its logical id will do
+    parameters |= {"ClusterName": "prod", "AWS::StackName": "ecs-cluster-manager", "AWS::Region": ecs.region}
+    ecs.create_cluster("prod")
+    ecs.add_hosts("prod", hosts)
+    services = _resources(template, "AWS::ECS::Service")
+    for logical_id, resource in services.items():
+        _create_stack_service(ecs, "prod", logical_id, _resolve(resource["Properties"], parameters))
+    [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    manager_env = {item["Name"]: _resolve(item["Value"], parameters) for item in container["Environment"]}
+
+    env = ecs.env() | {"CLUSTER": "prod", "MANAGED_TAG": manager_env["MANAGED_TAG"]}
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "check", "--json"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    found = [(f["service"], f["severity"], f["code"]) for f in findings]
+    assert found == [("ecs-cluster-manager-log-shipper", "info", "ok")], findings

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.after_all
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "deploy" / "iam-policy.json"
+TAG_POLICY = ROOT / "deploy" / "iam-policy-managed-tag.json"
 
 # The request's SigV4 signing name -> the IAM service prefix of its actions (the same for every service used here).
 IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation"}
@@ -253,3 +254,12 @@ def test_every_granted_action_was_exercised(scenario: Scenario, daemon_operation
     """The policy grants nothing the daemon was not seen to use (least privilege from the other side)."""
     used = {iam_action(*operation) for operation in daemon_operations.operations}
     assert granted_actions(load_policy(POLICY)) <= used
+
+
+def test_managed_tag_policy_allows_the_same_operations(scenario: Scenario) -> None:
+    """deploy/iam-policy-managed-tag.json names every action the daemon used, and only those, like iam-policy.json.
+
+    Its UpdateService condition (the managed tag) is not evaluated here; tests/test_deploy.py checks it.
+    """
+    assert missing_actions(scenario.operations, load_policy(TAG_POLICY)) == set()
+    assert granted_actions(load_policy(TAG_POLICY)) == granted_actions(load_policy(POLICY))

@@ -1,7 +1,7 @@
 """The container image's contract, without a Docker engine.
 
-The image is: requirements.txt installed into a clean Python, run.py and the
-package copied to /app, `python /app/run.py` configured by environment
+The image is: requirements.lock installed with --require-hashes into a clean
+Python, run.py and the package copied to /app, `python /app/run.py` configured by environment
 variables only. These tests build exactly that in a fresh virtual environment
 and run it against the local ECS API; hadolint checks the Dockerfile itself.
 """
@@ -25,7 +25,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A stand-in for the image: a fresh venv from requirements.txt alone plus the files the Dockerfile copies."""
+    """A stand-in for the image: a fresh venv from requirements.lock alone, with hashes required, as the Dockerfile
+    installs it, plus the files the Dockerfile copies."""
     root = tmp_path_factory.mktemp("image")
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -38,8 +39,10 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--require-hashes",
+            "--only-binary=:all:",
             "-r",
-            str(ROOT / "requirements.txt"),
+            str(ROOT / "requirements.lock"),
         ],
         check=True,
         timeout=600,
@@ -48,6 +51,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     app.mkdir()
     copied = re.findall(r"^COPY\s+(\S+)\s+(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
     for source, _target in copied:
+        if source == "requirements.lock":
+            continue  # installed above, as the Dockerfile installs it
         path = ROOT / source.rstrip("/")
         if path.is_dir():
             shutil.copytree(path, app / path.name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -57,10 +62,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_dockerfile_contract() -> None:
-    """The Dockerfile installs requirements.txt, copies run.py and the package, runs run.py as non-root."""
+    """The Dockerfile installs requirements.lock, hashes required, copies run.py and the package, runs as non-root."""
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11[\w.-]*-slim", text, re.MULTILINE)
-    assert "pip install --no-cache-dir -r requirements.txt" in text
+    assert re.search(r"^COPY requirements\.lock ", text, re.MULTILINE)
+    assert "pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock" in text
+    assert not re.search(r"^COPY requirements\.txt|-r requirements\.txt", text, re.MULTILINE)
     assert re.search(r"^COPY run\.py", text, re.MULTILINE)
     assert re.search(r"^COPY ecs_cluster_manager/", text, re.MULTILINE)
     assert re.search(r"^USER (?!root|0\b)", text, re.MULTILINE)
@@ -82,7 +89,7 @@ def test_dockerfile_is_hadolint_clean() -> None:
 
 
 def test_image_runs_once_against_the_local_api(image: Path, ecs: LocalECS) -> None:
-    """requirements.txt alone is enough to run `python run.py --once`, configured by environment variables."""
+    """requirements.lock alone is enough to run `python run.py --once`, configured by environment variables."""
     ecs.create_cluster("prod")
     ecs.add_hosts("prod", 2)
     ecs.create_service("prod", "agent", placement_constraints=[{"type": "distinctInstance"}])
@@ -100,6 +107,15 @@ def test_image_runs_once_against_the_local_api(image: Path, ecs: LocalECS) -> No
     assert result.returncode == 0, result.stdout + result.stderr
     assert decisions(result.stdout)["agent"]["target"] == 2
     assert ecs.desired_count("prod", "agent") == 2
+
+
+def test_build_context_holds_what_the_dockerfile_copies() -> None:
+    """.dockerignore (an allowlist) lets in each file the Dockerfile copies, requirements.lock among them."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = re.findall(r"^COPY\s+(\S+)\s+\S+", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    assert {source.rstrip("/") for source in copied} <= allowed
+    assert "requirements.lock" in allowed
 
 
 def test_image_has_no_test_dependencies(image: Path) -> None:
