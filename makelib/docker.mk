@@ -13,10 +13,10 @@ DOCKER_RUN_ARGS   ?=
 # AWS_PROFILE is not passed: the image has no ~/.aws to read a profile from.
 MANAGER_ENV       := CLUSTER SERVICES SERVICE_REGEX MANAGED_TAG INTERVAL DRY_RUN \
                      SCALE_DOWN_AFTER CLOUDFORMATION_GUARD LOG_LEVEL LOG_FORMAT \
-                     METRICS_PORT METRICS_ADDR HEARTBEAT_FILE
+                     METRICS_PORT METRICS_ADDR HEARTBEAT_FILE EVENTS_QUEUE_URL
 AWS_ENV           := AWS_REGION AWS_DEFAULT_REGION \
                      AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN \
-                     AWS_ENDPOINT_URL AWS_ENDPOINT_URL_ECS
+                     AWS_ENDPOINT_URL AWS_ENDPOINT_URL_ECS AWS_ENDPOINT_URL_SQS
 DOCKER_ENV        ?= $(MANAGER_ENV) $(AWS_ENV)
 
 VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)"$$/\1/p' ecs_cluster_manager/__init__.py)
