@@ -294,7 +294,10 @@ def test_once_that_manages_nothing_warns_and_exits_1(cluster: LocalECS, selectio
 def test_loop_that_manages_nothing_warns_when_it_starts_and_says_so_in_healthz_and_metrics(
     cluster: LocalECS, tmp_path: Path
 ) -> None:
-    """At INTERVAL=0.2 the warning comes once, again only after services were found and lost; /healthz and /metrics say so."""
+    """At INTERVAL=0.2 the warning comes once, and again only after services were found and lost.
+
+    /healthz says so in its body, and the managed-services gauge follows.
+    """
     port = free_port()
     with Daemon(
         cluster,
@@ -335,9 +338,8 @@ def no_credentials_env(local: LocalECS, **settings: str) -> dict[str, str]:
     """The daemon's environment with no credentials anywhere boto3 looks."""
     env = daemon_env(local, **settings)
     for name in list(env):
-        if name in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} or name.startswith(
-            "AWS_CONTAINER_"
-        ):
+        secret = name in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
+        if secret or name.startswith("AWS_CONTAINER_"):
             del env[name]
     env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
     return env
