@@ -440,3 +440,40 @@ def test_debug_logs_each_api_call(cluster: LocalECS) -> None:
     assert all(c["level"] == "debug" and isinstance(c["duration"], float) for c in calls)
     quiet = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
     assert not [e for e in events(quiet.stdout) if e.get("event") == "api_call"]
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_the_configured_scale_down_after_is_the_number_of_passes(cluster: LocalECS, tmp_path: Path, after: int) -> None:
+    """With SCALE_DOWN_AFTER=N, a lower target is held N-1 passes and applied in the Nth (1: at once)."""
+    hosts = cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
+    with Daemon(
+        cluster,
+        CLUSTER=CLUSTER,
+        SERVICES="a",
+        INTERVAL="0.3",
+        SCALE_DOWN_AFTER=str(after),
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
+        cluster.drain(CLUSTER, hosts[0])
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [2])
+        assert daemon.stop() == 0
+    seen = [e for e in daemon.events if e.get("event") == "decision" and e.get("hosts") == 2]
+    assert [e["action"] for e in seen][:after] == ["unchanged"] * (after - 1) + ["update"], seen
+    held = [f"scale down held ({n}/{after} passes)" for n in range(1, after)]
+    assert [e["reason"] for e in seen][: after - 1] == held
+
+
+def test_a_read_longer_than_10s_times_out_and_is_retried(cluster: LocalECS) -> None:
+    """A call the API answers only after 16 s is cut off by the 10 s read timeout and retried, not waited for."""
+    from localecs import Fault, fault_on
+
+    cluster.fault_hook = fault_on("ListContainerInstances", Fault.delay(16), times=1)
+    started = time.monotonic()
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(cluster, "a") == [3]
+    [summary] = [e for e in events(result.stdout) if e.get("event") == "pass"]
+    assert 9.5 < summary["duration"] < 14, summary
+    assert elapsed < 20
