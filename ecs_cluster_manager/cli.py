@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(128 + signum)
         stop.set()
         # structlog's writer holds a lock the interrupted code may own: log from another thread.
-        threading.Thread(target=_log_stopping, args=(api, signum), name="stopping", daemon=True).start()
+        threading.Thread(target=_log_stopping, args=(api, signum), name="stopping").start()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
