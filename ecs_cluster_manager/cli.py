@@ -2,8 +2,9 @@
 
 `ecs-cluster-manager`, `python -m ecs_cluster_manager` and `python run.py` all
 land in `main`. Exit codes: 0 success (and on SIGTERM/SIGINT); 1 a --once pass,
-or `check`, found a service it could not handle; 2 a configuration error (one
-line on stderr).
+or `check`, found a service it could not handle, or managed none; 2 a
+configuration error (one line on stderr); 128 + the signal number (130, 143)
+when a second SIGINT/SIGTERM ends the process without waiting.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ecs import Api
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check.main(api, config)
 
     def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set():  # the second signal: the operator will not wait for the call on the wire
+            os.write(2, f"ecs-cluster-manager: {signal.Signals(signum).name} again, exiting now\n".encode())
+            os._exit(128 + signum)
         stop.set()
+        # structlog's writer holds a lock the interrupted code may own: log from another thread.
+        threading.Thread(target=_log_stopping, args=(api, signum), name="stopping").start()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -63,3 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .daemon import loop
 
     return loop(api, config, stop, os.environ, fail=_fail)
+
+
+def _log_stopping(api: Api, signum: int) -> None:
+    """The `stopping` event: which signal, and what the loop still waits for before it exits."""
+    import structlog
+
+    in_flight = api.in_flight
+    if in_flight is None:
+        waiting_for = "nothing on the wire: stopping at once"
+    else:
+        operation, started = in_flight
+        waiting_for = (
+            f"{operation} on the wire for {time.monotonic() - started:.1f}s "
+            f"(read timeout {api.read_timeout:g}s, {api.botocore_attempts} attempts); "
+            "signal again to exit now"
+        )
+    structlog.get_logger(__name__).info(
+        "stopping", signal=signal.Signals(signum).name, waiting_for=waiting_for, operation=in_flight and in_flight[0]
+    )

@@ -104,6 +104,18 @@ class Config:
     def cluster_name(self) -> str:
         return self.cluster.rsplit("/", 1)[-1]
 
+    @property
+    def selection(self) -> str:
+        """The service selection as set, for messages: `SERVICES='a b' SERVICE_REGEX='log-.*'`."""
+        parts = []
+        if self.services:
+            parts.append(f"SERVICES={' '.join(self.services)!r}")
+        if self.service_regex is not None:
+            parts.append(f"SERVICE_REGEX={self.service_regex.pattern!r}")
+        if self.managed_tag is not None:
+            parts.append(f"MANAGED_TAG={str(self.managed_tag)!r}")
+        return " ".join(parts)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of printing usage and exiting."""
@@ -266,6 +278,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return None, " / ".join((*variables, flag)) if variables else flag
 
     command = args.command
+    if args.json_output and command != "check":
+        raise ConfigError(f"--json: only the check command prints JSON, not {command!r}")
 
     raw, name = pick(args.cluster, "--cluster", "CLUSTER")
     if raw is None:

@@ -1,9 +1,11 @@
 """The polling loop: one reconcile pass, then sleep INTERVAL, until told to stop.
 
 Transient faults never end the loop: a failed pass is logged and the next one
-runs on schedule. Only a missing cluster on the very first pass (a typo in
-CLUSTER, most likely) ends it, with exit code 2; so does a metrics server that
-cannot listen on METRICS_PORT, before any pass.
+runs on schedule. Only the very first pass can end it with exit code 2: a
+missing cluster (a typo in CLUSTER, or an endpoint left over in
+AWS_ENDPOINT_URL) or no usable credentials; so does a metrics server that
+cannot listen on METRICS_PORT, before any pass. A pass that manages no service
+is not a fault, but it is logged as a warning each time it begins.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ def loop(
         once=config.once,
         dry_run=config.dry_run,
         region=api.region,
+        **({"endpoint": api.custom_endpoint} if api.custom_endpoint else {}),
         self_service=identity.service_name if identity else None,
     )
     memory = Memory()
     first = True
+    managing_none = False
     try:
         while not stop.is_set():
             report = run_pass(api, config, None if config.once else memory, stop=stop, identity=identity)
@@ -62,12 +66,48 @@ def loop(
             for observer in observers:
                 observer(report)
             if first and report.cluster_missing:
-                return fail(f"CLUSTER: cluster {config.cluster!r} not found in region {api.region}")
+                return fail(f"CLUSTER: cluster {config.cluster!r} not found in {where(api)}")
+            if first and report.credentials_failed:
+                return fail(credentials_message(report, config, environ))
             first = False
+            if report.managed == 0 and not managing_none:
+                log.warning(
+                    "no_managed_services",
+                    cluster=config.cluster,
+                    selection=config.selection,
+                    message=f"no service of cluster {config.cluster} matches {config.selection}: nothing is managed",
+                )
+            elif report.managed and managing_none:
+                log.info("managed_services_found", cluster=config.cluster, services=report.managed)
+            if report.managed is not None:
+                managing_none = report.managed == 0
             if config.once:
-                return EXIT_OK if report.ok or report.stopped else EXIT_FAILED
+                handled = (report.ok and report.managed != 0) or report.stopped
+                return EXIT_OK if handled else EXIT_FAILED
             stop.wait(config.interval)
     finally:
         monitor.close()
     log.info("stop", cluster=config.cluster)
     return EXIT_OK
+
+
+def where(api: Api) -> str:
+    """`region R`, plus the endpoint when it is not AWS's own: what a "not found" is relative to."""
+    endpoint = api.custom_endpoint
+    return f"region {api.region} at endpoint {endpoint}" if endpoint else f"region {api.region}"
+
+
+def credentials_message(report: PassReport, config: Config, environ: Mapping[str, str]) -> str:
+    """One line: the credentials error and every place boto3 looks for credentials, as configured here."""
+    error = next((e for e in report.errors), "no credentials")
+    profile = config.profile or environ.get("AWS_PROFILE") or "default"
+    container_variables = ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    container = "set" if any(environ.get(name) for name in container_variables) else "not set"
+    metadata = "disabled" if environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true" else "no role found"
+    return (
+        f"AWS credentials: no usable credentials ({error}); boto3 looked in the environment "
+        f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), profile {profile!r} "
+        f"(AWS_SHARED_CREDENTIALS_FILE={environ.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')}, "
+        f"AWS_CONFIG_FILE={environ.get('AWS_CONFIG_FILE', '~/.aws/config')}), the container role "
+        f"(AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI: {container}) and the instance role (metadata {metadata})"
+    )

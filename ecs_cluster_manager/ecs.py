@@ -9,7 +9,10 @@ Everything returned is a plain dataclass, never a raw response.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -31,6 +34,8 @@ LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
 AGENT_CONNECTED = "agentConnected == true"
+# Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
+AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
 
 THROTTLING_CODES = frozenset(
     {
@@ -158,6 +163,13 @@ class Api:
         self.retries: Counter[str] = Counter()  # tenacity retries by operation
         self._lock = threading.Lock()
         self.on_call: Callable[[str, str], None] | None = None
+        # The HTTP attempt on the wire, if any: (operation, monotonic start). Read by the signal handler.
+        self.in_flight: tuple[str, float] | None = None
+        self.read_timeout = read_timeout
+        self.botocore_attempts = botocore_attempts
+        # Per-call DEBUG events cost a few dict lookups per call, so they are only wired when DEBUG is on.
+        self._debug = log.is_enabled_for(logging.DEBUG)
+        self._page_numbers: dict[str, int] = {}
         try:
             session = boto3.session.Session(region_name=region, profile_name=profile)
         except botocore.exceptions.ProfileNotFound as error:
@@ -181,11 +193,46 @@ class Api:
         self._endpoint_url = endpoint_url
         self._cloudformation: Any = None
         self._sqs: Any = None
-        self._ecs.meta.events.register("response-received.ecs.*", self._count_response)
+        self._register_hooks(self._ecs, "ecs")
+
+    def _register_hooks(self, client: Any, service: str) -> None:
+        events = client.meta.events
+        events.register(f"before-send.{service}.*", self._mark_sent)
+        events.register(f"response-received.{service}.*", self._count_response)
+        if self._debug:
+            events.register(f"before-parameter-build.{service}.*", self._number_page)
 
     @property
     def region(self) -> str:
         return str(self._ecs.meta.region_name)
+
+    @property
+    def endpoint(self) -> str:
+        """The ECS endpoint URL the client sends to."""
+        return str(self._ecs.meta.endpoint_url)
+
+    @property
+    def custom_endpoint(self) -> str | None:
+        """The ECS endpoint URL when it is not one of AWS's own (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_ECS, ...)."""
+        host = (urllib.parse.urlsplit(self.endpoint).hostname or "").lower()
+        return None if host.endswith(AWS_ENDPOINT_SUFFIXES) else self.endpoint
+
+    def _number_page(self, *, params: Mapping[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        """DEBUG only: number the pages of a listing (1 for a call without a nextToken)."""
+        operation = kwargs.get("event_name", "").rsplit(".", 1)[-1]
+        if not operation.startswith("List"):
+            return
+        page = self._page_numbers.get(operation, 0) + 1 if params.get("nextToken") or params.get("NextToken") else 1
+        self._page_numbers[operation] = page
+        context["ecm_page"] = page
+
+    def _mark_sent(self, *, request: Any, **kwargs: Any) -> None:
+        """Note the attempt going on the wire: its start time (for DEBUG) and what a shutdown waits for."""
+        started = time.monotonic()
+        context = getattr(request, "context", None)
+        if isinstance(context, dict):
+            context["ecm_sent"] = started
+        self.in_flight = (kwargs.get("event_name", "").rsplit(".", 1)[-1], started)
 
     @property
     def total_calls(self) -> int:
@@ -210,6 +257,18 @@ class Api:
             outcome = "error"
         with self._lock:
             self.calls[(operation, outcome)] += 1
+        self.in_flight = None
+        if self._debug:
+            sent = (context or {}).get("ecm_sent")
+            log.debug(
+                "api_call",
+                operation=operation,
+                duration=round(time.monotonic() - sent, 3) if sent is not None else None,
+                outcome=outcome,
+                status=status or None,
+                error=code or (type(exception).__name__ if exception is not None else None),
+                page=(context or {}).get("ecm_page"),
+            )
         if self.on_call is not None:
             self.on_call(operation, outcome)
 
@@ -318,7 +377,7 @@ class Api:
                 )
             except ValueError as error:  # a malformed AWS_ENDPOINT_URL_CLOUDFORMATION: skip, do not crash the pass
                 raise EcsError(f"DescribeStacks: {error}") from None
-            self._cloudformation.meta.events.register("response-received.cloudformation.*", self._count_response)
+            self._register_hooks(self._cloudformation, "cloudformation")
         try:
             page = self._call("DescribeStacks", self._cloudformation.describe_stacks, StackName=stack_name)
         except RequestRejected as error:
@@ -351,7 +410,7 @@ class Api:
                 self._sqs = self._session.client("sqs", config=config, endpoint_url=self._endpoint_url)
             except ValueError as error:  # a malformed AWS_ENDPOINT_URL_SQS
                 raise CredentialsError(f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS: {error}") from None
-            self._sqs.meta.events.register("response-received.sqs.*", self._count_response)
+            self._register_hooks(self._sqs, "sqs")
         return self._sqs
 
     def _once(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:

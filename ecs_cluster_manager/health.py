@@ -54,6 +54,7 @@ class Monitor:
         self.metrics: Metrics | None = None
         self.server: Server | None = None
         self._previous_on_call = None if api is None else api.on_call
+        self.managed: int | None = None  # services the last successful pass managed
 
     def start(self) -> None:
         """Start the grace period, and the metrics server when METRICS_PORT is set.
@@ -90,6 +91,8 @@ class Monitor:
     def record(self, report: PassReport) -> None:
         """Take in one finished pass."""
         self.liveness.record(report.observed, "; ".join(report.errors) or None)
+        if report.observed and report.managed is not None:
+            self.managed = report.managed
         if self.metrics is not None:
             self.metrics.observe(report)
             if self.api is not None:
@@ -110,16 +113,18 @@ class Monitor:
         now = self.clock()
         state = self.liveness.snapshot()
         last_success, started, last_error = state.last_success, state.started, state.last_error
-        error = f"; last error: {' '.join(last_error.split())}" if last_error else ""
+        detail = f"; last error: {' '.join(last_error.split())}" if last_error else ""
+        if self.managed == 0:
+            detail += f"; managing no services: none in cluster {self.config.cluster} matches {self.config.selection}"
         if last_success is not None:
             age = now - last_success
             if age < limit:
-                return True, f"ok: last successful pass {age:.0f}s ago (limit {limit:g}s){error}"
-            return False, f"unhealthy: last successful pass {age:.0f}s ago (limit {limit:g}s){error}"
+                return True, f"ok: last successful pass {age:.0f}s ago (limit {limit:g}s){detail}"
+            return False, f"unhealthy: last successful pass {age:.0f}s ago (limit {limit:g}s){detail}"
         age = now - started
         if age < limit:
-            return True, f"ok: starting, no successful pass yet ({age:.0f}s of {limit:g}s grace){error}"
-        return False, f"unhealthy: no successful pass in the {age:.0f}s since start (limit {limit:g}s){error}"
+            return True, f"ok: starting, no successful pass yet ({age:.0f}s of {limit:g}s grace){detail}"
+        return False, f"unhealthy: no successful pass in the {age:.0f}s since start (limit {limit:g}s){detail}"
 
     def close(self) -> None:
         """Stop the metrics server and give the Api its own call hook back."""

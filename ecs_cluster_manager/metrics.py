@@ -124,6 +124,11 @@ class Metrics:
             f"{PREFIX}_service_skips", "Passes that left a managed service alone, by reason code.",
             ["service", "reason"], registry=r,
         )
+        self.managed_services = Gauge(
+            f"{PREFIX}_managed_services",
+            "Services the last successful pass found through SERVICES, SERVICE_REGEX and MANAGED_TAG and handled.",
+            registry=r,
+        )
         self.last_success_timestamp = Gauge(
             f"{PREFIX}_last_success_timestamp_seconds", "Unix time the last successful pass ended.", registry=r
         )
@@ -158,6 +163,8 @@ class Metrics:
             self.passes_failed.inc()
         else:
             self._set_hosts(report.hosts)
+            if report.managed is not None:
+                self.managed_services.set(report.managed)
 
         for decision in report.decisions:
             if decision.action == plan.UPDATE:

@@ -20,7 +20,7 @@ import structlog
 from . import plan
 from .config import Config
 from .counting import HostCounter
-from .ecs import Api, ClusterNotFound, EcsError, ShuttingDown, host_filter
+from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
 from .events import InstanceChange, oldest_time
 from .models import HostCount, Service, TaskIdentity
 
@@ -44,6 +44,8 @@ class PassReport:
     decisions: list[plan.Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
     cluster_missing: bool = False
+    credentials_failed: bool = False  # no usable credentials (none found, expired, invalid)
+    managed: int | None = None  # services the selection found and the pass handled; None when unknown
     stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
 
     @property
@@ -227,11 +229,16 @@ def _observe_and_act(
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
         return
+    except CredentialsError as error:
+        report.credentials_failed = True
+        report.errors.append(f"describing services failed: {error}")
+        return
     except EcsError as error:
         report.errors.append(f"describing services failed: {error}")
         return
     report.decisions.extend(managed.skipped)
     pending = memory.pending
+    report.managed = len(managed.services)
 
     # Per-service checks that need no host count.
     sized: list[tuple[Service, plan.Sizing]] = []

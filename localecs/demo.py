@@ -117,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                 env["LOG_FORMAT"] = "console"
 
             say("python run.py check   (audits the managed services, changes nothing)")
-            subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], env=env, check=False)
+            print(
+                "    legacy-agent is misconfigured on purpose (minimumHealthyPercent 100 with distinctInstance),\n"
+                "    so the check below reports one error and ends with FAILED: that is what it is for.",
+                flush=True,
+            )
+            checked = subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], env=env, check=False)
+            say(
+                f"check exited {checked.returncode}: the deliberate misconfiguration of legacy-agent was found "
+                "(a rolling deploy would deadlock); the demo goes on"
+            )
 
             say(f"starting the daemon: python run.py  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2)")
             daemon = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env)

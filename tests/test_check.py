@@ -15,7 +15,8 @@ from ecs_cluster_manager import check, plan
 from ecs_cluster_manager.models import PlacementConstraint, Service
 from localecs import LocalECS
 
-RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = str(ROOT / "run.py")
 CLUSTER = "audit"
 DISTINCT = (PlacementConstraint("distinctInstance"),)
 
@@ -267,3 +268,26 @@ def test_discovery_finds_the_daemons_services(audited: LocalECS) -> None:
     result = run_check(audited, "--json", CLUSTER=CLUSTER, SERVICE_REGEX="nothing-.*")
     assert result.returncode == 0, result.stderr
     assert [f["code"] for f in json.loads(result.stdout)["findings"]] == ["no-services"]
+
+
+def test_make_check_json_pipes_into_json_tool(audited: LocalECS) -> None:
+    """`make check ARGS=--json | python3 -m json.tool` works: make prints nothing but the JSON document."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ECS_", "MAKE"))}
+    env.update(audited.env())
+    env.update(CLUSTER=CLUSTER, SERVICES="clean,deadlocked")
+    venv_dir = Path(sys.executable).parent.parent
+    pipeline = f"make --no-print-directory check ARGS=--json VENV={venv_dir} | {sys.executable} -m json.tool"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # make exits 2 because check found an error (exit 1); json.tool must have parsed the whole output.
+    assert "Expecting value" not in result.stderr and "Extra data" not in result.stderr, result.stderr
+    document = json.loads(result.stdout)
+    assert document["cluster"] == CLUSTER
+    assert {f["service"] for f in document["findings"]} == {"clean", "deadlocked"}

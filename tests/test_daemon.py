@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,232 @@ def test_configuration_errors_exit_2_with_one_line(
     assert len(lines) == 1, result.stderr
     assert names in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# -- what an operator sees: an empty selection, credentials, signals, the endpoint ----------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        {"MANAGED_TAG": "ecs-cluster-manager:manged=true"},
+        {"SERVICE_REGEX": "log-*"},
+    ],
+    ids=["managed-tag-typo", "regex-matching-no-name"],
+)
+def test_once_that_manages_nothing_warns_and_exits_1(cluster: LocalECS, selection: dict[str, str]) -> None:
+    """--once with a selection that matches no service logs a warning naming it and the cluster, and exits 1."""
+    result = run_once(cluster, CLUSTER=CLUSTER, **selection)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [warning] = [e for e in events(result.stdout) if e.get("event") == "no_managed_services"]
+    assert warning["level"] == "warning" and warning["cluster"] == CLUSTER
+    (name, value), = selection.items()
+    assert f"{name}={value!r}" in warning["selection"]
+    assert counts(cluster, "a", "b") == [0, 0]
+
+
+def test_loop_that_manages_nothing_warns_when_it_starts_and_says_so_in_healthz_and_metrics(
+    cluster: LocalECS, tmp_path: Path
+) -> None:
+    """At INTERVAL=0.2 the warning comes once, and again only after services were found and lost.
+
+    /healthz says so in its body, and the managed-services gauge follows.
+    """
+    port = free_port()
+    with Daemon(
+        cluster,
+        CLUSTER=CLUSTER,
+        MANAGED_TAG="managed",
+        INTERVAL="0.2",
+        METRICS_PORT=str(port),
+        METRICS_ADDR="127.0.0.1",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_passes(5)
+        status, body = http_get(port, "/healthz")
+        assert status == 200 and "managing no services" in body and "MANAGED_TAG='managed'" in body, body
+        assert CLUSTER in body
+        assert "ecs_cluster_manager_managed_services 0.0" in http_get(port, "/metrics")[1]
+
+        cluster.client().tag_resource(
+            resourceArn=cluster.client().describe_services(cluster=CLUSTER, services=["a"])["services"][0][
+                "serviceArn"
+            ],
+            tags=[{"key": "managed", "value": "yes"}],
+        )
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
+        assert daemon.wait_for(lambda: "ecs_cluster_manager_managed_services 1.0" in http_get(port, "/metrics")[1])
+        assert "managing no services" not in http_get(port, "/healthz")[1]
+        found = [e for e in daemon.events if e.get("event") == "managed_services_found"]
+        assert found and found[0]["services"] == 1
+
+        cluster.delete_service(CLUSTER, "a")
+        start = daemon.passes()
+        assert daemon.wait_passes(start + 5)
+        assert daemon.stop() == 0
+    warnings = [e for e in daemon.events if e.get("event") == "no_managed_services"]
+    assert len(warnings) == 2, [e.get("event") for e in daemon.events]
+
+
+def no_credentials_env(local: LocalECS, **settings: str) -> dict[str, str]:
+    """The daemon's environment with no credentials anywhere boto3 looks."""
+    env = daemon_env(local, **settings)
+    for name in list(env):
+        secret = name in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
+        if secret or name.startswith("AWS_CONTAINER_"):
+            del env[name]
+    env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+@pytest.mark.parametrize("argv", [[], ["--once"]], ids=["loop", "once"])
+def test_no_credentials_on_the_first_pass_exits_2_saying_where_boto3_looked(
+    cluster: LocalECS, tmp_path: Path, argv: list[str]
+) -> None:
+    """Without any credentials the daemon exits 2 at its first pass with one line naming every place boto3 looked."""
+    env = no_credentials_env(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="0.2", HEARTBEAT_FILE=str(tmp_path / "h"))
+    result = subprocess.run(
+        [sys.executable, RUN_PY, *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ecs-cluster-manager: error: AWS credentials: ")
+    for place in ("environment", "AWS_ACCESS_KEY_ID", "profile", "container role", "instance role"):
+        assert place in line, line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_credentials_fault_after_the_first_pass_is_transient(cluster: LocalECS, tmp_path: Path) -> None:
+    """Credentials refused after a good first pass fail only those passes; the loop goes on and recovers."""
+    from localecs import Fault, fault_on
+
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="0.2", HEARTBEAT_FILE=str(tmp_path / "h")) as daemon:
+        assert daemon.wait_passes(1)
+        cluster.fault_hook = fault_on(
+            "DescribeServices", Fault.error(400, "ExpiredTokenException", "The security token included has expired")
+        )
+        assert daemon.wait_for(lambda: sum(e.get("event") == "pass_failed" for e in daemon.events) >= 3)
+        assert daemon.process.poll() is None
+        cluster.fault_hook = None
+        cluster.add_hosts(CLUSTER, 1)
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [4])
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_slow_call_says_what_it_waits_for_and_a_second_exits_at_once(
+    cluster: LocalECS, tmp_path: Path, signum: int
+) -> None:
+    """The first signal logs `stopping` naming the call on the wire; a second one ends the process at once."""
+    import threading
+
+    from localecs import Fault, fault_on
+
+    slow = fault_on("ListContainerInstances", Fault.delay(8))
+    on_the_wire = threading.Event()
+
+    def hook(request: Any) -> Any:
+        fault = slow(request)
+        if fault is not None:
+            on_the_wire.set()
+        return fault
+
+    cluster.fault_hook = hook
+    with Daemon(cluster, CLUSTER=CLUSTER, SERVICES="a", INTERVAL="60", HEARTBEAT_FILE=str(tmp_path / "h")) as daemon:
+        assert on_the_wire.wait(30)
+        time.sleep(0.3)
+        daemon.process.send_signal(signum)
+        assert daemon.wait_for(lambda: any(e.get("event") == "stopping" for e in daemon.events), timeout=5)
+        [stopping] = [e for e in daemon.events if e.get("event") == "stopping"]
+        assert stopping["operation"] == "ListContainerInstances"
+        assert "ListContainerInstances" in stopping["waiting_for"]
+        assert daemon.process.poll() is None  # still waiting for the call
+        started = time.monotonic()
+        daemon.process.send_signal(signum)
+        code = daemon.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
+    assert code == 128 + signum
+    assert elapsed < 2, f"took {elapsed:.1f}s"
+
+
+def test_start_and_cluster_not_found_name_a_configured_endpoint(cluster: LocalECS) -> None:
+    """A leftover AWS_ENDPOINT_URL shows: the start event and the not-found line name the endpoint."""
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    [start] = [e for e in events(result.stdout) if e.get("event") == "start"]
+    assert start["endpoint"] == cluster.endpoint_url
+    missing = run_once(cluster, CLUSTER="elsewhere", SERVICES="a")
+    assert missing.returncode == 2
+    assert cluster.endpoint_url in missing.stderr and "region us-east-1" in missing.stderr, missing.stderr
+
+
+def test_debug_logs_each_api_call(cluster: LocalECS) -> None:
+    """LOG_LEVEL=DEBUG adds one api_call event per HTTP attempt, with operation, duration, outcome and page."""
+    cluster.add_hosts(CLUSTER, 150)  # two pages of ListContainerInstances
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a", LOG_LEVEL="DEBUG")
+    assert result.returncode == 0, result.stderr
+    calls = [e for e in events(result.stdout) if e.get("event") == "api_call"]
+    assert [(c["operation"], c["outcome"], c["page"]) for c in calls] == [
+        ("DescribeServices", "ok", None),
+        ("ListContainerInstances", "ok", 1),
+        ("ListContainerInstances", "ok", 2),
+        ("UpdateService", "ok", None),
+    ]
+    assert all(c["level"] == "debug" and isinstance(c["duration"], float) for c in calls)
+    quiet = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    assert not [e for e in events(quiet.stdout) if e.get("event") == "api_call"]
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_the_configured_scale_down_after_is_the_number_of_passes(cluster: LocalECS, tmp_path: Path, after: int) -> None:
+    """With SCALE_DOWN_AFTER=N, a lower target is held N-1 passes and applied in the Nth (1: at once)."""
+    hosts = cluster.client().list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
+    with Daemon(
+        cluster,
+        CLUSTER=CLUSTER,
+        SERVICES="a",
+        INTERVAL="0.3",
+        SCALE_DOWN_AFTER=str(after),
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
+        cluster.drain(CLUSTER, hosts[0])
+        assert daemon.wait_for(lambda: counts(cluster, "a") == [2])
+        assert daemon.stop() == 0
+    seen = [e for e in daemon.events if e.get("event") == "decision" and e.get("hosts") == 2]
+    assert [e["action"] for e in seen][:after] == ["unchanged"] * (after - 1) + ["update"], seen
+    held = [f"scale down held ({n}/{after} passes)" for n in range(1, after)]
+    assert [e["reason"] for e in seen][: after - 1] == held
+
+
+def test_a_read_longer_than_10s_times_out_and_is_retried(cluster: LocalECS) -> None:
+    """A call the API answers only after 16 s is cut off by the 10 s read timeout and retried, not waited for."""
+    from localecs import Fault, fault_on
+
+    cluster.fault_hook = fault_on("ListContainerInstances", Fault.delay(16), times=1)
+    started = time.monotonic()
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(cluster, "a") == [3]
+    [summary] = [e for e in events(result.stdout) if e.get("event") == "pass"]
+    assert 9.5 < summary["duration"] < 14, summary
+    assert elapsed < 20

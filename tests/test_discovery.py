@@ -11,10 +11,11 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from daemon_helpers import decisions, run_once
+from daemon_helpers import Daemon, decisions, run_once
 from localecs import LocalECS
 
 CLUSTER = "prod"
@@ -183,7 +184,9 @@ def _stack(local: LocalECS, name: str, status: str) -> None:
     from moto.cloudformation.models import cloudformation_backends
 
     template = {"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}
-    local.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
+    stacks = local.client("cloudformation").list_stacks()["StackSummaries"]
+    if not any(summary["StackName"] == name for summary in stacks):
+        local.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
     for backend in cloudformation_backends.values():
         for stack in backend[local.region].stacks.values():
             if stack.name == name:
@@ -215,3 +218,51 @@ def test_cloudformation_guard(cluster: LocalECS) -> None:
     off = run_once(cluster, "--no-cloudformation-guard", CLUSTER=CLUSTER, SERVICES="busy-1 busy-2")
     assert off.returncode == 0
     assert desired(cluster, "busy-1", "busy-2") == {"busy-1": 4, "busy-2": 4}
+
+
+IN_PROGRESS = [
+    "CREATE_IN_PROGRESS",
+    "UPDATE_IN_PROGRESS",
+    "DELETE_IN_PROGRESS",
+    "ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_IN_PROGRESS",
+    "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+    "REVIEW_IN_PROGRESS",
+    "IMPORT_IN_PROGRESS",
+    "IMPORT_ROLLBACK_IN_PROGRESS",
+]
+SETTLED = ["CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "ROLLBACK_COMPLETE", "IMPORT_COMPLETE"]
+
+
+@pytest.mark.parametrize("status", IN_PROGRESS + SETTLED)
+def test_cloudformation_guard_skips_every_in_progress_status(cluster: LocalECS, status: str) -> None:
+    """Every *_IN_PROGRESS stack status leaves the service alone; a settled status lets it be sized."""
+    _stack(cluster, "stack", status)
+    cluster.create_service(
+        CLUSTER, "stacked", tags={"aws:cloudformation:stack-name": "stack"}, placement_constraints=DISTINCT
+    )
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="stacked")
+    assert result.returncode == 0, result.stdout + result.stderr
+    decision = decisions(result.stdout)["stacked"]
+    if status in IN_PROGRESS:
+        assert (decision["action"], desired(cluster, "stacked")) == ("skip", {"stacked": 0})
+        assert status in decision["reason"]
+    else:
+        assert (decision["action"], desired(cluster, "stacked")) == ("update", {"stacked": 4})
+
+
+def test_a_service_is_sized_again_once_its_stack_completes(cluster: LocalECS, tmp_path: Path) -> None:
+    """In the loop, a service skipped while its stack updates is sized at the first pass after the update ends."""
+    _stack(cluster, "stack", "UPDATE_IN_PROGRESS")
+    cluster.create_service(
+        CLUSTER, "stacked", tags={"aws:cloudformation:stack-name": "stack"}, placement_constraints=DISTINCT
+    )
+    with Daemon(
+        cluster, CLUSTER=CLUSTER, SERVICES="stacked", INTERVAL="0.2", HEARTBEAT_FILE=str(tmp_path / "hb")
+    ) as daemon:
+        assert daemon.wait_passes(3)
+        assert desired(cluster, "stacked") == {"stacked": 0}
+        _stack(cluster, "stack", "UPDATE_COMPLETE")
+        assert daemon.wait_for(lambda: desired(cluster, "stacked") == {"stacked": 4})
+        assert daemon.stop() == 0

@@ -160,3 +160,22 @@ def test_version_is_the_same_everywhere() -> None:
     assert "version" in project["dynamic"]
     assert f"ecs-cluster-manager:{version}" in (ROOT / "deploy" / "cloudformation.yaml").read_text()
     assert version in (ROOT / "README.md").read_text()
+
+
+def test_run_py_without_the_requirements_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    """`python3 run.py` with a Python that lacks the requirements says so in one line, exit 2, no traceback."""
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False, clear=True).create(bare)
+    python = str(bare / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import boto3"], capture_output=True, text=True, check=False)
+    assert probe.returncode != 0, "the bare venv must not see boto3"
+    env = _clean_env({key: value for key, value in os.environ.items() if not key.startswith("AWS_")})
+    env.update(CLUSTER="prod", SERVICES="a", AWS_REGION="us-east-1")
+    result = subprocess.run(
+        [python, str(ROOT / "run.py"), "--once"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ecs-cluster-manager: error: Python module "), line
+    assert "is not installed" in line and "make venv" in line, line

@@ -44,4 +44,8 @@ def test_sandbox_scenario_shows_services_following_hosts() -> None:
     }
     assert "scale down held (1/2 passes)" in result.stdout
     assert "deployment-deadlock" in result.stdout  # `check` flags legacy-agent
+    # The check's FAILED line is announced and explained as the deliberate misconfiguration it is.
+    failed = result.stdout.index("FAILED: cluster demo")
+    assert "legacy-agent is misconfigured on purpose" in result.stdout[:failed]
+    assert "the deliberate misconfiguration of legacy-agent was found" in result.stdout[failed:]
     assert "daemon exited with 0" in result.stdout
