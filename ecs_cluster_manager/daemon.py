@@ -1,4 +1,9 @@
-"""The polling loop: one reconcile pass, then sleep INTERVAL, until told to stop.
+"""The loop: a reconcile pass every INTERVAL, and with EVENTS_QUEUE_URL one more whenever events matter.
+
+With an events queue, an events source (events.py) long-polls it in a thread of
+its own and wakes the loop when a relevant change arrives; the changes that
+arrived together (within COALESCE_SECONDS of the first) make one event pass.
+The INTERVAL passes go on as the safety net and the full recount.
 
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only the very first pass can end it with exit code 2: a
@@ -11,6 +16,7 @@ is not a fault, but it is logged as a warning each time it begins.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -18,6 +24,8 @@ import structlog
 from . import health
 from .config import Config, ConfigError
 from .ecs import Api, task_identity
+from .events import COALESCE_SECONDS, EventSource, InstanceChange, Relevance
+from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
 log = structlog.get_logger(__name__)
@@ -55,13 +63,34 @@ def loop(
         region=api.region,
         **({"endpoint": api.custom_endpoint} if api.custom_endpoint else {}),
         self_service=identity.service_name if identity else None,
+        events_queue_url=config.events_queue_url,
     )
     memory = Memory()
     first = True
     managing_none = False
+    wake = threading.Event()  # set by the events source when changes wait, and on stop
+    source: EventSource | None = None
+    relevance = Relevance(config.cluster, lambda lost_passes: lost_passes >= config.scale_down_after)
+    next_regular = time.monotonic()
     try:
         while not stop.is_set():
-            report = run_pass(api, config, None if config.once else memory, stop=stop, identity=identity)
+            changes: list[InstanceChange] | None = None
+            if source is not None:
+                woken = wake.wait(max(0.0, next_regular - time.monotonic()))
+                if stop.is_set():
+                    break
+                if woken:
+                    stop.wait(COALESCE_SECONDS)  # let the rest of a burst arrive: one pass for all of it
+                    changes = source.take() or None
+                    if changes is None and time.monotonic() < next_regular:
+                        continue
+            if changes is None:
+                next_regular = time.monotonic() + config.interval
+            report = run_pass(
+                api, config, None if config.once else memory, stop=stop, identity=identity, changes=changes
+            )
+            if changes is None and report.observed:
+                relevance.learn(*memory.hosts.known())
             monitor.record(report)
             for observer in observers:
                 observer(report)
@@ -84,11 +113,36 @@ def loop(
             if config.once:
                 handled = (report.ok and report.managed != 0) or report.stopped
                 return EXIT_OK if handled else EXIT_FAILED
-            stop.wait(config.interval)
+            if config.events_queue_url and source is None:
+                source = _start_events(api, config, relevance, stop, wake, monitor)
+            elif source is None:
+                stop.wait(max(0.0, next_regular - time.monotonic()))
     finally:
+        if source is not None:
+            # A long poll in flight is not waited for: messages it receives come back after their
+            # visibility timeout, for the next process.
+            source.join(timeout=0.5)
         monitor.close()
     log.info("stop", cluster=config.cluster)
     return EXIT_OK
+
+
+def _start_events(
+    api: Api, config: Config, relevance: Relevance, stop: threading.Event, wake: threading.Event, monitor: Monitor
+) -> EventSource:
+    """Start long-polling EVENTS_QUEUE_URL; `wake` is also set on stop, so the loop never sleeps through it."""
+    assert config.events_queue_url is not None
+    source = EventSource(api, config.events_queue_url, relevance, stop=stop, wake=wake)
+    monitor.attach_events(source)
+
+    def wake_on_stop() -> None:
+        stop.wait()
+        wake.set()
+
+    threading.Thread(target=wake_on_stop, name="stop-wakes-loop", daemon=True).start()
+    source.start()
+    log.info("events_start", queue_url=config.events_queue_url, cluster=config.cluster, interval=config.interval)
+    return source
 
 
 def where(api: Api) -> str:

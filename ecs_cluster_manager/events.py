@@ -255,6 +255,7 @@ class EventSource:
         self.wait_seconds = wait_seconds
         self.backoff = tuple(backoff)
         self.stats = EventStats()
+        self.on_update: Callable[[EventStats], None] | None = None  # after each batch and each change of health
         self._changes: list[InstanceChange] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
@@ -299,17 +300,23 @@ class EventSource:
                 with self._lock:
                     self.stats.healthy = False
                     self.stats.last_error = str(error)
+                self._updated()
                 log.warning("events_unavailable", queue_url=self.queue_url, error=str(error), retry_in=delay)
                 self.stop.wait(delay)
                 continue
-            if failures:
-                log.info("events_available", queue_url=self.queue_url)
-            failures = 0
             with self._lock:
                 self.stats.healthy = True
                 self.stats.last_error = None
+            if failures:
+                log.info("events_available", queue_url=self.queue_url)
+                self._updated()
+            failures = 0
             if messages:
                 self.handle(messages)
+
+    def _updated(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self.snapshot())
 
     def handle(self, messages: Sequence[QueueMessage]) -> None:
         """Classify a batch, hand on the relevant changes, then delete every message of it."""
@@ -345,6 +352,7 @@ class EventSource:
             if relevant:
                 self._changes.extend(relevant)
                 self.wake.set()
+        self._updated()
         self._delete(messages)
 
     def _delete(self, messages: Sequence[QueueMessage]) -> None:

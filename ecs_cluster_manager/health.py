@@ -26,6 +26,7 @@ from .reconcile import PassReport
 
 if TYPE_CHECKING:
     from .ecs import Api
+    from .events import EventSource
     from .metrics import Metrics, Server
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,7 @@ class Monitor:
         self.server: Server | None = None
         self._previous_on_call = None if api is None else api.on_call
         self.managed: int | None = None  # services the last successful pass managed
+        self.events: EventSource | None = None  # the events source, when EVENTS_QUEUE_URL is set
 
     def start(self) -> None:
         """Start the grace period, and the metrics server when METRICS_PORT is set.
@@ -88,6 +90,12 @@ class Monitor:
 
             self.api.on_call = on_call
 
+    def attach_events(self, source: EventSource) -> None:
+        """Report the events source's counts and health in /metrics and /healthz from now on."""
+        self.events = source
+        if self.metrics is not None:
+            source.on_update = self.metrics.count_events
+
     def record(self, report: PassReport) -> None:
         """Take in one finished pass."""
         self.liveness.record(report.observed, "; ".join(report.errors) or None)
@@ -97,6 +105,8 @@ class Monitor:
             self.metrics.observe(report)
             if self.api is not None:
                 self.metrics.count_retries(self.api.retries)
+            if self.events is not None:
+                self.metrics.count_events(self.events.snapshot())
         if report.observed:
             self._touch_heartbeat()
 
@@ -114,6 +124,10 @@ class Monitor:
         state = self.liveness.snapshot()
         last_success, started, last_error = state.last_success, state.started, state.last_error
         detail = f"; last error: {' '.join(last_error.split())}" if last_error else ""
+        if self.events is not None:
+            stats = self.events.snapshot()
+            if not stats.healthy:
+                detail += f"; events source degraded (polling goes on): {' '.join((stats.last_error or '').split())}"
         if self.managed == 0:
             detail += f"; managing no services: none in cluster {self.config.cluster} matches {self.config.selection}"
         if last_success is not None:

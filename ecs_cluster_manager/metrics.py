@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import plan
 from .config import ConfigError
+from .events import EventStats
 from .liveness import Liveness
 from .reconcile import PassReport
 
@@ -33,6 +34,8 @@ PREFIX = "ecs_cluster_manager"
 
 # Pass durations: a converged pass is a handful of calls (well under a second);
 # retries with backoff and throttling stretch it to tens of seconds.
+# An event's time is whole seconds, so the latency to its update is 0 to a few seconds.
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 # The free-text skip reason of a Decision, mapped to a short code so the
@@ -86,6 +89,8 @@ class Metrics:
         self._hosts_labels: set[str] = set()
         self._service_labels: set[str] = set()
         self._retries_seen: dict[str, int] = {}
+        self._events_seen: dict[str, int] = {}
+        self._events_lock = threading.Lock()  # the events thread and the loop both report
         r = self.registry
 
         self.passes = Counter(f"{PREFIX}_passes", "Reconcile passes run.", registry=r)
@@ -129,6 +134,31 @@ class Metrics:
             "Services the last successful pass found through SERVICES, SERVICE_REGEX and MANAGED_TAG and handled.",
             registry=r,
         )
+        self.passes_by_trigger = Counter(
+            f"{PREFIX}_passes_by_trigger", "Passes by what started them: interval or event.", ["trigger"],
+            registry=r,
+        )
+        self.events_received = Counter(f"{PREFIX}_events_received", "Messages read from EVENTS_QUEUE_URL.", registry=r)
+        self.events_relevant = Counter(
+            f"{PREFIX}_events_relevant", "Container instance events that could change a decision.", registry=r
+        )
+        self.events_ignored = Counter(
+            f"{PREFIX}_events_ignored", "Container instance events that started no pass, by reason.", ["reason"],
+            registry=r,
+        )
+        self.events_malformed = Counter(
+            f"{PREFIX}_events_malformed", "Messages that were not a readable ECS event (deleted).", registry=r
+        )
+        self.events_source_up = Gauge(
+            f"{PREFIX}_events_source_up", "1 while the events queue answers, 0 while it fails (polling goes on).",
+            registry=r,
+        )
+        self.event_to_update = Histogram(
+            f"{PREFIX}_event_to_update_seconds",
+            "From an event's time to the UpdateService it caused.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.last_success_timestamp = Gauge(
             f"{PREFIX}_last_success_timestamp_seconds", "Unix time the last successful pass ended.", registry=r
         )
@@ -155,9 +185,35 @@ class Metrics:
                 self.api_retries.labels(operation=operation).inc(gained)
             self._retries_seen[operation] = total
 
+    def count_events(self, stats: EventStats) -> None:
+        """Add what the events source's running totals gained since the last call, and its state."""
+        with self._events_lock:
+            self._count_events(stats)
+
+    def _count_events(self, stats: EventStats) -> None:
+        seen = self._events_seen
+        for counter, total, key in (
+            (self.events_received, stats.received, "received"),
+            (self.events_relevant, stats.relevant, "relevant"),
+            (self.events_malformed, stats.malformed, "malformed"),
+        ):
+            if total > seen.get(key, 0):
+                counter.inc(total - seen.get(key, 0))
+            seen[key] = total
+        for reason, total in stats.ignored.items():
+            key = f"ignored:{reason}"
+            if total > seen.get(key, 0):
+                self.events_ignored.labels(reason=reason).inc(total - seen.get(key, 0))
+            seen[key] = total
+        self.events_source_up.set(1 if stats.healthy else 0)
+
     def observe(self, report: PassReport) -> None:
         """Record one pass."""
         self.passes.inc()
+        self.passes_by_trigger.labels(trigger=report.trigger).inc()
+        if report.event_time is not None:
+            for written in report.write_times:
+                self.event_to_update.observe(max(0.0, written - report.event_time))
         self.pass_duration.observe(report.duration)
         if not report.observed:
             self.passes_failed.inc()

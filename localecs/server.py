@@ -374,6 +374,8 @@ class _EnforcingApp:
                 reply = self.handlers[operation](environ, params)
             except _ApiError as error:
                 reply = _json_error(error.code, error.message, error.status)
+        elif service == "sqs" and operation == "ReceiveMessage" and target is not None:
+            reply = self.receive_message(environ, params)
         elif service == "ecs" and operation in WATCHED_OPERATIONS and self.owner.events.active:
             reply = self.owner.events.forward_api_call(self, environ, body, operation, params)
         else:
@@ -536,6 +538,22 @@ class _EnforcingApp:
                 f"A maximum of {limit} services can be described at a time; {len(services)} were given.",
             )
         return self.forward_json(environ, params)
+
+    def receive_message(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """SQS's long poll without holding the moto lock: moto would block every other request meanwhile.
+
+        Asks moto with no wait, and again every 20 ms until a message is there
+        or WaitTimeSeconds has passed, as SQS itself returns as soon as one arrives.
+        """
+        wait = params.get("WaitTimeSeconds") or 0
+        deadline = time.monotonic() + (wait if isinstance(wait, int | float) and not isinstance(wait, bool) else 0)
+        if isinstance(wait, int) and not isinstance(wait, bool) and 0 <= wait <= 20:
+            params = {**params, "WaitTimeSeconds": 0}
+        while True:
+            reply = self.forward_json(environ, params)
+            if reply.status != 200 or json.loads(reply.body or b"{}").get("Messages") or time.monotonic() >= deadline:
+                return reply
+            time.sleep(0.02)
 
     def describe_clusters(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
         """moto's answer with the counts ECS gives: registeredContainerInstancesCount is ACTIVE plus DRAINING.
