@@ -2,7 +2,7 @@
 
 With an events queue, an events source (events.py) long-polls it in a thread of
 its own and wakes the loop when a relevant change arrives; the changes that
-arrived together (within COALESCE_SECONDS of the first) make one event pass.
+arrive together (see EventSource.settle) make one event pass.
 The INTERVAL passes go on as the safety net and the full recount.
 
 Transient faults never end the loop: a failed pass is logged and the next one
@@ -24,7 +24,7 @@ import structlog
 from . import health
 from .config import Config, ConfigError
 from .ecs import Api, task_identity
-from .events import COALESCE_SECONDS, EventSource, InstanceChange, Relevance
+from .events import EventSource, InstanceChange, Relevance
 from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
@@ -80,7 +80,7 @@ def loop(
                 if stop.is_set():
                     break
                 if woken:
-                    stop.wait(COALESCE_SECONDS)  # let the rest of a burst arrive: one pass for all of it
+                    source.settle()  # let the rest of a burst arrive: one pass for all of it
                     changes = source.take() or None
                     if changes is None and time.monotonic() < next_regular:
                         continue

@@ -19,7 +19,8 @@ only by an event that can change a decision now:
 
 `EventSource` long-polls the queue in a thread of its own, deletes every message
 it has handled (ignored and malformed ones too), and hands the relevant changes
-to the loop, which runs one pass for all that arrived together. It never writes
+to the loop, which runs one pass for all that arrived together (until none has
+come for COALESCE_QUIET, at most COALESCE_LIMIT after the first). It never writes
 to ECS itself. The regular INTERVAL passes stay the safety net: each one after
 an event pass counts every host again, so a lost event or an attribute change
 (which emits none) lasts at most one INTERVAL.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +61,10 @@ IGNORED_REASONS = (OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT
 
 WAIT_SECONDS = 20  # SQS's longest long poll
 MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
-COALESCE_SECONDS = 0.05  # events that arrive this close together start one pass
+# Events that arrive together start one pass: after the first, wait until none has come for
+# COALESCE_QUIET seconds, but never longer than COALESCE_LIMIT (the latency the coalescing may cost).
+COALESCE_QUIET = 0.1
+COALESCE_LIMIT = 1.0
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -266,6 +271,18 @@ class EventSource:
     def join(self, timeout: float) -> None:
         """Wait up to `timeout` for the thread; a long poll in flight is left to end on its own."""
         self._thread.join(timeout)
+
+    def settle(self, quiet: float = COALESCE_QUIET, limit: float = COALESCE_LIMIT) -> None:
+        """Wait until no relevant change has arrived for `quiet` seconds (at most `limit`), or until stop."""
+        deadline = time.monotonic() + limit
+        with self._lock:
+            seen = len(self._changes)
+        while not self.stop.wait(min(quiet, max(0.0, deadline - time.monotonic()))):
+            with self._lock:
+                count = len(self._changes)
+            if count == seen or time.monotonic() >= deadline:
+                return
+            seen = count
 
     def take(self) -> list[InstanceChange]:
         """The relevant changes received since the last call, oldest first."""

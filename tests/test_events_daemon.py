@@ -1,0 +1,213 @@
+"""End to end: `python run.py` with EVENTS_QUEUE_URL against the local ECS API, which publishes ECS
+container instance state-change events through EventBridge to SQS, as AWS does."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_helpers import Daemon
+from localecs import Fault, LocalECS, fault_on
+
+CLUSTER = "prod"
+DISTINCT = [{"type": "distinctInstance"}]
+LONG_INTERVAL = "300"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def passes(daemon: Daemon, trigger: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in daemon.events if e.get("event") == "pass" and (trigger is None or e.get("trigger") == trigger)]
+
+
+def queue_depth(local: LocalECS, queue_url: str) -> int:
+    attributes = local.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.fixture
+def events_daemon(ecs: LocalECS, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, str]]:
+    """A cluster of `hosts` (default 4) with service agent, events on, and the daemon at INTERVAL=300."""
+    hosts = getattr(request, "param", 4)
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, hosts)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
+    queue_url = ecs.enable_events(CLUSTER)
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL=LONG_INTERVAL,
+        SCALE_DOWN_AFTER="2",
+        EVENTS_QUEUE_URL=queue_url,
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == hosts, timeout=120)
+        assert daemon.wait_for(lambda: any(e.get("event") == "events_start" for e in daemon.events))
+        yield daemon, queue_url
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("events_daemon", [10, 1000], indirect=True, ids=["10-hosts", "1000-hosts"])
+def test_a_registered_host_raises_desired_count_within_2s_of_its_event(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """At INTERVAL=300 a new host is sized for within 2 s, by an event pass whose calls do not grow with the hosts."""
+    daemon, _ = events_daemon
+    hosts = ecs.desired_count(CLUSTER, "agent")
+    for added in range(1, 4):
+        started = time.monotonic()
+        ecs.add_hosts(CLUSTER, 1)
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == hosts + added, timeout=10)  # noqa: B023
+        assert time.monotonic() - started < 2.0
+    event_passes = passes(daemon, "event")
+    assert len(event_passes) == 3 and len(passes(daemon, "interval")) == 1
+    # DescribeServices and UpdateService: no ListContainerInstances, whatever the cluster size.
+    assert all(p["api_calls"] == 2 for p in event_passes), [p["api_calls"] for p in event_passes]
+
+
+def test_a_drained_host_lowers_at_the_next_event_pass(ecs: LocalECS, events_daemon: tuple[Daemon, str]) -> None:
+    """DRAINING, then deregistered: each lowers desiredCount at once, without waiting for INTERVAL or a hold."""
+    daemon, _ = events_daemon
+    arns = [h["containerInstanceArn"] for h in ecs.hosts(CLUSTER)]
+    ecs.drain(CLUSTER, arns[0])
+    assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=5)
+    ecs.deregister(CLUSTER, arns[1])
+    assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 2, timeout=5)
+
+    def reasons() -> list[str]:
+        return [e["reason"] for e in daemon.events if e.get("event") == "decision" and e.get("action") == "update"]
+
+    assert daemon.wait_for(lambda: reasons()[-2:] == ["scale down: drained", "scale down: drained"], timeout=5)
+    assert len(passes(daemon, "interval")) == 1
+
+
+def test_routine_agent_reconnects_and_task_placements_start_no_pass(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """An agent lost and back within its hold, and tasks placed and stopped, lower nothing and cost no pass."""
+    daemon, queue_url = events_daemon
+    arns = [h["containerInstanceArn"] for h in ecs.hosts(CLUSTER)]
+    before = len(passes(daemon))
+    ecs.set_agent_connected(CLUSTER, arns[0], False)
+    ecs.set_agent_connected(CLUSTER, arns[0], True)
+    ecs.task_placed(CLUSTER, arns[1])
+    ecs.task_stopped(CLUSTER, arns[1])
+    assert daemon.wait_for(lambda: queue_depth(ecs, queue_url) == 0, timeout=10)
+    time.sleep(0.5)
+    assert len(passes(daemon)) == before
+    assert ecs.desired_count(CLUSTER, "agent") == 4
+
+
+def test_duplicated_reordered_and_other_cluster_events_change_nothing(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """At-least-once and unordered delivery: repeats and older versions are dropped; another cluster's too."""
+    daemon, queue_url = events_daemon
+    arns = [h["containerInstanceArn"] for h in ecs.hosts(CLUSTER)]
+    ecs.drain(CLUSTER, arns[0])
+    assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=5)
+    drained = ecs.last_event(arns[0])
+    assert drained is not None and drained["detail"]["status"] == "DRAINING"
+    before = len(passes(daemon))
+    older = json.loads(json.dumps(drained))
+    older["detail"].update(status="ACTIVE", version=drained["detail"]["version"] - 1)
+    other = json.loads(json.dumps(drained))
+    other["detail"].update(clusterArn=drained["detail"]["clusterArn"].replace("/prod", "/staging"), version=10**6)
+    for body in (drained, drained, older, other):
+        ecs.send_raw_event(queue_url, body)
+    assert daemon.wait_for(lambda: queue_depth(ecs, queue_url) == 0, timeout=10)
+    time.sleep(0.5)
+    assert len(passes(daemon)) == before
+    assert ecs.desired_count(CLUSTER, "agent") == 3
+
+
+def test_malformed_messages_are_logged_with_their_id_and_deleted(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """A body that is not an ECS event is logged once with the message id and deleted, never retried."""
+    daemon, queue_url = events_daemon
+    message_id = ecs.send_raw_event(queue_url, "not an event {")
+    assert daemon.wait_for(lambda: queue_depth(ecs, queue_url) == 0, timeout=10)
+    time.sleep(0.5)
+    logged = [e for e in daemon.events if e.get("event") == "event_malformed"]
+    assert [e["message_id"] for e in logged] == [message_id]
+
+
+def test_a_burst_of_100_host_events_gives_at_most_3_passes(ecs: LocalECS, events_daemon: tuple[Daemon, str]) -> None:
+    """100 hosts registering at once are coalesced: at most 3 event passes, and the count is right."""
+    daemon, _ = events_daemon
+    ecs.add_hosts(CLUSTER, 100)
+    assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 104, timeout=30)
+    time.sleep(1.0)
+    assert 1 <= len(passes(daemon, "event")) <= 3, [p["api_calls"] for p in passes(daemon, "event")]
+
+
+def test_sigterm_ends_the_long_poll_within_a_second(ecs: LocalECS, events_daemon: tuple[Daemon, str]) -> None:
+    """With a 20 s long poll in flight, SIGTERM still ends the process within a second, exit 0."""
+    daemon, _ = events_daemon
+    time.sleep(0.5)
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 1.5
+
+
+def test_the_queue_down_for_30s_leaves_interval_passes_working(ecs: LocalECS, tmp_path: Path) -> None:
+    """ReceiveMessage failing for 30 s: INTERVAL passes go on and size the service, /healthz stays 200 and
+    says the events source is degraded, the metrics say so; then events work again."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 2)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
+    queue_url = ecs.enable_events(CLUSTER)
+    port = free_port()
+    ecs.fault_hook = fault_on("ReceiveMessage", Fault.error(500, "InternalError", "queue down"), service="sqs")
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL="1",
+        EVENTS_QUEUE_URL=queue_url,
+        METRICS_PORT=str(port),
+        METRICS_ADDR="127.0.0.1",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        outage_ends = time.monotonic() + 30
+        assert daemon.wait_for(lambda: any(e.get("event") == "events_unavailable" for e in daemon.events), 20)
+        ecs.add_hosts(CLUSTER, 1)
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=10)  # by polling
+        status, body = http_get(port, "/healthz")
+        assert status == 200 and "events source degraded" in body
+        assert "ecs_cluster_manager_events_source_up 0.0" in http_get(port, "/metrics")[1]
+        time.sleep(max(0.0, outage_ends - time.monotonic()))
+        interval_passes = len(passes(daemon, "interval"))
+        assert interval_passes >= 20, interval_passes
+        ecs.fault_hook = None
+        assert daemon.wait_for(lambda: any(e.get("event") == "events_available" for e in daemon.events), 40)
+        status, body = http_get(port, "/healthz")
+        assert status == 200 and "degraded" not in body
+        assert "ecs_cluster_manager_events_source_up 1.0" in http_get(port, "/metrics")[1]
+        assert daemon.stop() == 0
