@@ -1,10 +1,12 @@
 """The local ECS world behind `make demo`: no AWS account needed.
 
 Starts the local ECS API (moto on 127.0.0.1 behind the layer that behaves like
-ECS), creates a cluster with a few hosts and some services, runs `run.py check`,
-then the real daemon (`python run.py`, pointed at the local API through
-AWS_ENDPOINT_URL) while hosts come and go, and prints the services' desiredCount
-after each change. Stops by itself after the scenario, or on Ctrl-C.
+ECS, publishing ECS container instance state-change events through EventBridge
+to an SQS queue, as AWS does), creates a cluster with a few hosts and some
+services, runs `run.py check`, then the real daemon (`python run.py`, pointed at
+the local API through AWS_ENDPOINT_URL, with EVENTS_QUEUE_URL and a long
+INTERVAL) while hosts come and go, and prints the services' desiredCount after
+each change with the time it took. Stops by itself after the scenario, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from . import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "demo"
-DEFAULT_INTERVAL = 2.0
+DEFAULT_INTERVAL = 300.0  # with events, INTERVAL is only the safety net
 MANAGED = {"ecs-cluster-manager:managed": "true"}
 DISTINCT = [{"type": "distinctInstance"}]
 ROLLING = {"minimumHealthyPercent": 50, "maximumPercent": 100}
@@ -72,16 +74,25 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def one_pass(local: LocalECS, interval: float) -> None:
-    """Return once the daemon has counted hosts in one more pass (its passes are INTERVAL apart)."""
-    seen = local.count("ListContainerInstances")
-    wait_until(lambda: local.count("ListContainerInstances") > seen, interval * 3 + 10)
-    time.sleep(min(0.3, interval / 3))  # let that pass finish its other listings and writes
+def follow(local: LocalECS, service: str, count: int, started: float) -> None:
+    """Wait until `service` is at `count`, then say how long the daemon took."""
+    followed = wait_until(lambda: local.desired_count(CLUSTER, service) == count, 30)
+    took = time.monotonic() - started
+    time.sleep(0.5)  # let the same pass size the other services
+    show(local)
+    print(f"=== followed in {took:.1f}s" if followed else f"=== not followed after {took:.0f}s", flush=True)
+
+
+def passes_started(local: LocalECS) -> int:
+    """Every pass describes the managed services: the DescribeServices calls count the passes."""
+    return local.count("DescribeServices")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localecs.demo", description=__doc__)
-    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds")
+    parser.add_argument(
+        "--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds (default 300)"
+    )
     interval = parser.parse_args(argv).interval
     stop_requested = False
 
@@ -103,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    service {name:13} managed by: {how}")
             show(local)
 
+            queue_url = local.enable_events(CLUSTER)
             env = {
                 **local.env(),
                 "CLUSTER": CLUSTER,
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 "MANAGED_TAG": "ecs-cluster-manager:managed=true",
                 "INTERVAL": str(interval),
                 "SCALE_DOWN_AFTER": "2",
+                "EVENTS_QUEUE_URL": queue_url,
                 "HEARTBEAT_FILE": str(Path(os.environ.get("TMPDIR", "/tmp")) / "ecs-cluster-manager-demo.heartbeat"),
             }
             if sys.stdout.isatty():
@@ -128,43 +141,41 @@ def main(argv: list[str] | None = None) -> int:
                 "(a rolling deploy would deadlock); the demo goes on"
             )
 
-            say(f"starting the daemon: python run.py  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2)")
+            say(
+                f"starting the daemon: python run.py  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2, EVENTS_QUEUE_URL="
+                f"{queue_url}): host changes reach it as ECS events, in about a second"
+            )
             daemon = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env)
-            wait_until(lambda: local.desired_count(CLUSTER, "log-shipper") == 4, 15)
-            time.sleep(0.5)
-            show(local)
+            follow(local, "log-shipper", 4, time.monotonic())
 
             say("a new web host joins: every service follows, web-cache too")
+            started = time.monotonic()
             hosts += local.add_hosts(CLUSTER, 1, attributes={"role": "web"})
-            wait_until(lambda: local.desired_count(CLUSTER, "web-cache") == 3, 15)
-            time.sleep(0.5)
-            show(local)
+            follow(local, "web-cache", 3, started)
 
-            say("a host is drained for one pass, then back: damping keeps every task (scale down held 1/2)")
-            local.drain(CLUSTER, hosts[3])
-            one_pass(local, interval)
-            local.activate(CLUSTER, hosts[3])
-            one_pass(local, interval)
-            show(local)
-
-            say("a host's agent disconnects for one pass: the same")
+            say("a host's agent disconnects and reconnects, and tasks start on it: routine, so no pass and no change")
+            before = passes_started(local)
             local.set_agent_connected(CLUSTER, hosts[3], False)
-            one_pass(local, interval)
             local.set_agent_connected(CLUSTER, hosts[3], True)
-            one_pass(local, interval)
+            local.task_placed(CLUSTER, hosts[3])
+            time.sleep(2.0)
             show(local)
+            print(f"=== passes started by those events: {passes_started(local) - before}", flush=True)
+            print(
+                "    (an agent lost for good lowers the count only after SCALE_DOWN_AFTER=2 regular passes,\n"
+                "    so its routine reconnects never stop a task)",
+                flush=True,
+            )
 
-            say("a host is drained for good: the services shrink after 2 passes")
+            say("a host is drained: removed on purpose, so the services shrink at once")
+            started = time.monotonic()
             local.drain(CLUSTER, hosts[2])
-            wait_until(lambda: local.desired_count(CLUSTER, "log-shipper") == 4, 20)
-            time.sleep(0.5)
-            show(local)
+            follow(local, "log-shipper", 4, started)
 
             say("a web host is deregistered: web-cache follows the web hosts (2 left)")
+            started = time.monotonic()
             local.deregister(CLUSTER, hosts[0])
-            wait_until(lambda: local.desired_count(CLUSTER, "web-cache") == 2, 20)
-            time.sleep(0.5)
-            show(local)
+            follow(local, "web-cache", 2, started)
 
             say("stopping the daemon with SIGTERM, as ECS does")
             daemon.send_signal(signal.SIGTERM)
