@@ -473,6 +473,10 @@ def render(results: Results) -> str:
             "",
             *counting_table(results.rows + results.discovery),
             "",
+            "At 100 hosts or fewer the daemon's exact count is two calls (one page and the disconnected listing)",
+            "and the previous counting one: there the cheap reading's three calls cost more than counting exactly",
+            "on every pass.",
+            "",
         ]
     if results.paired is not None:
         paired = results.paired
