@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -55,10 +54,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def repetitions(hosts: int, services: int, algorithm: str, quick: bool, budget: float | None) -> Repetitions:
-    """Timed passes per size: fewer where one pass takes seconds on the local API."""
+    """Timed passes per size: fewer where one pass takes seconds on the local API.
+
+    `current` always times EXACT_EVERY converged passes after its warm-up (its first exact count): the
+    cheap passes of one cycle and the exact count that ends it. `exact` times converged passes only, for
+    the side-by-side comparison, and runs no memory passes.
+    """
     if quick:
-        return Repetitions(converged=5, changed=3, memory_passes=30, memory_budget=budget or 2.0)
-    if hosts <= 100:
+        converged, changed = 5, 3
+    elif hosts <= 100:
         converged, changed = 9, 5
     elif hosts <= 1000:
         converged, changed = 7, 3
@@ -66,6 +70,12 @@ def repetitions(hosts: int, services: int, algorithm: str, quick: bool, budget: 
         converged, changed = 5, 2
     if algorithm == "original" and services >= 100:  # 200 calls a pass: about 2 s on the local API
         converged, changed = min(converged, 5), 2
+    if algorithm == "current":
+        converged = measure.EXACT_EVERY
+    if algorithm == "exact":
+        return Repetitions(converged, 0, memory_passes=0)
+    if quick:
+        return Repetitions(converged, changed, memory_passes=30, memory_budget=budget or 2.0)
     return Repetitions(converged, changed, memory_passes=100, memory_budget=6.0 if budget is None else budget)
 
 
@@ -97,7 +107,7 @@ def measure_row(
 ) -> Row:
     env = measure.process_env(local)
     runs = {}
-    for algorithm in ("current", "original"):
+    for algorithm in ("current", "exact", "original"):
         reps = repetitions(hosts, len(managed), algorithm, quick, budget)
         started = time.monotonic()
         runs[algorithm] = measure.measure(
@@ -111,14 +121,20 @@ def measure_row(
             profile_to=profile_to if algorithm == "current" else None,
         )
         run = runs[algorithm]
-        progress(
-            f"H={hosts} S={len(managed)}{' regex' if service_regex else ''} {algorithm}: "
-            f"{report.calls_text(run.calls('converged'))} calls converged, "
-            f"CPU {statistics.median(s.cpu for s in run.converged) * 1000:.1f} ms, "
-            f"wall {statistics.median(s.wall for s in run.converged) * 1000:.0f} ms, "
-            f"RSS {run.rss_end / measure.MIB:.1f} MiB after {run.passes} passes ({time.monotonic() - started:.0f} s)"
-        )
-    return Row(hosts, len(managed), service_regex is not None, runs["current"], runs["original"])
+        kinds = (measure.CHEAP, measure.EXACT) if algorithm == "current" else (None,)
+        for kind in kinds:
+            if not run.samples("converged", kind):
+                continue
+            progress(
+                f"H={hosts} S={len(managed)}{' regex' if service_regex else ''} {algorithm}"
+                f"{f' ({kind})' if kind else ''}: "
+                f"{report.calls_text(run.calls('converged', kind))} calls converged, "
+                f"CPU {run.median('converged', 'cpu', kind) * 1000:.1f} ms, "
+                f"wall {run.median('converged', 'wall', kind) * 1000:.0f} ms, "
+                f"RSS {run.rss_end / measure.MIB:.1f} MiB after {run.passes} passes "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+    return Row(hosts, len(managed), service_regex is not None, runs["current"], runs["original"], runs["exact"])
 
 
 def run(args: argparse.Namespace) -> report.Results:
@@ -180,9 +196,11 @@ def run(args: argparse.Namespace) -> report.Results:
                     # The same calls through a bare boto3 client, pass for pass with the daemon's.
                     results.paired = measure.paired(local, "bench", hosts, managed, measure.process_env(local))
                     progress(
-                        f"H={hosts} S={count} alternating passes: CPU current "
-                        f"{results.paired.median_cpu('current') * 1000:.1f} ms, bare boto3 "
-                        f"{results.paired.median_cpu('bare') * 1000:.1f} ms"
+                        f"H={hosts} S={count} alternating passes: CPU "
+                        + ", ".join(
+                            f"{algorithm} {results.paired.median_cpu(algorithm) * 1000:.1f} ms"
+                            for algorithm in results.paired.cpu
+                        )
                     )
             if hosts == 100:
                 # Discovery: SERVICE_REGEX finds every service of the cluster (ListServices pages too).

@@ -1,8 +1,9 @@
 """The floor under the daemon: the calls of a converged pass through a bare boto3 client.
 
-The same requests `reconcile.run_pass` makes when nothing needs changing (every
-ListContainerInstances page with the host filter, DescribeServices ten at a
-time with tags) through one plain boto3 client, and nothing else: no retry
+The same requests `reconcile.run_pass` makes when nothing needs changing and
+the host count is read cheaply (no host filter: DescribeClusters, the DRAINING
+listing and the disconnected listing, every page; then DescribeServices ten at
+a time with tags) through one plain boto3 client, and nothing else: no retry
 wrapper, no dataclasses, no planning, no logs. Its CPU time is what boto3 and
 the HTTP stack cost for those calls; the daemon's own cost is the difference.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import boto3
 
-AGENT_CONNECTED = "agentConnected == true"
+AGENT_DISCONNECTED = "agentConnected == false"
 
 
 def client() -> Any:
@@ -22,16 +23,23 @@ def client() -> Any:
     return boto3.session.Session().client("ecs")
 
 
-def run_pass(ecs: Any, cluster: str, services: Sequence[str]) -> int:
-    """Count the usable hosts and describe the services; returns the host count."""
-    hosts = 0
-    params: dict[str, Any] = {"cluster": cluster, "status": "ACTIVE", "filter": AGENT_CONNECTED, "maxResults": 100}
+def _listed(ecs: Any, **params: Any) -> int:
+    """How many container instances a listing returns, across every page."""
+    listed = 0
+    params["maxResults"] = 100
     while True:
         page = ecs.list_container_instances(**params)
-        hosts += len(page["containerInstanceArns"])
+        listed += len(page["containerInstanceArns"])
         if not page.get("nextToken"):
-            break
+            return listed
         params["nextToken"] = page["nextToken"]
+
+
+def run_pass(ecs: Any, cluster: str, services: Sequence[str]) -> tuple[int, ...]:
+    """Read the host count cheaply and describe the services; returns the reading."""
+    registered = ecs.describe_clusters(clusters=[cluster])["clusters"][0]["registeredContainerInstancesCount"]
+    draining = _listed(ecs, cluster=cluster, status="DRAINING")
+    disconnected = _listed(ecs, cluster=cluster, status="ACTIVE", filter=AGENT_DISCONNECTED)
     for start in range(0, len(services), 10):
         ecs.describe_services(cluster=cluster, services=list(services[start : start + 10]), include=["TAGS"])
-    return hosts
+    return registered, draining, disconnected

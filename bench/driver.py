@@ -7,15 +7,18 @@ stdin, one a line, answering each with one JSON line on stdout:
 
 - ``pass``: run one pass; answer ``{"wall": s, "cpu": s, "rss": bytes, "clients": n, ...}``
   (``cpu`` is the process's CPU time over the pass, ``clients`` the botocore
-  clients created so far in the process);
+  clients created so far in the process, ``counting`` how each host filter was
+  counted in the pass: ``"exact"`` or ``"cheap"``, from the PassReport);
 - ``profile PATH``: the same, under cProfile, whose statistics go to PATH;
 - ``quit``: exit.
 
 ALGORITHM is ``current`` (this project: one ``ecs.Api`` for the process,
-``reconcile.run_pass`` with the loop's scale-down memory, logs as JSON lines at
-INFO to the null device), ``original`` (``bench.original``: a new boto3 session
-and client each pass) or ``bare`` (``bench.bare``: the calls of a converged
-pass through one plain boto3 client, and nothing else).
+``reconcile.run_pass`` with the loop's memory, logs as JSON lines at INFO to the
+null device), ``exact`` (the same, but counting every host filter as the daemon
+did before the cheap reading, every page on every pass: ``bench.previous``),
+``original`` (``bench.original``: a new boto3 session and client each pass) or
+``bare`` (``bench.bare``: the calls of a cheap converged pass through one plain
+boto3 client, and nothing else).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def _count_clients() -> Callable[[], int]:
     return lambda: created
 
 
-def _current(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]]:
+def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Callable[[], dict[str, Any]]:
     from ecs_cluster_manager import config as settings
     from ecs_cluster_manager import logs, plan, reconcile
     from ecs_cluster_manager.ecs import Api
@@ -66,13 +69,27 @@ def _current(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]
     config = settings.load(argv)
     logs.configure(config.log_level, config.log_format, stream=sink)
     api = Api(config.region, config.profile)
-    memory = reconcile.Memory()
+    if exact:
+        from bench.previous import PreviousCounter
+
+        memory = reconcile.Memory(hosts=PreviousCounter())
+    else:
+        memory = reconcile.Memory()
 
     def one_pass() -> dict[str, Any]:
         report = reconcile.run_pass(api, config, memory)
-        return {"ok": report.ok, "updated": report.count(plan.UPDATE), "decisions": len(report.decisions)}
+        return {
+            "ok": report.ok,
+            "updated": report.count(plan.UPDATE),
+            "decisions": len(report.decisions),
+            "counting": dict(report.counting),
+        }
 
     return one_pass
+
+
+def _exact(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]]:
+    return _current(args, sink, exact=True)
 
 
 def _original(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]]:
@@ -100,7 +117,7 @@ def _bare(args: argparse.Namespace, sink: Any) -> Callable[[], dict[str, Any]]:
     return one_pass
 
 
-ALGORITHMS = {"current": _current, "original": _original, "bare": _bare}
+ALGORITHMS = {"current": _current, "exact": _exact, "original": _original, "bare": _bare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ecs_cluster_manager.counting import EXACT_EVERY
 from localecs import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,9 @@ MIB = 1024 * 1024
 LIST_CONTAINER_INSTANCES_PAGE = 100  # ECS's largest page
 DESCRIBE_SERVICES_BATCH = 10  # ECS's limit per DescribeServices
 LIST_SERVICES_PAGE = 100  # the daemon asks for ECS's largest page
+COUNTING_OPERATIONS = ("ListContainerInstances", "DescribeClusters")  # the calls that count hosts
+COUNTING_BOUND = 4  # counting calls per host filter in a converged pass read cheaply
+CHEAP, EXACT = "cheap", "exact"
 
 Progress = Callable[[str], None]
 
@@ -95,10 +99,22 @@ class PassSample:
     updated: int
     calls: Mapping[str, int]
     failed_calls: int  # answers other than HTTP 200
+    counting: Mapping[str, str] = field(default_factory=dict)  # host filter -> "exact" or "cheap" (the daemon's)
 
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
+
+    @property
+    def kind(self) -> str | None:
+        """How the pass counted hosts: exact when some filter was counted exactly, cheap when none was, else None."""
+        if not self.counting:
+            return None
+        return EXACT if EXACT in self.counting.values() else CHEAP
+
+    @property
+    def counting_calls(self) -> int:
+        return sum(self.calls.get(operation, 0) for operation in COUNTING_OPERATIONS)
 
 
 @dataclass
@@ -117,48 +133,74 @@ class AlgorithmRun:
     def rss_end(self) -> int:
         return self.rss_at[self.passes]
 
-    def calls(self, which: str) -> Counter[str]:
-        """The largest count of each operation over the converged or changed passes."""
+    def samples(self, which: str, kind: str | None = None) -> list[PassSample]:
+        """The converged or changed passes; with `kind`, only those whose hosts were counted so ("exact", "cheap")."""
         samples = self.converged if which == "converged" else self.changed
+        return [sample for sample in samples if kind is None or sample.kind == kind]
+
+    def calls(self, which: str, kind: str | None = None) -> Counter[str]:
+        """The largest count of each operation over the converged or changed passes (of one kind)."""
         calls: Counter[str] = Counter()
-        for sample in samples:
+        for sample in self.samples(which, kind):
             for operation, count in sample.calls.items():
                 calls[operation] = max(calls[operation], count)
         return calls
 
-    def calls_vary(self, which: str) -> bool:
-        samples = self.converged if which == "converged" else self.changed
-        return len({tuple(sorted(sample.calls.items())) for sample in samples}) > 1
+    def calls_vary(self, which: str, kind: str | None = None) -> bool:
+        return len({tuple(sorted(sample.calls.items())) for sample in self.samples(which, kind)}) > 1
+
+    def filters(self) -> int:
+        """Host filters counted in a pass (0 for the original, which has none)."""
+        return max((len(sample.counting) for sample in self.converged), default=0)
+
+    def counting_calls(self, which: str, kind: str | None = None) -> int:
+        """The most counting calls (ListContainerInstances + DescribeClusters) of one pass."""
+        return max((sample.counting_calls for sample in self.samples(which, kind)), default=0)
 
     @staticmethod
     def _median(samples: Sequence[PassSample], attribute: str) -> float:
         return statistics.median(getattr(sample, attribute) for sample in samples) if samples else math.nan
 
-    def median(self, which: str, attribute: str) -> float:
-        return self._median(self.converged if which == "converged" else self.changed, attribute)
+    def median(self, which: str, attribute: str, kind: str | None = None) -> float:
+        return self._median(self.samples(which, kind), attribute)
 
 
 @dataclass
 class Row:
-    """One (hosts, services) cell of the matrix, both algorithms."""
+    """One (hosts, services) cell of the matrix: the daemon, the original and, when measured, exact counting."""
 
     hosts: int
     services: int
     discovery: bool
     current: AlgorithmRun
     original: AlgorithmRun
+    exact: AlgorithmRun | None = None
     note: str = ""
 
     @property
-    def floor(self) -> Counter[str]:
-        """The fewest calls a converged pass can make (ECS's paging, one host filter)."""
-        floor: Counter[str] = Counter(
-            ListContainerInstances=max(1, math.ceil(self.hosts / LIST_CONTAINER_INSTANCES_PAGE)),
-            DescribeServices=math.ceil(self.services / DESCRIBE_SERVICES_BATCH),
-        )
+    def reads(self) -> Counter[str]:
+        """The service reads every converged pass needs: ceil(S/10) DescribeServices, plus ListServices pages."""
+        reads: Counter[str] = Counter(DescribeServices=math.ceil(self.services / DESCRIBE_SERVICES_BATCH))
         if self.discovery:
-            floor["ListServices"] = max(1, math.ceil(self.services / LIST_SERVICES_PAGE))
-        return floor
+            reads["ListServices"] = max(1, math.ceil(self.services / LIST_SERVICES_PAGE))
+        return reads
+
+    @property
+    def exact_listing(self) -> int:
+        """ListContainerInstances pages of one exact listing of every host."""
+        return max(1, math.ceil(self.hosts / LIST_CONTAINER_INSTANCES_PAGE))
+
+    def within_bound(self) -> bool:
+        """Every cheap converged pass of the daemon: at most COUNTING_BOUND counting calls per host filter,
+        exactly the service reads, and nothing else (no write)."""
+        samples = self.current.samples("converged", CHEAP)
+        if not samples:
+            return False
+        for sample in samples:
+            others = Counter({op: n for op, n in sample.calls.items() if op not in COUNTING_OPERATIONS and n})
+            if sample.counting_calls > COUNTING_BOUND * len(sample.counting) or others != +self.reads:
+                return False
+        return True
 
 
 class Driver:
@@ -233,6 +275,7 @@ def _sample(local: LocalECS, driver: Driver, command: str = "pass") -> PassSampl
         updated=answer["updated"],
         calls=Counter(call.operation for call in calls),
         failed_calls=sum(1 for call in calls if call.status != 200),
+        counting=answer.get("counting", {}),
     )
 
 
@@ -301,6 +344,7 @@ class Paired:
     cpu: dict[str, list[float]]
     wall: dict[str, list[float]]
     calls: dict[str, Counter[str]]  # the last pass's calls, by algorithm
+    kinds: dict[str, Counter[str]]  # by algorithm, how many passes counted hosts exactly or cheaply
 
     def median_cpu(self, algorithm: str) -> float:
         return statistics.median(self.cpu[algorithm])
@@ -312,14 +356,19 @@ def paired(
     hosts: int,
     managed: Sequence[str],
     env: Mapping[str, str],
-    algorithms: Sequence[str] = ("current", "bare"),
-    pairs: int = 9,
+    algorithms: Sequence[str] = ("current", "exact", "bare"),
+    pairs: int = EXACT_EVERY - 1,
 ) -> Paired:
-    """Alternate converged passes of `algorithms` (after one warm-up pass each); the services must be converged."""
+    """Alternate converged passes of `algorithms` (after one warm-up pass each); the services must be converged.
+
+    With the default number of pairs every timed pass of `current` reads its host count cheaply (the warm-up
+    is its first exact count, the next is due on pass EXACT_EVERY + 1).
+    """
     drivers = {algorithm: Driver(algorithm, cluster, env, managed) for algorithm in algorithms}
     cpu: dict[str, list[float]] = {algorithm: [] for algorithm in algorithms}
     wall: dict[str, list[float]] = {algorithm: [] for algorithm in algorithms}
     calls: dict[str, Counter[str]] = {}
+    kinds: dict[str, Counter[str]] = {algorithm: Counter() for algorithm in algorithms}
     try:
         for driver in drivers.values():
             driver.request()
@@ -329,11 +378,13 @@ def paired(
                 cpu[algorithm].append(sample.cpu)
                 wall[algorithm].append(sample.wall)
                 calls[algorithm] = Counter(sample.calls)
+                if sample.kind is not None:
+                    kinds[algorithm][sample.kind] += 1
     finally:
         for driver in drivers.values():
             driver.close()
     local.clear_calls()
-    return Paired(hosts, len(managed), cpu, wall, calls)
+    return Paired(hosts, len(managed), cpu, wall, calls, kinds)
 
 
 # ---------------------------------------------------------------------------
