@@ -35,6 +35,10 @@ SUBSTITUTIONS = {
     "${ManagedTagKey}": "TAG_KEY",
     "${ManagedTagValue}": "TAG_VALUE",
 }
+# How the template's Fn::GetAtt of a resource reads in the documented policy.
+ATTRIBUTES = {("InstanceEventsQueue", "Arn"): "arn:aws:sqs:REGION:ACCOUNT_ID:QUEUE_NAME"}
+# An API operation whose IAM action has another name.
+IAM_ACTIONS = {"sqs:DeleteMessageBatch": "sqs:DeleteMessage"}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,15 @@ def template() -> dict[str, Any]:
 
 
 def actions_used() -> set[str]:
-    """Every AWS call in ecs.py (the only module that talks to AWS), as the IAM action that allows it."""
-    calls = re.findall(r'_(?:call|pages)\(\s*"(\w+)",\s*self\._(ecs|cloudformation)\.', ECS_PY.read_text())
-    return {f"{service}:{operation}" for operation, service in calls}
+    """Every AWS call in ecs.py (the only module that talks to AWS), as the IAM action that allows it.
+
+    ECS and CloudFormation calls go through the clients `self._ecs` and `self._cloudformation`; the queue's
+    through a local `sqs = self._sqs_client(...)`.
+    """
+    source = ECS_PY.read_text()
+    assert re.search(r"\bsqs = self\._sqs_client\(", source), "the SQS client is no longer the local `sqs`"
+    calls = re.findall(r'_(?:call|pages|once)\(\s*"(\w+)",\s*(?:self\._)?(ecs|cloudformation|sqs)\.', source)
+    return {IAM_ACTIONS.get(f"{service}:{operation}", f"{service}:{operation}") for operation, service in calls}
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -67,9 +77,48 @@ def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
-def _plain(value: Any) -> Any:
-    """The template value with each Fn::Sub string written with the policy file's placeholders."""
+def _conditions(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, bool]:
+    """The template's conditions, evaluated with these parameter values (Fn::Equals and Fn::Not of Refs)."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return parameters[node["Ref"]]
+        if isinstance(node, dict) and set(node) == {"Fn::Equals"}:
+            left, right = node["Fn::Equals"]
+            return str(value(left)) == str(value(right))
+        if isinstance(node, dict) and set(node) == {"Fn::Not"}:
+            return not value(node["Fn::Not"][0])
+        if isinstance(node, str | int):
+            return node
+        raise AssertionError(f"condition not understood: {node!r}")
+
+    return {name: bool(value(node)) for name, node in template.get("Conditions", {}).items()}
+
+
+def _chosen(value: Any, conditions: dict[str, bool]) -> Any:
+    """The template value with each Fn::If replaced by its chosen branch and AWS::NoValue left out."""
+    no_value = {"Ref": "AWS::NoValue"}
     if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            condition, when_true, when_false = value["Fn::If"]
+            return _chosen(when_true if conditions[condition] else when_false, conditions)
+        chosen = {key: _chosen(item, conditions) for key, item in value.items()}
+        return {key: item for key, item in chosen.items() if item != no_value}
+    if isinstance(value, list):
+        return [item for item in (_chosen(item, conditions) for item in value) if item != no_value]
+    return value
+
+
+def _defaults(template: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {name: p.get("Default") for name, p in template["Parameters"].items()} | overrides
+
+
+def _plain(value: Any) -> Any:
+    """The template value with each Fn::Sub string (and Fn::GetAtt in ATTRIBUTES) written with the policy
+    file's placeholders."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::GetAtt"} and tuple(value["Fn::GetAtt"]) in ATTRIBUTES:
+            return ATTRIBUTES[tuple(value["Fn::GetAtt"])]
         if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
             text: str = value["Fn::Sub"]
             for variable, placeholder in SUBSTITUTIONS.items():
@@ -110,7 +159,7 @@ def test_policy_grants_exactly_the_calls_the_manager_makes(policy: dict[str, Any
         service, name = action.split(":")
         assert name.lower() in service_map[service]["Actions"], f"{action} is not an IAM action"
     used = actions_used()
-    assert "ecs:ListContainerInstances" in used and "ecs:UpdateService" in used  # the scan still finds the calls
+    assert {"ecs:ListContainerInstances", "ecs:UpdateService", "sqs:ReceiveMessage", "sqs:DeleteMessage"} <= used
     assert sorted(granted) == sorted(used)
 
 
@@ -130,6 +179,8 @@ def test_policy_scopes_each_action_as_tightly_as_iam_allows(policy: dict[str, An
     by_action = {action: statement for statement in policy["Statement"] for action in _actions(statement)}
     assert by_action["ecs:ListContainerInstances"]["Resource"] == cluster_arn
     assert by_action["ecs:UpdateService"]["Resource"] == "arn:aws:ecs:REGION:ACCOUNT_ID:service/CLUSTER/*"
+    assert by_action["sqs:ReceiveMessage"]["Resource"] == "arn:aws:sqs:REGION:ACCOUNT_ID:QUEUE_NAME"
+    assert by_action["sqs:DeleteMessage"] is by_action["sqs:ReceiveMessage"]
 
 
 def test_managed_tag_policy_is_the_generic_one_with_updates_held_to_the_tag(
@@ -152,12 +203,14 @@ def test_managed_tag_policy_is_the_generic_one_with_updates_held_to_the_tag(
     ]
 
 
-def _inline_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every statement of the manager task role's inline policies, JSON-string documents included."""
+def _inline_statements(template: dict[str, Any], **parameters: Any) -> list[dict[str, Any]]:
+    """Every statement of the manager task role's inline policies, JSON-string documents included, with the
+    conditions of the parameters' defaults (or of these parameters)."""
     task_role_name = _resources(template, "AWS::ECS::TaskDefinition")["ManagerTaskDefinition"]["Properties"][
         "TaskRoleArn"
     ]["Fn::GetAtt"][0]
-    role = template["Resources"][task_role_name]["Properties"]
+    conditions = _conditions(template, _defaults(template, **parameters))
+    role = _chosen(template["Resources"][task_role_name]["Properties"], conditions)
     statements: list[dict[str, Any]] = []
     for inline in role["Policies"]:
         document = _plain(inline["PolicyDocument"])
@@ -171,8 +224,87 @@ def test_stack_inline_policy_is_the_documented_managed_tag_policy(
     tag_policy: dict[str, Any], template: dict[str, Any]
 ) -> None:
     """The stack selects services by MANAGED_TAG, so its task role carries deploy/iam-policy-managed-tag.json,
-    with UpdateService held to services that carry the stack's ManagedTagKey=ManagedTagValue."""
+    with UpdateService held to services that carry the stack's ManagedTagKey=ManagedTagValue, and the queue
+    statement ReadEventsQueue only with EventsQueue=Enabled (the default)."""
     assert _inline_statements(template) == tag_policy["Statement"]
+    assert _inline_statements(template, EventsQueue="Enabled") == tag_policy["Statement"]
+    without_queue = [s for s in tag_policy["Statement"] if s["Sid"] != "ReadEventsQueue"]
+    assert _inline_statements(template, EventsQueue="Disabled") == without_queue
+
+
+def _manager_environment(template: dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    """The manager container's environment (template values) with these parameters, the others at their default."""
+    conditions = _conditions(template, _defaults(template, **parameters))
+    [container] = _chosen(template["Resources"]["ManagerTaskDefinition"]["Properties"], conditions)[
+        "ContainerDefinitions"
+    ]
+    return {item["Name"]: item["Value"] for item in container["Environment"]}
+
+
+def test_events_queue_is_fed_by_a_rule_for_this_clusters_instance_changes(template: dict[str, Any]) -> None:
+    """With EventsQueue=Enabled: a queue, a rule with ECS's pattern for this cluster targeting it, a queue policy
+    that lets only that rule send, the queue's URL in EVENTS_QUEUE_URL and the queue's ARN in the role's
+    ReadEventsQueue statement; with Disabled, none of them."""
+    assert template["Parameters"]["EventsQueue"]["Default"] == "Enabled"
+    queues = _resources(template, "AWS::SQS::Queue")
+    [(queue_id, queue)] = queues.items()
+    [(rule_id, rule)] = _resources(template, "AWS::Events::Rule").items()
+    [(_, queue_policy)] = _resources(template, "AWS::SQS::QueuePolicy").items()
+    for resource in (queue, rule, queue_policy):
+        assert template["Conditions"][resource["Condition"]] == {"Fn::Equals": [{"Ref": "EventsQueue"}, "Enabled"]}
+    assert (queue_id, "Arn") in ATTRIBUTES
+    assert queue["Properties"]["MessageRetentionPeriod"] <= 3600
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+    cluster_arn = _plain(
+        {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:cluster/${ClusterName}"}
+    )
+    pattern = _plain(rule["Properties"]["EventPattern"])
+    assert pattern == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Container Instance State Change"],
+        "detail": {"clusterArn": [cluster_arn]},
+    }
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    assert set(target) == {"Id", "Arn"}  # no InputTransformer: the message body is the event document
+
+    assert queue_policy["Properties"]["Queues"] == [{"Ref": queue_id}]
+    [send] = queue_policy["Properties"]["PolicyDocument"]["Statement"]
+    assert send["Effect"] == "Allow"
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Resource"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+
+    assert _manager_environment(template)["EVENTS_QUEUE_URL"] == {"Ref": queue_id}
+    assert "EVENTS_QUEUE_URL" not in _manager_environment(template, EventsQueue="Disabled")
+    assert template["Outputs"]["EventsQueueUrl"]["Value"] == {"Ref": queue_id}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "interval"),
+    [
+        ({}, "300"),
+        ({"EventsQueue": "Disabled"}, "30"),
+        ({"IntervalSeconds": "60"}, {"Ref": "IntervalSeconds"}),
+        ({"EventsQueue": "Disabled", "IntervalSeconds": "60"}, {"Ref": "IntervalSeconds"}),
+    ],
+    ids=["events", "no-events", "events-set", "no-events-set"],
+)
+def test_interval_follows_the_events_queue_unless_set(
+    template: dict[str, Any], parameters: dict[str, str], interval: Any
+) -> None:
+    """INTERVAL is IntervalSeconds when set; else 300 with the events queue (the passes are the safety net), 30
+    without (as before the queue)."""
+    assert _manager_environment(template, **parameters)["INTERVAL"] == interval
+    pattern = template["Parameters"]["IntervalSeconds"]["AllowedPattern"]
+    assert [v for v in ("", "5", "30", "300", "0", "4", "05", "-1", "1.5") if re.fullmatch(pattern, v)] == [
+        "",
+        "5",
+        "30",
+        "300",
+    ]
 
 
 def test_managed_service_is_sized_by_the_manager_only(template: dict[str, Any]) -> None:
@@ -189,8 +321,7 @@ def test_managed_service_is_sized_by_the_manager_only(template: dict[str, Any]) 
 
 def test_manager_finds_the_managed_service_by_its_tag(template: dict[str, Any]) -> None:
     """The manager's MANAGED_TAG is built from the same parameters as the managed service's tag, and it logs JSON."""
-    [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
-    environment = {item["Name"]: item["Value"] for item in container["Environment"]}
+    environment = _manager_environment(template)
     assert environment["MANAGED_TAG"] == {"Fn::Sub": "${ManagedTagKey}=${ManagedTagValue}"}
     assert environment["CLUSTER"] == {"Ref": "ClusterName"}
     assert environment["LOG_FORMAT"] == "json"
@@ -209,7 +340,7 @@ def test_manager_container_has_a_read_only_root_and_a_writable_heartbeat(templat
     """ReadonlyRootFilesystem is on, and the heartbeat file (HEARTBEAT_FILE or its default) is on a small tmpfs."""
     [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert container["ReadonlyRootFilesystem"] is True
-    environment = {item["Name"]: item["Value"] for item in container["Environment"]}
+    environment = _manager_environment(template)
     heartbeat = environment.get("HEARTBEAT_FILE", config.DEFAULT_HEARTBEAT_FILE)
     tmpfs = container["LinuxParameters"]["Tmpfs"]
     assert any(Path(heartbeat).parent == Path(mount["ContainerPath"]) for mount in tmpfs), (heartbeat, tmpfs)
@@ -261,16 +392,18 @@ def _create_stack_service(ecs: LocalECS, cluster: str, logical_id: str, properti
 def test_stack_services_pass_check_at_any_host_count(template: dict[str, Any], ecs: LocalECS, hosts: int) -> None:
     """The stack's services, created in a local cluster of 1, 2 or 10 hosts and found with the manager's own
     MANAGED_TAG, get only `ok` from `run.py check`: no deadlock, no CloudFormation warning, exit 0."""
-    parameters: dict[str, Any] = {name: p.get("Default") for name, p in template["Parameters"].items()}
+    parameters: dict[str, Any] = _defaults(template)
     parameters |= {name: name for name in template["Resources"]}  # a Ref to a resource: its logical id will do
     parameters |= {"ClusterName": "prod", "AWS::StackName": "ecs-cluster-manager", "AWS::Region": ecs.region}
+    conditions = _conditions(template, parameters)
     ecs.create_cluster("prod")
     ecs.add_hosts("prod", hosts)
     services = _resources(template, "AWS::ECS::Service")
     for logical_id, resource in services.items():
-        _create_stack_service(ecs, "prod", logical_id, _resolve(resource["Properties"], parameters))
-    [container] = template["Resources"]["ManagerTaskDefinition"]["Properties"]["ContainerDefinitions"]
-    manager_env = {item["Name"]: _resolve(item["Value"], parameters) for item in container["Environment"]}
+        _create_stack_service(
+            ecs, "prod", logical_id, _resolve(_chosen(resource["Properties"], conditions), parameters)
+        )
+    manager_env = {name: _resolve(value, parameters) for name, value in _manager_environment(template).items()}
 
     env = ecs.env() | {"CLUSTER": "prod", "MANAGED_TAG": manager_env["MANAGED_TAG"]}
     result = subprocess.run(

@@ -4,8 +4,9 @@ tests/conftest.py records, for the whole session, each (service, operation) the
 code under test sent to the local ECS API (told apart from the tests' own
 clients by the User-Agent suffix `ecs-cluster-manager`). This module runs after
 every other test (marker `after_all`), first runs its own `python run.py --once`
-pass that uses every feature needing a permission, then compares the record
-with the policy. `missing_actions` is the comparison, unit-tested on its own.
+pass that uses every feature needing a permission, and a `python run.py` loop
+that reads the events queue (EVENTS_QUEUE_URL), then compares the record with
+the policy. `missing_actions` is the comparison, unit-tested on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from daemon_helpers import decisions, run_once
+from daemon_helpers import Daemon, decisions, run_once
 from localecs import ApiCall, LocalECS
 
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ POLICY = ROOT / "deploy" / "iam-policy.json"
 TAG_POLICY = ROOT / "deploy" / "iam-policy-managed-tag.json"
 
 # The request's SigV4 signing name -> the IAM service prefix of its actions (the same for every service used here).
-IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation"}
+IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation", "sqs": "sqs"}
+# An operation allowed by an IAM action of another name: SQS's batch calls need the single call's action.
+IAM_ACTION_NAMES = {("sqs", "DeleteMessageBatch"): "DeleteMessage"}
 
 CLUSTER = "prod"
 HOSTS = 3
@@ -46,7 +49,7 @@ Operation = tuple[str, str]
 
 def iam_action(service: str, operation: str) -> str:
     """The IAM action that allows one API operation, e.g. ("ecs", "UpdateService") -> "ecs:UpdateService"."""
-    return f"{IAM_PREFIX.get(service, service)}:{operation}"
+    return f"{IAM_PREFIX.get(service, service)}:{IAM_ACTION_NAMES.get((service, operation), operation)}"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -99,7 +102,7 @@ def load_policy(path: Path) -> dict[str, Any]:
     return policy
 
 
-# -- the scenario: one pass that needs every permission -------------------------------------------
+# -- the scenario: one pass that needs every permission, then the events queue ---------------------
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,30 @@ class Scenario:
     desired: dict[str, int]
 
 
+def _read_events_queue(local: LocalECS, heartbeat: Path) -> None:
+    """`run.py` with EVENTS_QUEUE_URL until it has received a host's event and deleted it from the queue."""
+    queue_url = local.enable_events(CLUSTER)
+    with Daemon(
+        local,
+        CLUSTER=CLUSTER,
+        SERVICES="named",
+        INTERVAL="300",
+        EVENTS_QUEUE_URL=queue_url,
+        HEARTBEAT_FILE=str(heartbeat),
+    ) as daemon:
+        assert daemon.wait_for(lambda: any(e.get("event") == "events_start" for e in daemon.events), timeout=60)
+        local.add_hosts(CLUSTER, 1)
+        assert daemon.wait_for(lambda: local.desired_count(CLUSTER, "named") == HOSTS + 1, timeout=60)
+        assert daemon.wait_for(lambda: any(call.operation == "DeleteMessageBatch" for call in local.calls))
+        assert daemon.stop() == 0
+
+
 @pytest.fixture(scope="module")
-def scenario(local_ecs: LocalECS, daemon_operations: OperationRecorder) -> Scenario:
-    """One `run.py --once` with SERVICES, SERVICE_REGEX, MANAGED_TAG and a CloudFormation-tagged service."""
+def scenario(
+    local_ecs: LocalECS, daemon_operations: OperationRecorder, tmp_path_factory: pytest.TempPathFactory
+) -> Scenario:
+    """One `run.py --once` with SERVICES, SERVICE_REGEX, MANAGED_TAG and a CloudFormation-tagged service; then
+    `run.py` with EVENTS_QUEUE_URL, which receives a new host's event from the queue and deletes it."""
     local = local_ecs
     local.reset()
     local.create_cluster(CLUSTER)
@@ -134,10 +158,11 @@ def scenario(local_ecs: LocalECS, daemon_operations: OperationRecorder) -> Scena
     assert {name: d["action"] for name, d in decisions(result.stdout).items()} == dict.fromkeys(
         ("named", "agent-logs", "tagged", "stacked"), "update"
     )
-    operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
     desired = {
         name: local.desired_count(CLUSTER, name) for name in ("named", "agent-logs", "tagged", "stacked", "bystander")
     }
+    _read_events_queue(local, tmp_path_factory.mktemp("events") / "heartbeat")
+    operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
     local.reset()
     return Scenario(operations, desired)
 
@@ -166,6 +191,8 @@ def test_operations_map_to_iam_actions() -> None:
     """A recorded (signing name, operation) pair becomes the IAM action that allows it."""
     assert iam_action("ecs", "ListContainerInstances") == "ecs:ListContainerInstances"
     assert iam_action("cloudformation", "DescribeStacks") == "cloudformation:DescribeStacks"
+    assert iam_action("sqs", "ReceiveMessage") == "sqs:ReceiveMessage"
+    assert iam_action("sqs", "DeleteMessageBatch") == "sqs:DeleteMessage"
 
 
 @pytest.mark.parametrize(
@@ -225,7 +252,8 @@ def test_a_policy_copy_without_an_action_is_caught(scenario: Scenario, tmp_path:
 
 
 def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> None:
-    """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched."""
+    """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched.
+    Its events daemon receives from the queue and deletes what it received."""
     assert scenario.desired == {"named": HOSTS, "agent-logs": HOSTS, "tagged": HOSTS, "stacked": HOSTS, "bystander": 0}
     assert scenario.operations == {
         ("ecs", "ListServices"),
@@ -234,6 +262,8 @@ def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> No
         ("ecs", "DescribeClusters"),
         ("ecs", "UpdateService"),
         ("cloudformation", "DescribeStacks"),
+        ("sqs", "ReceiveMessage"),
+        ("sqs", "DeleteMessageBatch"),
     }
 
 
