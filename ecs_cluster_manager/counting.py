@@ -19,6 +19,7 @@ A host filter is the service's memberOf expressions (none for most services).
   The side is chosen at each exact count, by which side was smaller.
 
 A filter is counted exactly on its first pass, on every EXACT_EVERY-th pass,
+on every pass while its ACTIVE hosts fit on one page (2 calls, no more than a reading),
 and whenever its cheap reading differs from the reading taken at its last exact
 count; only while the reading is unchanged is the last exact count reused. So no
 decision ever rests on a derived number that disagrees with the last exact
@@ -34,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
 from .ecs import Api
 from .models import HostCount
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 EXACT_EVERY = 10
 DISCONNECTED = "agentConnected == false"
 CLUSTER, DIRECT, COMPLEMENT = "cluster", "direct", "complement"
+# A filter whose ACTIVE hosts fit on one page costs 2 calls to count exactly, no more than any reading.
+SMALL = "small"
 
 HostFilter = tuple[str, ...]  # the memberOf expressions of a service, in order
 
@@ -205,7 +209,12 @@ class HostCounter:
     ) -> tuple[HostCount, bool]:
         memory = self.filters.get(host_filter)
         reading: tuple[int, ...] | None = None
-        if self.cheap and memory is not None and memory.passes_since_exact + 1 < self.exact_every:
+        if (
+            self.cheap
+            and memory is not None
+            and memory.exact.side != SMALL
+            and memory.passes_since_exact + 1 < self.exact_every
+        ):
             reading = self._reading(api, cluster, host_filter, memory.exact.side, shared)
             if reading == memory.exact.reading:
                 memory.passes_since_exact += 1
@@ -228,8 +237,8 @@ class HostCounter:
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         usable = active - disconnected
         count = HostCount(active=len(active), usable=len(usable))
-        if not self.cheap:
-            return Exact(count, CLUSTER if expression is None else DIRECT, (), active, usable)
+        if not self.cheap or len(active) <= LIST_PAGE:
+            return Exact(count, SMALL, (), active, usable)
         if expression is None:
             side = CLUSTER
             fresh: tuple[int, ...] = (shared.registered(), shared.draining(), len(disconnected))

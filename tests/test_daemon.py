@@ -435,10 +435,15 @@ def test_debug_logs_each_api_call(cluster: LocalECS) -> None:
     result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="a", LOG_LEVEL="DEBUG")
     assert result.returncode == 0, result.stderr
     calls = [e for e in events(result.stdout) if e.get("event") == "api_call"]
+    # The exact count: 2 pages of ACTIVE hosts, 1 of disconnected ones, then the cheap reading's
+    # registered count and DRAINING hosts, kept for the next pass.
     assert [(c["operation"], c["outcome"], c["page"]) for c in calls] == [
         ("DescribeServices", "ok", None),
         ("ListContainerInstances", "ok", 1),
         ("ListContainerInstances", "ok", 2),
+        ("ListContainerInstances", "ok", 1),
+        ("DescribeClusters", "ok", None),
+        ("ListContainerInstances", "ok", 1),
         ("UpdateService", "ok", None),
     ]
     assert all(c["level"] == "debug" and isinstance(c["duration"], float) for c in calls)
@@ -459,12 +464,12 @@ def test_the_configured_scale_down_after_is_the_number_of_passes(cluster: LocalE
         HEARTBEAT_FILE=str(tmp_path / "hb"),
     ) as daemon:
         assert daemon.wait_for(lambda: counts(cluster, "a") == [3])
-        cluster.drain(CLUSTER, hosts[0])
+        cluster.set_agent_connected(CLUSTER, hosts[0], False)  # held; a drained host would go at once
         assert daemon.wait_for(lambda: counts(cluster, "a") == [2])
         assert daemon.stop() == 0
     seen = [e for e in daemon.events if e.get("event") == "decision" and e.get("hosts") == 2]
     assert [e["action"] for e in seen][:after] == ["unchanged"] * (after - 1) + ["update"], seen
-    held = [f"scale down held ({n}/{after} passes)" for n in range(1, after)]
+    held = [f"agent lost, scale down held ({n}/{after} passes)" for n in range(1, after)]
     assert [e["reason"] for e in seen][: after - 1] == held
 
 
