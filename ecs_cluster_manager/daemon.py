@@ -23,8 +23,8 @@ import structlog
 
 from . import health
 from .config import Config, ConfigError
-from .ecs import Api, task_identity
-from .events import EventSource, InstanceChange, Relevance
+from .ecs import Api, CredentialsError, task_identity
+from .events import WAIT_SECONDS, EventSource, InstanceChange, Relevance
 from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
@@ -46,6 +46,11 @@ def loop(
 ) -> int:
     """Run passes until `stop` is set (or once); returns the process exit code."""
     identity = task_identity(environ)
+    if config.events_queue_url:
+        try:
+            api.prepare_events(WAIT_SECONDS)
+        except CredentialsError as error:
+            return fail(str(error))
     monitor = health.Monitor(config, api)
     try:
         monitor.start()

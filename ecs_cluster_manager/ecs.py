@@ -402,6 +402,10 @@ class Api:
 
     # -- the events queue ----------------------------------------------------
 
+    def prepare_events(self, wait_seconds: int = 20) -> None:
+        """Create the SQS client now, so a malformed AWS_ENDPOINT_URL(_SQS) is a start-up error."""
+        self._sqs_client(wait_seconds)
+
     def _sqs_client(self, wait_seconds: int) -> Any:
         if self._sqs is None:
             # The read timeout must outlast the long poll, or every quiet poll ends in a timeout.

@@ -232,6 +232,10 @@ STARTUP = [
     StartupRow(
         "metrics-addr-flag-foreign", ["--metrics-addr", "192.0.2.1", "--metrics-port", FREE_PORT], {}, "METRICS_ADDR"
     ),
+    # EVENTS_QUEUE_URL / --events-queue-url: a queue URL, not an ARN or a name
+    StartupRow("events-queue-arn", [], {"EVENTS_QUEUE_URL": "arn:aws:sqs:us-east-1:1:q"}, "EVENTS_QUEUE_URL"),
+    StartupRow("events-queue-name", [], {"EVENTS_QUEUE_URL": "ecm-events"}, "EVENTS_QUEUE_URL"),
+    StartupRow("events-queue-flag-scheme", ["--events-queue-url", "sqs://123456789012/q"], {}, "--events-queue-url"),
     # CLOUDFORMATION_GUARD / --no-cloudformation-guard
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
@@ -251,6 +255,12 @@ SWITCH_WITH_VALUE = [StartupRow(f"switch{flag}-with-value", [f"{flag}=yes"], {},
 STARTUP_ENDPOINT = [
     StartupRow("endpoint-url-not-a-url", [], {"AWS_ENDPOINT_URL": "notaurl"}, "AWS_ENDPOINT_URL"),
     StartupRow("endpoint-url-ecs-not-a-url", [], {"AWS_ENDPOINT_URL_ECS": "notaurl"}, "AWS_ENDPOINT_URL"),
+    StartupRow(
+        "endpoint-url-sqs-not-a-url",
+        [],
+        {"AWS_ENDPOINT_URL_SQS": "notaurl", "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q"},
+        "AWS_ENDPOINT_URL_SQS",
+    ),
 ]
 
 
@@ -654,6 +664,7 @@ EMPTY = [
     EmptyRow("METRICS_PORT", check=_no_metrics_server),
     EmptyRow("METRICS_ADDR", also={"METRICS_PORT": FREE_PORT}, check=_default_metrics_addr),
     EmptyRow("HEARTBEAT_FILE", check=_default_heartbeat),
+    EmptyRow("EVENTS_QUEUE_URL", check=_acts_on_a_and_b),  # no events source; the pass acts as without it
     # AWS_ENDPOINT_URL="" is boto3's business and would mean the real AWS endpoint: never run here.
 ]
 
