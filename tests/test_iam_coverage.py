@@ -38,7 +38,8 @@ IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation", "sqs": "sqs"}
 IAM_ACTION_NAMES = {("sqs", "DeleteMessageBatch"): "DeleteMessage"}
 
 CLUSTER = "prod"
-HOSTS = 3
+# More than one page of hosts, so the count also takes its cheap reading (DescribeClusters, the DRAINING listing).
+HOSTS = 101
 STACK_TAG = "aws:cloudformation:stack-name"
 
 Operation = tuple[str, str]
