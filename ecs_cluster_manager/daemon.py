@@ -8,7 +8,8 @@ The INTERVAL passes go on as the safety net and the full recount.
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only the very first pass can end it with exit code 2: a
 missing cluster (a typo in CLUSTER, or an endpoint left over in
-AWS_ENDPOINT_URL) or no usable credentials; so does a metrics server that
+AWS_ENDPOINT_URL) or no usable credentials; so does an EVENTS_QUEUE_URL queue
+that does not exist or may not be read (after that first pass), and a metrics server that
 cannot listen on METRICS_PORT, before any pass. A pass that manages no service
 is not a fault, but it is logged as a warning each time it begins.
 """
@@ -119,7 +120,12 @@ def loop(
                 handled = (report.ok and report.managed != 0) or report.stopped
                 return EXIT_OK if handled else EXIT_FAILED
             if config.events_queue_url and source is None:
-                source = _start_events(api, config, relevance, stop, wake, monitor)
+                source = EventSource(api, config.events_queue_url, relevance, stop=stop, wake=wake)
+                problem = source.first_poll()
+                if problem is not None:
+                    source = None
+                    return fail(problem)
+                _start_events(source, config, stop, wake, monitor)
             elif source is None:
                 stop.wait(max(0.0, next_regular - time.monotonic()))
     finally:
@@ -133,11 +139,9 @@ def loop(
 
 
 def _start_events(
-    api: Api, config: Config, relevance: Relevance, stop: threading.Event, wake: threading.Event, monitor: Monitor
-) -> EventSource:
+    source: EventSource, config: Config, stop: threading.Event, wake: threading.Event, monitor: Monitor
+) -> None:
     """Start long-polling EVENTS_QUEUE_URL; `wake` is also set on stop, so the loop never sleeps through it."""
-    assert config.events_queue_url is not None
-    source = EventSource(api, config.events_queue_url, relevance, stop=stop, wake=wake)
     monitor.attach_events(source)
 
     def wake_on_stop() -> None:
@@ -147,7 +151,6 @@ def _start_events(
     threading.Thread(target=wake_on_stop, name="stop-wakes-loop", daemon=True).start()
     source.start()
     log.info("events_start", queue_url=config.events_queue_url, cluster=config.cluster, interval=config.interval)
-    return source
 
 
 def where(api: Api) -> str:

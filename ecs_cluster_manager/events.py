@@ -268,6 +268,26 @@ class EventSource:
     def start(self) -> None:
         self._thread.start()
 
+    def first_poll(self) -> str | None:
+        """Read the queue once, at once, before the thread starts: why it is unusable, or None.
+
+        A queue that does not exist or may not be read is a configuration error
+        (a typo in EVENTS_QUEUE_URL, a missing permission), reported at start-up
+        rather than as a warning every 30 s. Transient faults are not: the thread
+        retries them. Messages read here are handled as usual.
+        """
+        from .ecs import AccessDenied, EcsError, RequestRejected, ShuttingDown
+
+        try:
+            messages = self.api.receive_messages(self.queue_url, 0, MAX_MESSAGES)
+        except (RequestRejected, AccessDenied) as error:
+            return f"EVENTS_QUEUE_URL: cannot read queue {self.queue_url}: {error}"
+        except (EcsError, ShuttingDown):
+            return None
+        if messages:
+            self.handle(messages)
+        return None
+
     def join(self, timeout: float) -> None:
         """Wait up to `timeout` for the thread; a long poll in flight is left to end on its own."""
         self._thread.join(timeout)

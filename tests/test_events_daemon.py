@@ -211,3 +211,21 @@ def test_the_queue_down_for_30s_leaves_interval_passes_working(ecs: LocalECS, tm
         assert status == 200 and "degraded" not in body
         assert "ecs_cluster_manager_events_source_up 1.0" in http_get(port, "/metrics")[1]
         assert daemon.stop() == 0
+
+
+def test_a_queue_that_does_not_exist_is_a_startup_error(ecs: LocalECS, tmp_path: Path) -> None:
+    """A typo in EVENTS_QUEUE_URL ends the daemon after its first pass: exit 2, one line naming the setting."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 2)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
+    real = ecs.enable_events(CLUSTER)
+    typo = real.rsplit("/", 1)[0] + "/no-such-queue"
+    with Daemon(
+        ecs, CLUSTER=CLUSTER, SERVICES="agent", EVENTS_QUEUE_URL=typo, HEARTBEAT_FILE=str(tmp_path / "hb")
+    ) as daemon:
+        assert daemon.process.wait(timeout=30) == 2
+        assert daemon.process.stderr is not None
+        lines = daemon.process.stderr.read().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ecs-cluster-manager: error: EVENTS_QUEUE_URL: "), lines
+    assert "no-such-queue" in lines[0]
+    assert ecs.desired_count(CLUSTER, "agent") == 2  # the first pass ran before the queue was read
