@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon_helpers import RUN_PY, Daemon, daemon_env, decisions, events, run_once
+from daemon_helpers import RUN_PY, Daemon, daemon_env, decisions, events, free_port, http_get, run_once
 from localecs import LocalECS
 
 CLUSTER = "prod"
@@ -257,23 +257,6 @@ def test_configuration_errors_exit_2_with_one_line(
 # -- what an operator sees: an empty selection, credentials, signals, the endpoint ----------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 @pytest.mark.parametrize(

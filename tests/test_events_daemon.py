@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemon
+from daemon_helpers import Daemon, free_port, http_get
 from localecs import Fault, LocalECS, fault_on
 
 CLUSTER = "prod"
@@ -23,18 +20,6 @@ DISTINCT = [{"type": "distinctInstance"}]
 LONG_INTERVAL = "300"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def passes(daemon: Daemon, trigger: str | None = None) -> list[dict[str, Any]]:
