@@ -514,3 +514,28 @@ def test_metrics_port_in_use_exits_2(cluster: LocalECS) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "METRICS_PORT" in lines[0] and "already in use" in lines[0]
     assert cluster.count("ListContainerInstances") == 0
+
+
+def test_events_counts_triggers_and_latency_are_exported() -> None:
+    """The events source's running totals are exported once each; passes by trigger; event-to-update latency."""
+    from ecs_cluster_manager.events import EventStats
+
+    metrics = Metrics(300)
+    metrics.count_events(EventStats(received=5, relevant=2, malformed=1, ignored={"no_change": 2}, healthy=True))
+    metrics.count_events(EventStats(received=7, relevant=3, malformed=1, ignored={"no_change": 3}, healthy=False))
+    event_pass = report(decision("a", plan.UPDATE, 3, 4, "scale up"), hosts={FILTER: 4})
+    event_pass.trigger, event_pass.event_time = "event", 1000.0
+    event_pass.write_times = [1000.8]
+    metrics.observe(event_pass)
+    metrics.observe(report(hosts={FILTER: 4}))
+    text = generate_latest(metrics.registry).decode()
+    assert value(text, P + "events_received_total") == 7
+    assert value(text, P + "events_relevant_total") == 3
+    assert value(text, P + "events_malformed_total") == 1
+    assert value(text, P + "events_ignored_total", reason="no_change") == 3
+    assert value(text, P + "events_source_up") == 0
+    assert value(text, P + "passes_by_trigger_total", trigger="event") == 1
+    assert value(text, P + "passes_by_trigger_total", trigger="interval") == 1
+    assert value(text, P + "event_to_update_seconds_count") == 1
+    assert value(text, P + "event_to_update_seconds_bucket", le="1.0") == 1
+    assert value(text, P + "event_to_update_seconds_bucket", le="0.5") == 0
