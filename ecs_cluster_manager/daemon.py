@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from . import health
+from . import __version__, health
 from .config import Config, ConfigError
 from .ecs import Api, CredentialsError, task_identity
 from .events import WAIT_SECONDS, EventSource, InstanceChange, Relevance
@@ -59,6 +59,7 @@ def loop(
         return fail(str(error))
     log.info(
         "start",
+        version=__version__,
         cluster=config.cluster,
         services=list(config.services),
         service_regex=config.service_regex.pattern if config.service_regex else None,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import ecs_cluster_manager
-from daemon_helpers import ROOT, daemon_env, decisions
+from daemon_helpers import ROOT, daemon_env, decisions, events
 from localecs import LocalECS
 
 PIP = ["-m", "pip", "--disable-pip-version-check"]
@@ -101,6 +101,8 @@ def test_installed_command_converges_a_cluster(installed: tuple[Path, Path], ecs
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert decisions(result.stdout)["agent"]["target"] == 3
+        [start] = [e for e in events(result.stdout) if e.get("event") == "start"]
+        assert start["version"] == ecs_cluster_manager.__version__
         assert ecs.desired_count("pkg", "agent") == 3
 
 
