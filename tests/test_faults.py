@@ -234,6 +234,13 @@ def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_met
         assert daemon.wait_for(all_at(ecs, names, hosts), timeout=60), daemon.lines
         assert daemon.wait_for(lambda: any(e.get("event") == "api_retry" for e in daemon.events), timeout=60)
         proxy.throttle_rate = 0.0
+        # desiredCount is written before the pass's own `pass` event is logged: wait for that event too.
+        assert daemon.wait_for(
+            lambda: any(
+                list(e.get("hosts", {}).values()) == [hosts] for e in daemon.events if e.get("event") == "pass"
+            ),
+            timeout=30,
+        )
         settled = daemon.passes()
         assert daemon.wait_passes(settled + 2, timeout=30)  # every throttled answer has been counted by now
         status, text = scrape(port)
