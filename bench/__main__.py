@@ -29,8 +29,9 @@ EVENTS_INTERVAL, POLLING_INTERVAL = 300.0, 30.0  # the intervals compared: event
 POLLING_DAEMONS = 4  # polling latency at INTERVAL=30 runs on this many clusters at once, alongside the matrix
 STEADY_HOSTS = 1000
 # One hour of the steady cluster compressed this many times (INTERVAL and every duration of the workload
-# alike): polling's passes at 1,000 hosts take up to 0.2 s, so its 30 s become 0.3 s and no less.
-STEADY_SCALE = {events.EVENTS: 200.0, events.POLLING: 100.0}
+# alike): polling's passes at 1,000 hosts take up to 0.2 s, so its 30 s become 0.3 s and no less; at 200x
+# the local API fell behind the events' schedule.
+STEADY_SCALE = {events.EVENTS: 100.0, events.POLLING: 100.0}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 
 

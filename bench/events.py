@@ -383,6 +383,8 @@ def steady(
         if remaining > 0:
             time.sleep(remaining)
         calls = [c for c in local.calls if is_daemon_call(c) and not is_background_call(c)]
+        # Per hour of what actually ran: if the workload fell behind, the window is longer than planned.
+        result.hours = (time.monotonic() - started) * scale / 3600.0
         until = reader.mark()
         result.published = local.events.published - published_before
         # Every change has been made: let the daemon act on the last ones, then compare.

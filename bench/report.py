@@ -513,7 +513,7 @@ def events_sections(results: Results) -> list[str]:
         for hour in (events, polling):
             passes = ", ".join(f"{n} {trigger}" for trigger, n in sorted(hour.passes.items())) or "0"
             out.append(
-                f"| {hour.mode} | {hour.interval:g} ({hour.interval / hour.scale:g}) | {hour.hours:g} | {passes} "
+                f"| {hour.mode} | {hour.interval:g} ({hour.interval / hour.scale:g}) | {hour.hours:.2f} | {passes} "
                 f"| {_per_hour(hour, hour.ecs)} | {hour.per_hour(hour.sqs_total):.0f} "
                 f"| {hour.per_hour(hour.published):.0f} | {hour.late:.2f} "
                 f"| {hour.final_desired} / {hour.final_usable} |"
