@@ -16,7 +16,7 @@ from pathlib import Path
 
 from localecs import LocalECS
 
-from . import measure, report
+from . import events, measure, report
 from .measure import Repetitions, Row
 
 FULL_HOSTS = (10, 100, 1000, 5000)
@@ -25,6 +25,13 @@ QUICK_HOSTS = (10, 100)
 QUICK_SERVICES = (1, 10)
 LATENCY_HOSTS = 10
 SOAK_HOSTS, SOAK_SERVICES = 100, 10
+EVENTS_INTERVAL, POLLING_INTERVAL = 300.0, 30.0  # the intervals compared: events' recommended, polling's default
+POLLING_DAEMONS = 4  # polling latency at INTERVAL=30 runs on this many clusters at once, alongside the matrix
+STEADY_HOSTS = 1000
+# One hour of the steady cluster compressed this many times (INTERVAL and every duration of the workload
+# alike): polling's passes at 1,000 hosts take up to 0.2 s, so its 30 s become 0.3 s and no less; at 200x
+# the local API fell behind the events' schedule.
+STEADY_SCALE = {events.EVENTS: 100.0, events.POLLING: 100.0}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 
 
@@ -137,6 +144,76 @@ def measure_row(
     return Row(hosts, len(managed), service_regex is not None, runs["current"], runs["original"], runs["exact"])
 
 
+def event_latency(
+    local: LocalECS, cluster: str, hosts: int, trials: int, workdir: str, progress: Clock, *, create: bool = False
+) -> events.Latency:
+    """Registration to desiredCount with EVENTS_QUEUE_URL at INTERVAL=300, managing service s000."""
+    if create:
+        local.create_cluster(cluster)
+        local.add_hosts(cluster, hosts)
+        measure.create_services(local, cluster, 1)
+    queue_url = local.enable_events(cluster)
+    env = measure.daemon_env(
+        local,
+        cluster,
+        ["s000"],
+        events.heartbeat_dir(workdir, cluster),
+        INTERVAL=f"{EVENTS_INTERVAL:g}",
+        EVENTS_QUEUE_URL=queue_url,
+    )
+    try:
+        return events.registration_latency(
+            local,
+            cluster,
+            "s000",
+            env,
+            trials,
+            progress,
+            mode=events.EVENTS,
+            interval=EVENTS_INTERVAL,
+            offset=1.0,
+            seed=hosts,
+        )
+    finally:
+        local.disable_events(cluster)
+
+
+def polling_latency(local: LocalECS, trials: int, workdir: str) -> events.Background:
+    """Start the polling-latency trials at INTERVAL=30 in the background (see run())."""
+    clusters = min(trials, POLLING_DAEMONS)
+    jobs = []
+    for index in range(clusters):
+        cluster = f"polling{index}"
+        local.create_cluster(cluster)
+        local.add_hosts(cluster, LATENCY_HOSTS)
+        measure.create_services(local, cluster, 1)
+        env = events.background_env(
+            measure.daemon_env(
+                local, cluster, ["s000"], events.heartbeat_dir(workdir, cluster), INTERVAL=f"{POLLING_INTERVAL:g}"
+            )
+        )
+        count = len(range(index, trials, clusters))
+
+        def job(
+            cluster: str = cluster, env: dict[str, str] = env, count: int = count, seed: int = index
+        ) -> events.Latency:
+            return events.registration_latency(
+                local,
+                cluster,
+                "s000",
+                env,
+                count,
+                lambda _message: None,
+                mode=events.POLLING,
+                interval=POLLING_INTERVAL,
+                offset=POLLING_INTERVAL,
+                seed=seed,
+            )
+
+        jobs.append(job)
+    return events.Background(jobs)
+
+
 def run(args: argparse.Namespace) -> report.Results:
     progress = Clock()
     quick = args.quick
@@ -165,6 +242,12 @@ def run(args: argparse.Namespace) -> report.Results:
             local, "latency", "s000", LATENCY_HOSTS, env, trials=5 if quick else 20, progress=progress
         )
 
+        # Event mode: host registration to desiredCount at INTERVAL=300, on a small cluster.
+        trials = 5 if quick else 20
+        results.registration.append(
+            event_latency(local, "events", LATENCY_HOSTS, trials, workdir.name, progress, create=True)
+        )
+
         # Memory of the real daemon over many passes.
         local.create_cluster("soak")
         local.add_hosts("soak", SOAK_HOSTS)
@@ -172,6 +255,51 @@ def run(args: argparse.Namespace) -> report.Results:
         env = measure.daemon_env(local, "soak", soak_services, workdir.name, INTERVAL="0.01")
         checkpoints = (10, 50, 100, 200) if quick else (10, 100, 250, 500, 750, 1000)
         results.soak = measure.soak(local, "soak", SOAK_HOSTS, soak_services, env, checkpoints, progress)
+
+        # ECS calls per hour of a steady 1,000-host cluster: events at INTERVAL=300 against polling at 30.
+        local.create_cluster("steady")
+        local.add_hosts("steady", STEADY_HOSTS)
+        measure.create_services(local, "steady", 1)
+        env = measure.daemon_env(local, "steady", ["s000"], events.heartbeat_dir(workdir.name, "steady"))
+        hours = 0.25 if quick else 1.0
+        queue_url = local.enable_events("steady")
+        results.steady.append(
+            events.steady(
+                local,
+                "steady",
+                "s000",
+                env,
+                progress,
+                mode=events.EVENTS,
+                interval=EVENTS_INTERVAL,
+                scale=STEADY_SCALE[events.EVENTS],
+                hours=hours,
+                workload=events.Workload(),
+                seed=11,
+                queue_url=queue_url,
+            )
+        )
+        local.disable_events("steady")  # no cluster publishes events from here on
+        results.steady.append(
+            events.steady(
+                local,
+                "steady",
+                "s000",
+                env,
+                progress,
+                mode=events.POLLING,
+                interval=POLLING_INTERVAL,
+                scale=STEADY_SCALE[events.POLLING],
+                hours=hours,
+                workload=events.Workload(),
+                seed=11,
+            )
+        )
+
+        # Polling latency at INTERVAL=30: a trial is about 30 s (a random wait, then the rest of the cycle),
+        # so it runs on several small clusters at once, alongside the matrix; those daemons' calls carry
+        # their own User-Agent app id and are left out of the matrix's counts.
+        background = polling_latency(local, trials, workdir.name)
 
         # The matrix: one cluster grown from the smallest size to the largest; services named s000, s001, ...
         local.create_cluster("bench")
@@ -209,6 +337,16 @@ def run(args: argparse.Namespace) -> report.Results:
                         local, "bench", hosts, services, quick, args.memory_budget, progress, service_regex=r"s\d{3}"
                     )
                 )
+        results.registration.append(
+            events.merge(
+                background.join(),
+                f"{trials} registrations spread over {min(trials, POLLING_DAEMONS)} 10-host clusters with a daemon "
+                "of their own, a random wait of 0-30 s before each, run alongside the matrix",
+            )
+        )
+        progress(f"polling latency done, {time.monotonic() - background.started:.0f} s after it began")
+        # Event mode on the largest cluster of the matrix.
+        results.registration.append(event_latency(local, "bench", have, trials, workdir.name, progress))
         if os.path.exists(profile_path):
             results.profile = measure.profile_components(profile_path)
             results.profile_row = largest

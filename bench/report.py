@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from .events import EVENTS, POLLING, Latency, Steady, Workload
 from .measure import CHEAP, COUNTING_BOUND, EXACT, EXACT_EVERY, MIB, AlgorithmRun, Paired, Row, Soak, Startup
 
 # Targets from the issue.
@@ -19,6 +20,8 @@ RSS_TARGET = 64 * MIB  # after 1,000 passes
 RSS_FLAT = 1 * MIB  # growth from pass 100 to the last pass that still counts as flat
 STARTUP_TARGET = 1.5  # seconds to the first decision
 RUNTIME_TARGET = 600.0  # seconds for the whole benchmark
+EVENT_LATENCY_TARGET = 2.0  # seconds from a host's registration to desiredCount, event mode, p95
+STEADY_RATIO_TARGET = 0.1  # event mode's ECS calls per hour against polling's, at most
 # The median of 20 uniform phases of a 1 s cycle has a standard deviation of about 0.1 s.
 LATENCY_TOLERANCE = 0.25
 
@@ -45,6 +48,8 @@ class Results:
     latency_hosts: int = 0
     latency_pass: float = math.nan  # median wall time of a pass at the latency world's size
     soak: Soak | None = None
+    registration: list[Latency] = field(default_factory=list)  # registration to desiredCount, by mode and size
+    steady: list[Steady] = field(default_factory=list)  # calls per hour of a steady cluster, by mode
     paired: Paired | None = None
     profile: list[tuple[str, float]] = field(default_factory=list)
     profile_row: tuple[int, int] | None = None
@@ -395,11 +400,134 @@ def targets(results: Results) -> list[str]:
             f"({expected * 1000:.0f} ms; within {LATENCY_TOLERANCE * 1000:.0f} ms) | median {median * 1000:.0f} ms "
             f"of {len(results.latency)} | {'yes' if abs(median - expected) <= LATENCY_TOLERANCE else '**no**'} |"
         )
+    lines += event_targets(results)
     lines.append(
         f"| `make bench` under 10 minutes | {results.elapsed / 60:.1f} min "
         f"| {'yes' if results.elapsed < RUNTIME_TARGET else '**no**'} |"
     )
     return lines
+
+
+def _s(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds:.2f}"
+
+
+def _steady(results: Results, mode: str) -> Steady | None:
+    return next((run for run in results.steady if run.mode == mode), None)
+
+
+def steady_ratio(results: Results) -> float:
+    events, polling = _steady(results, EVENTS), _steady(results, POLLING)
+    if events is None or polling is None or not polling.ecs_total:
+        return math.nan
+    return events.per_hour(events.ecs_total) / polling.per_hour(polling.ecs_total)
+
+
+def event_targets(results: Results) -> list[str]:
+    lines = []
+    event_runs = [run for run in results.registration if run.mode == EVENTS]
+    if event_runs:
+        met = all(run.p95 < EVENT_LATENCY_TARGET for run in event_runs)
+        against = "".join(
+            f"; polling at INTERVAL={run.interval:g}: median {_s(run.median)} s, p95 {_s(run.p95)} s"
+            for run in results.registration
+            if run.mode == POLLING
+        )
+        lines.append(
+            f"| host registration to desiredCount with events at INTERVAL={event_runs[0].interval:g}: p95 under "
+            f"{EVENT_LATENCY_TARGET:g} s at every size | "
+            + "; ".join(
+                f"H={run.hosts:,}: median {_s(run.median)} s, p95 {_s(run.p95)} s of {len(run.seconds)}"
+                for run in event_runs
+            )
+            + f"{against} | {'yes' if met else '**no**'} |"
+        )
+    events, polling = _steady(results, EVENTS), _steady(results, POLLING)
+    if events is not None and polling is not None:
+        ratio = steady_ratio(results)
+        lines.append(
+            f"| ECS calls per hour of a steady {events.hosts:,}-host cluster: events at INTERVAL={events.interval:g} "
+            f"at most a tenth of polling at INTERVAL={polling.interval:g} | "
+            f"{events.per_hour(events.ecs_total):.0f} against {polling.per_hour(polling.ecs_total):.0f}: "
+            f"{ratio:.3f} | {'yes' if ratio <= STEADY_RATIO_TARGET else '**no**'} |"
+        )
+    return lines
+
+
+def _per_hour(run: Steady, counts: Mapping[str, int]) -> str:
+    total = run.per_hour(sum(counts.values()))
+    parts = [f"{_ABBREVIATIONS.get(op, op)} {run.per_hour(counts[op]):.0f}" for op in sorted(counts, key=_sort_key)]
+    return f"{total:.0f} ({', '.join(parts)})" if parts else "0"
+
+
+def events_sections(results: Results) -> list[str]:
+    out: list[str] = []
+    if results.registration:
+        out += [
+            "## Host registration to desiredCount: events against polling",
+            "",
+            "`python run.py` managing one service (s000); one host is registered per trial (`add_hosts`",
+            "returns once its state-change event is on the queue) after a random wait, so that it lands at a",
+            "random point of the daemon's cycle. The time is taken when the daemon's `decision` line for the",
+            "raised desiredCount is read from its stdout (it is logged after UpdateService returned; desiredCount",
+            "is then checked through the API), so nothing polls the API while a trial waits. *events*:",
+            "EVENTS_QUEUE_URL set, the local API publishing the events through EventBridge to SQS, its long poll",
+            "returning as soon as a message arrives. p95 is the nearest rank (the 19th of 20).",
+            "",
+            "| mode | INTERVAL s | hosts | registrations | median s | p95 s | max s | passes that raised it | how |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for run in results.registration:
+            triggers = ", ".join(f"{n} {trigger}" for trigger, n in sorted(run.trigger.items())) or "-"
+            how = run.note or f"one daemon, a random wait of 0-{run.offset:g} s before each registration"
+            out.append(
+                f"| {run.mode} | {run.interval:g} | {run.hosts:,} | {len(run.seconds)} | {_s(run.median)} "
+                f"| {_s(run.p95)} | {_s(max(run.seconds))} | {triggers} | {how} |"
+            )
+        out.append("")
+    events, polling = _steady(results, EVENTS), _steady(results, POLLING)
+    if events is not None and polling is not None:
+        workload = Workload()
+        out += [
+            f"## ECS calls per hour of a steady {events.hosts:,}-host cluster",
+            "",
+            f"`python run.py` managing one service of a {events.hosts:,}-host cluster through a scripted hour, the",
+            "same for both modes (its random choices seeded alike): every host's agent disconnects and comes",
+            f"back {workload.reconnects_per_host:g} times an hour (away {workload.disconnected_for[0]:g}-"
+            f"{workload.disconnected_for[1]:g} s), {workload.placements} tasks are placed an hour (each stopped",
+            f"{workload.task_runs_for[0]:g}-{workload.task_runs_for[1]:g} s later), {workload.arrivals} hosts register"
+            f" and {workload.departures} are drained and deregistered {workload.drain_for:g} s later. The hour is"
+            " compressed: INTERVAL and every time of the workload are divided by the same factor, so the passes",
+            "per hour and the SCALE_DOWN_AFTER hold (counted in passes) keep their meaning. Calls are the",
+            "daemon's, from LocalECS's call log (User-Agent `ecs-cluster-manager`), from the end of its first",
+            "pass; passes by trigger from its `pass` log lines. The events mode's SQS calls are ReceiveMessage",
+            "(long polls) and DeleteMessageBatch; compressed, the events arrive faster than in a real hour and",
+            "a receive takes several at once, where at the real rate (a few a second) it would take about one:",
+            "at the real rate expect up to two SQS calls per event published.",
+            "",
+            "| mode | INTERVAL s (run at) | simulated hours | passes by trigger | ECS calls per hour "
+            "| SQS calls per hour | events published per hour | workload behind schedule by at most (run s) "
+            "| desiredCount / usable hosts at the end |",
+            "|---|---|---:|---|---|---:|---:|---:|---|",
+        ]
+        for hour in (events, polling):
+            passes = ", ".join(f"{n} {trigger}" for trigger, n in sorted(hour.passes.items())) or "0"
+            out.append(
+                f"| {hour.mode} | {hour.interval:g} ({hour.interval / hour.scale:g}) | {hour.hours:.2f} | {passes} "
+                f"| {_per_hour(hour, hour.ecs)} | {hour.per_hour(hour.sqs_total):.0f} "
+                f"| {hour.per_hour(hour.published):.0f} | {hour.late:.2f} "
+                f"| {hour.final_desired} / {hour.final_usable} |"
+            )
+        ratio = steady_ratio(results)
+        out += [
+            "",
+            f"Events at INTERVAL={events.interval:g} make {ratio:.3f}× the ECS calls of polling at "
+            f"INTERVAL={polling.interval:g} ({events.per_hour(events.ecs_total):.0f} against "
+            f"{polling.per_hour(polling.ecs_total):.0f} an hour), plus "
+            f"{events.per_hour(events.sqs_total):.0f} SQS calls.",
+            "",
+        ]
+    return out
 
 
 def render(results: Results) -> str:
@@ -552,6 +680,7 @@ def render(results: Results) -> str:
             f"{results.latency_pass * 1000:.0f} ms).",
             "",
         ]
+    out += events_sections(results)
     if results.soak is not None:
         soak = results.soak
         checkpoints = sorted(soak.rss_at)
