@@ -5,28 +5,33 @@ A host filter is the service's memberOf expressions (none for most services).
 - **Exact count**: list the ACTIVE instances matching the filter, every page,
   and those of them whose agent is disconnected (`agentConnected == false`,
   usually one page). usable = ACTIVE minus disconnected. ceil(H/100) + 1 calls.
-- **Cheap reading**: a few numbers that change whenever the count can change,
-  each one call in a healthy cluster:
-  - no filter: DescribeClusters' `registeredContainerInstancesCount` (R, which
-    counts ACTIVE and DRAINING instances), the DRAINING instances, and the
-    ACTIVE instances with a disconnected agent;
-  - a filter F, direct side (when few hosts match F): the ACTIVE instances
-    matching F, and those of them with a disconnected agent;
-  - a filter F, complement side (when most hosts match F): R, the DRAINING
-    instances, the ACTIVE instances matching `not (F)`, and the ACTIVE ones
-    matching F with a disconnected agent. R and the DRAINING listing are read
-    once per pass for every filter.
-  The side is chosen at each exact count, by which side was smaller.
+  A filter whose ACTIVE instances fit on one page, or that few hosts match (the
+  *direct* side), is counted so on every pass: that costs no more than a reading.
+- **Cheap reading** for a large filter, a few calls whatever the size:
+  DescribeClusters' `registeredContainerInstancesCount` (R, which counts ACTIVE
+  and DRAINING instances), the DRAINING instances, for a memberOf filter the
+  ACTIVE instances matching `not (F)` (its *complement* side, chosen when most
+  hosts match F), and the filter's ACTIVE instances with a disconnected agent
+  (their ARNs). R and the DRAINING listing are read once per pass for all filters.
+  From it, ACTIVE = R - DRAINING - outside - offset, where the offset is what
+  the same sum gave at the last exact count beyond the listed hosts (R's
+  treatment of REGISTERING or DEREGISTERING instances is not documented: a
+  constant offset costs nothing).
 
-A filter is counted exactly on its first pass, on every EXACT_EVERY-th pass,
-on every pass while its ACTIVE hosts fit on one page (2 calls, no more than a reading),
-and whenever its cheap reading differs from the reading taken at its last exact
-count; only while the reading is unchanged is the last exact count reused. So no
-decision ever rests on a derived number that disagrees with the last exact
-count. What R does with REGISTERING or DEREGISTERING instances is not
-documented: the comparison is of readings with readings, never of R with a
-listing, so a constant offset in R costs nothing, and a changing one only
-triggers an exact count.
+The ARN sets of the last exact count are kept. A reading is *consistent* when its
+ACTIVE number equals the kept set's size and every disconnected instance is in
+the set: then ACTIVE is the set, and usable is the set minus the disconnected
+instances just listed. Otherwise the filter is counted exactly, in the same
+pass. A consistent reading whose usable number differs from the last count (an
+agent lost or back) is *stale*: decisions may use it, but before any
+UpdateService that depends on it the caller counts those filters exactly
+(`recount`), so no write follows a derived number that disagrees with the last
+exact count. Every filter is also counted exactly on its first pass and every
+EXACT_EVERY-th pass.
+
+Event passes (`apply`) update the kept sets with the instances the events
+described, so the next regular reading stays consistent when every change came
+through an event, and is inconsistent (an exact count) when one was lost.
 """
 
 from __future__ import annotations
@@ -62,11 +67,11 @@ def _and(*parts: str | None) -> str:
 
 @dataclass(frozen=True)
 class Exact:
-    """One exact count of a filter, with the cheap reading taken alongside it."""
+    """A filter's last count: from an exact listing, or that listing with event changes applied."""
 
     count: HostCount
     side: str
-    reading: tuple[int, ...]
+    offset: int  # R - DRAINING - outside - |active| at the exact count (CLUSTER and COMPLEMENT sides)
     active: frozenset[str]  # ARNs of the ACTIVE instances matching the filter
     usable: frozenset[str]  # of those, the ones whose agent is connected
 
@@ -78,12 +83,14 @@ class Counted:
     count: HostCount
     exact: bool
     calls: int  # API calls this filter cost in the pass (calls shared by filters go to the first that made them)
+    stale: bool = False  # a consistent reading whose usable number differs from the last count: recount before a write
 
 
 @dataclass
 class _FilterMemory:
     exact: Exact
     passes_since_exact: int = 0
+    usable_now: frozenset[str] | None = None  # usable per the latest consistent reading, when it is stale
 
 
 class _ClusterReading:
@@ -125,22 +132,32 @@ class HostCounter:
         counted: dict[HostFilter, Counted] = {}
         for host_filter in dict.fromkeys(host_filters):
             before = api.total_calls
-            count, exact = self._count_one(api, cluster, host_filter, shared)
-            counted[host_filter] = Counted(count, exact, api.total_calls - before)
+            count, exact, stale = self._count_one(api, cluster, host_filter, shared)
+            counted[host_filter] = Counted(count, exact, api.total_calls - before, stale)
         for host_filter in [f for f in self.filters if f not in counted]:
             del self.filters[host_filter]
+        return counted
+
+    def recount(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
+        """Count these filters exactly now (before a write that a stale reading would otherwise justify)."""
+        shared = _ClusterReading(api, cluster)
+        counted: dict[HostFilter, Counted] = {}
+        for host_filter in dict.fromkeys(host_filters):
+            before = api.total_calls
+            exact = self._exact(api, cluster, host_filter, shared)
+            self.filters[host_filter] = _FilterMemory(exact)
+            counted[host_filter] = Counted(exact.count, True, api.total_calls - before)
         return counted
 
     def apply(
         self, api: Api, cluster: str, host_filters: Iterable[HostFilter], changes: Sequence[InstanceChange]
     ) -> dict[HostFilter, Counted]:
-        """Count each filter from its last exact sets with these instance changes applied.
+        """Count each filter from its kept sets with these instance changes applied.
 
         The calls do not grow with the cluster: none for a filter without
         memberOf, one per new instance (asking ECS whether it matches) for one
-        with. A filter with no exact count yet, or a new instance whose EC2 id
-        the event did not give, is counted exactly instead. Every filter counted
-        here is counted exactly again at the next regular pass.
+        with. A filter with no count yet, or a new instance whose EC2 id the
+        event did not give, is counted exactly instead.
         """
         newest: dict[str, InstanceChange] = {}
         for change in changes:
@@ -152,25 +169,25 @@ class HostCounter:
         for host_filter in dict.fromkeys(host_filters):
             before = api.total_calls
             memory = self.filters.get(host_filter)
-            exact = memory.exact if memory else None
-            applied = self._apply(api, cluster, host_filter, exact, newest.values()) if exact else None
+            applied = self._apply(api, cluster, host_filter, memory, newest.values()) if memory else None
             if applied is None:
-                fresh = self._exact(api, cluster, host_filter, shared, None, None)
-                memory = self.filters[host_filter] = _FilterMemory(fresh)
+                fresh = self._exact(api, cluster, host_filter, shared)
+                self.filters[host_filter] = _FilterMemory(fresh)
                 counted[host_filter] = Counted(fresh.count, True, api.total_calls - before)
             else:
                 assert memory is not None
-                memory.exact = applied
+                memory.exact, memory.usable_now = applied, None
                 counted[host_filter] = Counted(applied.count, False, api.total_calls - before)
-            memory.passes_since_exact = self.exact_every  # the next regular pass counts every host again
         return counted
 
     @staticmethod
     def _apply(
-        api: Api, cluster: str, host_filter: HostFilter, exact: Exact, changes: Iterable[InstanceChange]
+        api: Api, cluster: str, host_filter: HostFilter, memory: _FilterMemory, changes: Iterable[InstanceChange]
     ) -> Exact | None:
         expression = member_expression(host_filter)
-        active, usable = set(exact.active), set(exact.usable)
+        exact = memory.exact
+        active = set(exact.active)
+        usable = set(memory.usable_now if memory.usable_now is not None else exact.usable)
         for change in changes:
             arn = change.container_instance_arn
             member = change.status == "ACTIVE"
@@ -188,7 +205,7 @@ class HostCounter:
                 active.discard(arn)
                 usable.discard(arn)
         count = HostCount(active=len(active), usable=len(usable))
-        return Exact(count, exact.side, exact.reading, frozenset(active), frozenset(usable))
+        return Exact(count, exact.side, exact.offset, frozenset(active), frozenset(usable))
 
     def known(self) -> tuple[set[str], set[str]]:
         """Every ACTIVE instance in any filter's last exact sets, and the usable ones among them."""
@@ -196,7 +213,7 @@ class HostCounter:
         usable: set[str] = set()
         for memory in self.filters.values():
             active |= memory.exact.active
-            usable |= memory.exact.usable
+            usable |= memory.usable_now if memory.usable_now is not None else memory.exact.usable
         return active, usable
 
     def exact(self, host_filter: HostFilter) -> Exact | None:
@@ -206,61 +223,60 @@ class HostCounter:
 
     def _count_one(
         self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading
-    ) -> tuple[HostCount, bool]:
+    ) -> tuple[HostCount, bool, bool]:
+        """(count, exact, stale) of one filter in a regular pass."""
         memory = self.filters.get(host_filter)
-        reading: tuple[int, ...] | None = None
         if (
             self.cheap
             and memory is not None
-            and memory.exact.side != SMALL
+            and memory.exact.side in (CLUSTER, COMPLEMENT)
             and memory.passes_since_exact + 1 < self.exact_every
         ):
-            reading = self._reading(api, cluster, host_filter, memory.exact.side, shared)
-            if reading == memory.exact.reading:
+            exact = memory.exact
+            active, disconnected = self._reading(api, cluster, host_filter, exact.side, shared)
+            if active - exact.offset == len(exact.active) and disconnected <= exact.active:
+                usable = exact.active - disconnected
+                count = HostCount(active=len(exact.active), usable=len(usable))
                 memory.passes_since_exact += 1
-                return memory.exact.count, False
-        exact = self._exact(api, cluster, host_filter, shared, memory.exact.side if memory else None, reading)
+                stale = count != exact.count
+                memory.usable_now = usable if stale else None
+                return count, False, stale
+        exact = self._exact(api, cluster, host_filter, shared)
         self.filters[host_filter] = _FilterMemory(exact)
-        return exact.count, True
+        return exact.count, True, False
 
-    def _exact(
-        self,
-        api: Api,
-        cluster: str,
-        host_filter: HostFilter,
-        shared: _ClusterReading,
-        previous_side: str | None,
-        reading: tuple[int, ...] | None,
-    ) -> Exact:
+    def _exact(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> Exact:
         expression = member_expression(host_filter)
         active = frozenset(api.list_container_instances(cluster, "ACTIVE", expression))
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         usable = active - disconnected
         count = HostCount(active=len(active), usable=len(usable))
         if not self.cheap or len(active) <= LIST_PAGE:
-            return Exact(count, SMALL, (), active, usable)
+            return Exact(count, SMALL, 0, active, usable)
         if expression is None:
             side = CLUSTER
-            fresh: tuple[int, ...] = (shared.registered(), shared.draining(), len(disconnected))
+        elif len(active) <= shared.active() - len(active):
+            return Exact(count, DIRECT, 0, active, usable)  # few hosts match: listing them is the reading
         else:
-            side = DIRECT if len(active) <= shared.active() - len(active) else COMPLEMENT
-            if side == DIRECT:
-                fresh = (len(active), len(disconnected))
-            elif reading is not None and previous_side == COMPLEMENT:
-                fresh = reading  # taken moments ago in this pass: no need to list the complement again
-            else:
-                fresh = self._reading(api, cluster, host_filter, COMPLEMENT, shared)
-        return Exact(count, side, fresh, active, usable)
+            side = COMPLEMENT
+        reading, _ = self._reading(api, cluster, host_filter, side, shared, disconnected=disconnected)
+        return Exact(count, side, reading - len(active), active, usable)
 
     @staticmethod
     def _reading(
-        api: Api, cluster: str, host_filter: HostFilter, side: str, shared: _ClusterReading
-    ) -> tuple[int, ...]:
+        api: Api,
+        cluster: str,
+        host_filter: HostFilter,
+        side: str,
+        shared: _ClusterReading,
+        *,
+        disconnected: frozenset[str] | None = None,
+    ) -> tuple[int, frozenset[str]]:
+        """(R - DRAINING - outside: the ACTIVE instances before the offset, the disconnected ones' ARNs)."""
         expression = member_expression(host_filter)
-        disconnected = len(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
-        if side == CLUSTER:
-            return (shared.registered(), shared.draining(), disconnected)
-        if side == DIRECT:
-            return (len(api.list_container_instances(cluster, "ACTIVE", expression)), disconnected)
-        outside = len(api.list_container_instances(cluster, "ACTIVE", f"not ({expression})"))
-        return (shared.registered(), shared.draining(), outside, disconnected)
+        if disconnected is None:
+            disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
+        active = shared.registered() - shared.draining()
+        if side == COMPLEMENT:
+            active -= len(api.list_container_instances(cluster, "ACTIVE", f"not ({expression})"))
+        return active, disconnected

@@ -77,7 +77,7 @@ def loop(
     managing_none = False
     wake = threading.Event()  # set by the events source when changes wait, and on stop
     source: EventSource | None = None
-    relevance = Relevance(config.cluster, lambda lost_passes: lost_passes >= config.scale_down_after)
+    relevance = Relevance(config.cluster)
     next_regular = time.monotonic()
     try:
         while not stop.is_set():
@@ -98,6 +98,8 @@ def loop(
             )
             if changes is None and report.observed:
                 relevance.learn(*memory.hosts.known())
+            if any(d.writes and "agent lost" in d.reason for d in report.decisions):
+                relevance.lowered_for_lost_agents()
             monitor.record(report)
             for observer in observers:
                 observer(report)

@@ -14,8 +14,9 @@ only by an event that can change a decision now:
   nor agent (a task placed or stopped): no;
 - an agent lost: no, since a lost agent lowers nothing before its hold of
   SCALE_DOWN_AFTER regular passes, which those passes measure;
-- an agent back: only when its hold had run out (desiredCount was lowered for
-  it); back within the hold, nothing changes.
+- an agent back: only when desiredCount may have been lowered for it (a
+  pass lowered a service for lost agents since this one was lost); back
+  within its hold, nothing changes.
 
 `EventSource` long-polls the queue in a thread of its own, deletes every message
 it has handled (ignored and malformed ones too), and hands the relevant changes
@@ -150,27 +151,35 @@ class _Known:
     version: int | None  # None: learnt from a listing, not from an event
     status: str
     agent_connected: bool
-    lost_passes: int = 0  # regular passes that have seen its agent lost in a row
+    lost_since: float | None = None  # when its agent was first seen lost (monotonic), while it is
 
 
 class Relevance:
     """Per container instance, the newest state seen; says which events can change a decision now.
 
-    `agent_back_matters(lost_passes)` tells whether an agent's return changes
-    anything after it was seen lost in that many regular passes: in the daemon,
-    when its hold (SCALE_DOWN_AFTER) has run out. None means there is no hold
-    (the Lambda handler acts at once): every agent change matters.
+    With `hold` (the daemon, whose lost agents wait SCALE_DOWN_AFTER regular
+    passes) a lost agent starts no pass, and one that comes back starts a pass
+    only if a pass has lowered a service for lost agents since it was lost
+    (`lowered_for_lost_agents`), since only then can its return raise anything.
+    Without a hold (the Lambda handler acts at once) every agent change matters.
     """
 
-    def __init__(self, cluster: str, agent_back_matters: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, cluster: str, *, hold: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.cluster = cluster
-        self.agent_back_matters = agent_back_matters
+        self.hold = hold
+        self.clock = clock
         self._known: dict[str, _Known] = {}
+        self._lowered_at: float | None = None
         self._lock = threading.Lock()
 
     def _same_cluster(self, cluster_arn: str) -> bool:
         # By name: CLUSTER may be a name or an ARN, and the rule already keeps other accounts' events out.
         return cluster_arn.rsplit("/", 1)[-1] == self.cluster.rsplit("/", 1)[-1]
+
+    def lowered_for_lost_agents(self) -> None:
+        """A pass has just lowered a service because agents were lost."""
+        with self._lock:
+            self._lowered_at = self.clock()
 
     def classify(self, change: InstanceChange) -> str | None:
         """None when the change should start a pass, else the reason it should not; remembers the change."""
@@ -183,35 +192,41 @@ class Relevance:
                     return DUPLICATE
                 if change.version < known.version:
                     return STALE
+            lost_since = None
+            if not change.agent_connected:
+                lost_since = known.lost_since if known is not None and known.lost_since is not None else self.clock()
             self._known[change.container_instance_arn] = _Known(
-                change.version,
-                change.status,
-                change.agent_connected,
-                known.lost_passes if known is not None and not change.agent_connected else 0,
+                change.version, change.status, change.agent_connected, lost_since
             )
             if known is None or change.status != known.status:
                 return None
             if change.agent_connected == known.agent_connected:
                 return NO_CHANGE
-            if self.agent_back_matters is None:
+            if not self.hold:
                 return None
             if not change.agent_connected:
                 return AGENT_LOST
-            return None if self.agent_back_matters(known.lost_passes) else AGENT_BACK
+            lowered_at, lost_since = self._lowered_at, known.lost_since
+            lowered = lowered_at is not None and lost_since is not None and lowered_at >= lost_since
+            return None if lowered else AGENT_BACK
 
     def learn(self, active: Iterable[str], usable: Iterable[str]) -> None:
-        """Take in what a regular pass listed: these instances are ACTIVE, those usable (agent connected)."""
+        """Take in what a regular pass found: these instances are ACTIVE, those usable (agent connected)."""
         usable_set = set(usable)
+        now = self.clock()
         with self._lock:
             for arn in active:
-                known = self._known.get(arn)
                 connected = arn in usable_set
+                known = self._known.get(arn)
                 if known is None:
-                    self._known[arn] = _Known(None, ACTIVE, connected, 0 if connected else 1)
+                    self._known[arn] = _Known(None, ACTIVE, connected, None if connected else now)
                     continue
                 known.status = ACTIVE
-                known.lost_passes = 0 if connected else known.lost_passes + 1
                 known.agent_connected = connected
+                if connected:
+                    known.lost_since = None
+                elif known.lost_since is None:
+                    known.lost_since = now
 
     def forget(self, arns: Iterable[str]) -> None:
         with self._lock:

@@ -64,9 +64,9 @@ def _get_runtime() -> _Runtime:
         config = settings.load([], os.environ)
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
-        _runtime = _Runtime(
-            config=config, api=Api(config.region, config.profile), relevance=events.Relevance(config.cluster)
-        )
+        # A pass here keeps no scale-down hold, so every agent change can change a decision.
+        relevance = events.Relevance(config.cluster, hold=False)
+        _runtime = _Runtime(config=config, api=Api(config.region, config.profile), relevance=relevance)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
 

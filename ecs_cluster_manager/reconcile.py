@@ -19,7 +19,7 @@ import structlog
 
 from . import plan
 from .config import Config
-from .counting import HostCounter
+from .counting import Counted, HostCounter
 from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
 from .events import InstanceChange, oldest_time
 from .models import HostCount, Service, TaskIdentity
@@ -260,9 +260,10 @@ def _observe_and_act(
 
     host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
     counts: dict[tuple[str, ...], HostCount] = {}
+    counted: dict[tuple[str, ...], Counted] = {}
     try:
         if not sized:
-            counted = {}
+            pass
         elif changes is not None:
             counted = memory.hosts.apply(api, config.cluster, host_filters.values(), changes)
         else:
@@ -290,16 +291,46 @@ def _observe_and_act(
     live = {service.arn for service, _ in sized}
     for arn in [arn for arn in pending if arn not in live]:
         del pending[arn]
-    for service, size in sized:
-        decision, hold = plan.decide(
-            service,
-            counts[host_filters[service.arn]],
-            size,
-            dry_run=config.dry_run,
-            scale_down_after=scale_down_after,
-            pending=pending.get(service.arn),
-            count_pass=changes is None,
-        )
+
+    def plan_all(only: set[tuple[str, ...]] | None = None) -> dict[str, tuple[plan.Decision, plan.Pending | None]]:
+        return {
+            service.arn: plan.decide(
+                service,
+                counts[host_filters[service.arn]],
+                size,
+                dry_run=config.dry_run,
+                scale_down_after=scale_down_after,
+                pending=pending.get(service.arn),
+                count_pass=changes is None,
+            )
+            for service, size in sized
+            if only is None or host_filters[service.arn] in only
+        }
+
+    planned = plan_all()
+    # A stale reading may decide, but never write: count those filters exactly first, then decide again.
+    stale = {f for f, result in counted.items() if result.stale}
+    recount = {host_filters[arn] for arn, (decision, _) in planned.items() if decision.writes} & stale
+    if recount:
+        try:
+            recounted = memory.hosts.recount(api, config.cluster, recount)
+        except EcsError as error:
+            report.errors.append(f"counting hosts failed: {error}")
+            for service, _ in sized:
+                report.decisions.append(
+                    plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
+                )
+            return
+        for member_of, result in recounted.items():
+            expression = host_filter(member_of)
+            report.hosts[expression] = result.count.usable
+            report.active_hosts[expression] = result.count.active
+            report.counting[expression] = "exact"
+            counts[member_of] = result.count
+        planned.update(plan_all(recount))
+
+    for service, _ in sized:
+        decision, hold = planned[service.arn]
         if hold is None:
             pending.pop(service.arn, None)
         else:

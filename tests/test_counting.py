@@ -139,8 +139,19 @@ def test_every_pass_counts_the_truth_through_random_changes(ecs: LocalECS, monke
         ecs.clear_calls()
         change = rng.choice(changes)
         change()
+        last_exact = {f: m.exact.count for f, m in memory.hosts.filters.items()}
         report = run_pass(api, config, memory, scale_down_after=1)
         assert report.ok, report.errors
+        # No update rests on a cheap count that differs from the filter's last exact count.
+        members = {"all": (), "web": (WEB,), "batch": (NOT_WEB,)}
+        for call in ecs.calls:
+            if call.operation != "UpdateService":
+                continue
+            member_of = members[str(call.params["service"]).rsplit("/", 1)[-1]]
+            expression = "agentConnected == true" + (f" and ({member_of[0]})" if member_of else "")
+            if report.counting[expression] == "cheap":
+                used = (report.active_hosts[expression], report.hosts[expression])
+                assert used == (last_exact[member_of].active, last_exact[member_of].usable), step
         all_filter, web_filter = "agentConnected == true", f"agentConnected == true and ({WEB})"
         assert (report.active_hosts[all_filter], report.hosts[all_filter]) == truth(ecs), step
         assert (report.active_hosts[web_filter], report.hosts[web_filter]) == truth(ecs, "web"), step

@@ -54,11 +54,6 @@ def classify(relevance: events.Relevance, text: str) -> str | None:
     return parsed.reason if isinstance(parsed, events.Ignored) else relevance.classify(parsed)
 
 
-def held(passes: int) -> bool:
-    """The daemon's rule with SCALE_DOWN_AFTER=2: an agent's return matters once its hold has run out."""
-    return passes >= 2
-
-
 def test_parse_reads_the_fields_and_the_time() -> None:
     """The instance, cluster, status, agent, version and event time come out of the EventBridge document."""
     change = events.parse(body(7, status="DRAINING", connected=False))
@@ -97,7 +92,7 @@ def test_other_event_types_are_ignored() -> None:
 
 def test_which_changes_start_a_pass() -> None:
     """Unknown instance and status changes do; duplicates, older versions, task placements and lost agents don't."""
-    relevance = events.Relevance("prod", held)
+    relevance = events.Relevance("prod")
     assert classify(relevance, body(5)) is None  # unknown instance
     assert classify(relevance, body(5)) == events.DUPLICATE
     assert classify(relevance, body(4, status="DRAINING")) == events.STALE
@@ -112,19 +107,36 @@ def test_which_changes_start_a_pass() -> None:
     )
 
 
-def test_an_agent_back_after_its_hold_starts_a_pass() -> None:
-    """Once regular passes saw the agent lost SCALE_DOWN_AFTER times (so it was stopped for), its return counts."""
-    relevance = events.Relevance("prod", held)
-    relevance.learn(active=[HOST], usable=[HOST])
+def test_an_agent_back_after_a_lowering_for_lost_agents_starts_a_pass() -> None:
+    """Once a pass has lowered a service for lost agents, the return of an agent lost before it counts;
+    the return of one lost only after it does not."""
+    now = [0.0]
+    relevance = events.Relevance("prod", clock=lambda: now[0])
+    other = HOST + "b"
+    relevance.learn(active=[HOST, other], usable=[HOST, other])
+    now[0] = 1.0
     assert classify(relevance, body(3, connected=False)) == events.AGENT_LOST
-    relevance.learn(active=[HOST], usable=[])
-    relevance.learn(active=[HOST], usable=[])
+    now[0] = 2.0
+    relevance.lowered_for_lost_agents()  # its hold ran out (or another lost agent's, in the same streak)
+    now[0] = 3.0
+    assert classify(relevance, body(1, arn=other, connected=False)) == events.AGENT_LOST
     assert classify(relevance, body(4, connected=True)) is None
+    assert classify(relevance, body(2, arn=other, connected=True)) == events.AGENT_BACK
+
+
+def test_a_lost_agent_seen_by_a_pass_counts_from_then() -> None:
+    """An agent a regular pass found lost, with no event, is lost from that pass on."""
+    now = [5.0]
+    relevance = events.Relevance("prod", clock=lambda: now[0])
+    relevance.learn(active=[HOST], usable=[])
+    now[0] = 6.0
+    relevance.lowered_for_lost_agents()
+    assert classify(relevance, body(9, connected=True)) is None
 
 
 def test_instances_a_pass_listed_are_known() -> None:
     """An instance seen in a regular pass's listing starts no pass for a task placement, even before any event."""
-    relevance = events.Relevance("prod", held)
+    relevance = events.Relevance("prod")
     relevance.learn(active=[HOST], usable=[HOST])
     assert classify(relevance, body(40)) == events.NO_CHANGE
     assert classify(relevance, body(41, status="DRAINING")) is None
@@ -132,7 +144,7 @@ def test_instances_a_pass_listed_are_known() -> None:
 
 def test_without_a_hold_every_agent_change_matters() -> None:
     """The Lambda handler has no hold: a lost agent lowers at once, so it starts a pass."""
-    relevance = events.Relevance("arn:aws:ecs:us-east-1:999999999999:cluster/prod")  # by name, any account
+    relevance = events.Relevance("arn:aws:ecs:us-east-1:999999999999:cluster/prod", hold=False)  # by name
     assert classify(relevance, body(1)) is None
     assert classify(relevance, body(2, connected=False)) is None
     assert classify(relevance, body(3, connected=True)) is None
@@ -156,7 +168,7 @@ def test_a_batch_is_deleted_whole_and_only_relevant_changes_wake_the_loop() -> N
     source = events.EventSource(
         queue,  # type: ignore[arg-type]
         "http://127.0.0.1/123456789012/q",
-        events.Relevance("prod", held),
+        events.Relevance("prod"),
         stop=threading.Event(),
         wake=wake,
     )

@@ -214,3 +214,39 @@ def test_a_queue_that_does_not_exist_is_a_startup_error(ecs: LocalECS, tmp_path:
     assert len(lines) == 1 and lines[0].startswith("ecs-cluster-manager: error: EVENTS_QUEUE_URL: "), lines
     assert "no-such-queue" in lines[0]
     assert ecs.desired_count(CLUSTER, "agent") == 2  # the first pass ran before the queue was read
+
+
+def test_an_agent_back_after_a_lowering_raises_at_once(ecs: LocalECS, tmp_path: Path) -> None:
+    """Two agents each lost for one regular pass lower the count (one streak); when the last one is back,
+    an event pass raises it again within seconds, not at the next INTERVAL."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 4)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
+    queue_url = ecs.enable_events(CLUSTER)
+    with Daemon(
+        ecs,
+        CLUSTER=CLUSTER,
+        SERVICES="agent",
+        INTERVAL="3",
+        SCALE_DOWN_AFTER="2",
+        EVENTS_QUEUE_URL=queue_url,
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 4, timeout=30)
+
+        def next_interval_pass() -> None:
+            seen = len(passes(daemon, "interval"))
+            assert daemon.wait_for(lambda: len(passes(daemon, "interval")) > seen, timeout=15)  # noqa: B023
+
+        next_interval_pass()
+        ecs.set_agent_connected(CLUSTER, hosts[0], False)
+        next_interval_pass()
+        ecs.set_agent_connected(CLUSTER, hosts[0], True)
+        ecs.set_agent_connected(CLUSTER, hosts[1], False)
+        next_interval_pass()
+        assert ecs.desired_count(CLUSTER, "agent") == 3
+        lowered = len(passes(daemon, "interval"))
+        ecs.set_agent_connected(CLUSTER, hosts[1], True)
+        assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 4, timeout=2.5)
+        assert len(passes(daemon, "interval")) == lowered  # raised by an event pass
+        assert daemon.stop() == 0
