@@ -91,6 +91,11 @@ class _FilterMemory:
     exact: Exact
     passes_since_exact: int = 0
     usable_now: frozenset[str] | None = None  # usable per the latest consistent reading, when it is stale
+    lost: dict[str, int] = field(default_factory=dict)  # ACTIVE instance with its agent lost -> regular passes so
+
+    def see_lost(self, lost_now: Iterable[str], *, advance: bool) -> None:
+        """Take in the instances whose agent is lost now: one more pass each (`advance`), or as they were."""
+        self.lost = {arn: self.lost.get(arn, 0) + 1 if advance else self.lost.get(arn, 1) for arn in lost_now}
 
 
 class _ClusterReading:
@@ -127,12 +132,18 @@ class HostCounter:
     filters: dict[HostFilter, _FilterMemory] = field(default_factory=dict)
 
     def count(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
-        """Count each filter for one pass; raises EcsError when any read fails (nothing partial is returned)."""
+        """Count each filter for one regular pass; raises EcsError when any read fails (nothing partial is returned).
+
+        Each instance whose agent is lost is seen lost for one more pass (`held`).
+        """
         shared = _ClusterReading(api, cluster)
         counted: dict[HostFilter, Counted] = {}
         for host_filter in dict.fromkeys(host_filters):
             before = api.total_calls
             count, exact, stale = self._count_one(api, cluster, host_filter, shared)
+            memory = self.filters[host_filter]
+            usable = memory.usable_now if memory.usable_now is not None else memory.exact.usable
+            memory.see_lost(memory.exact.active - usable, advance=True)
             counted[host_filter] = Counted(count, exact, api.total_calls - before, stale)
         for host_filter in [f for f in self.filters if f not in counted]:
             del self.filters[host_filter]
@@ -145,7 +156,9 @@ class HostCounter:
         for host_filter in dict.fromkeys(host_filters):
             before = api.total_calls
             exact = self._exact(api, cluster, host_filter, shared)
-            self.filters[host_filter] = _FilterMemory(exact)
+            previous = self.filters.get(host_filter)
+            memory = self.filters[host_filter] = _FilterMemory(exact, lost=previous.lost if previous else {})
+            memory.see_lost(exact.active - exact.usable, advance=False)
             counted[host_filter] = Counted(exact.count, True, api.total_calls - before)
         return counted
 
@@ -172,12 +185,13 @@ class HostCounter:
             applied = self._apply(api, cluster, host_filter, memory, newest.values()) if memory else None
             if applied is None:
                 fresh = self._exact(api, cluster, host_filter, shared)
-                self.filters[host_filter] = _FilterMemory(fresh)
+                memory = self.filters[host_filter] = _FilterMemory(fresh, lost=memory.lost if memory else {})
                 counted[host_filter] = Counted(fresh.count, True, api.total_calls - before)
             else:
                 assert memory is not None
                 memory.exact, memory.usable_now = applied, None
                 counted[host_filter] = Counted(applied.count, False, api.total_calls - before)
+            memory.see_lost(memory.exact.active - memory.exact.usable, advance=False)
         return counted
 
     @staticmethod
@@ -207,14 +221,22 @@ class HostCounter:
         count = HostCount(active=len(active), usable=len(usable))
         return Exact(count, exact.side, exact.offset, frozenset(active), frozenset(usable))
 
-    def known(self) -> tuple[set[str], set[str]]:
-        """Every ACTIVE instance in any filter's last exact sets, and the usable ones among them."""
+    def held(self, host_filter: HostFilter, hold: int) -> tuple[int, int]:
+        """(instances lost for fewer than `hold` regular passes, the most passes among them)."""
+        memory = self.filters.get(host_filter)
+        passes = [n for n in (memory.lost.values() if memory else ()) if n < hold]
+        return len(passes), max(passes, default=0)
+
+    def known(self, hold: int) -> tuple[set[str], set[str], set[str]]:
+        """Every ACTIVE instance in the kept sets, the usable ones, and those lost for `hold` passes or more."""
         active: set[str] = set()
         usable: set[str] = set()
+        counted_out: set[str] = set()
         for memory in self.filters.values():
             active |= memory.exact.active
             usable |= memory.usable_now if memory.usable_now is not None else memory.exact.usable
-        return active, usable
+            counted_out |= {arn for arn, passes in memory.lost.items() if passes >= hold}
+        return active, usable, counted_out
 
     def exact(self, host_filter: HostFilter) -> Exact | None:
         """The last exact count of a filter, if it has one."""
@@ -242,7 +264,7 @@ class HostCounter:
                 memory.usable_now = usable if stale else None
                 return count, False, stale
         exact = self._exact(api, cluster, host_filter, shared)
-        self.filters[host_filter] = _FilterMemory(exact)
+        self.filters[host_filter] = _FilterMemory(exact, lost=memory.lost if memory else {})
         return exact.count, True, False
 
     def _exact(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> Exact:

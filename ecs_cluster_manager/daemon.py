@@ -97,9 +97,7 @@ def loop(
                 api, config, None if config.once else memory, stop=stop, identity=identity, changes=changes
             )
             if changes is None and report.observed:
-                relevance.learn(*memory.hosts.known())
-            if any(d.writes and "agent lost" in d.reason for d in report.decisions):
-                relevance.lowered_for_lost_agents()
+                relevance.learn(*memory.hosts.known(config.scale_down_after))
             monitor.record(report)
             for observer in observers:
                 observer(report)

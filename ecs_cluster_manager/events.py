@@ -15,8 +15,8 @@ only by an event that can change a decision now:
 - an agent lost: no, since a lost agent lowers nothing before its hold of
   SCALE_DOWN_AFTER regular passes, which those passes measure;
 - an agent back: only when desiredCount may have been lowered for it (a
-  pass lowered a service for lost agents since this one was lost); back
-  within its hold, nothing changes.
+  regular pass found it lost for SCALE_DOWN_AFTER passes); back within its
+  hold, nothing changes.
 
 `EventSource` long-polls the queue in a thread of its own, deletes every message
 it has handled (ignored and malformed ones too), and hands the relevant changes
@@ -151,35 +151,28 @@ class _Known:
     version: int | None  # None: learnt from a listing, not from an event
     status: str
     agent_connected: bool
-    lost_since: float | None = None  # when its agent was first seen lost (monotonic), while it is
+    counted_out: bool = False  # a regular pass found its agent lost long enough to lower for it
 
 
 class Relevance:
     """Per container instance, the newest state seen; says which events can change a decision now.
 
-    With `hold` (the daemon, whose lost agents wait SCALE_DOWN_AFTER regular
-    passes) a lost agent starts no pass, and one that comes back starts a pass
-    only if a pass has lowered a service for lost agents since it was lost
-    (`lowered_for_lost_agents`), since only then can its return raise anything.
-    Without a hold (the Lambda handler acts at once) every agent change matters.
+    With `hold` (the daemon, where a lost agent counts until it has been lost for
+    SCALE_DOWN_AFTER regular passes) a lost agent starts no pass, and one that
+    comes back starts a pass only if a regular pass had found it lost that long
+    (`learn`), since only then can its return raise anything. Without a hold
+    (the Lambda handler acts at once) every agent change matters.
     """
 
-    def __init__(self, cluster: str, *, hold: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cluster: str, *, hold: bool = True) -> None:
         self.cluster = cluster
         self.hold = hold
-        self.clock = clock
         self._known: dict[str, _Known] = {}
-        self._lowered_at: float | None = None
         self._lock = threading.Lock()
 
     def _same_cluster(self, cluster_arn: str) -> bool:
         # By name: CLUSTER may be a name or an ARN, and the rule already keeps other accounts' events out.
         return cluster_arn.rsplit("/", 1)[-1] == self.cluster.rsplit("/", 1)[-1]
-
-    def lowered_for_lost_agents(self) -> None:
-        """A pass has just lowered a service because agents were lost."""
-        with self._lock:
-            self._lowered_at = self.clock()
 
     def classify(self, change: InstanceChange) -> str | None:
         """None when the change should start a pass, else the reason it should not; remembers the change."""
@@ -192,11 +185,9 @@ class Relevance:
                     return DUPLICATE
                 if change.version < known.version:
                     return STALE
-            lost_since = None
-            if not change.agent_connected:
-                lost_since = known.lost_since if known is not None and known.lost_since is not None else self.clock()
+            counted_out = known is not None and known.counted_out and not change.agent_connected
             self._known[change.container_instance_arn] = _Known(
-                change.version, change.status, change.agent_connected, lost_since
+                change.version, change.status, change.agent_connected, counted_out
             )
             if known is None or change.status != known.status:
                 return None
@@ -206,27 +197,21 @@ class Relevance:
                 return None
             if not change.agent_connected:
                 return AGENT_LOST
-            lowered_at, lost_since = self._lowered_at, known.lost_since
-            lowered = lowered_at is not None and lost_since is not None and lowered_at >= lost_since
-            return None if lowered else AGENT_BACK
+            return None if known.counted_out else AGENT_BACK
 
-    def learn(self, active: Iterable[str], usable: Iterable[str]) -> None:
-        """Take in what a regular pass found: these instances are ACTIVE, those usable (agent connected)."""
-        usable_set = set(usable)
-        now = self.clock()
+    def learn(self, active: Iterable[str], usable: Iterable[str], counted_out: Iterable[str] = ()) -> None:
+        """Take in a regular pass: these instances are ACTIVE, those usable, those lost long enough to lower for."""
+        usable_set, out = set(usable), set(counted_out)
         with self._lock:
             for arn in active:
                 connected = arn in usable_set
                 known = self._known.get(arn)
                 if known is None:
-                    self._known[arn] = _Known(None, ACTIVE, connected, None if connected else now)
+                    self._known[arn] = _Known(None, ACTIVE, connected, arn in out)
                     continue
                 known.status = ACTIVE
                 known.agent_connected = connected
-                if connected:
-                    known.lost_since = None
-                elif known.lost_since is None:
-                    known.lost_since = now
+                known.counted_out = arn in out
 
     def forget(self, arns: Iterable[str]) -> None:
         with self._lock:

@@ -75,11 +75,15 @@ class HostCount:
     """The container instances of one host filter: ACTIVE ones, and of those the usable (agent connected).
 
     A drop in `active` is deliberate (a host drained or deregistered); a drop in
-    `usable` alone is an agent that may come back.
+    `usable` alone is an agent that may come back. `held` of the hosts with a
+    lost agent have not been lost for SCALE_DOWN_AFTER regular passes yet (the
+    longest for `held_passes`): they still count for the target.
     """
 
     active: int
     usable: int
+    held: int = 0
+    held_passes: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Given a service as observed and the number of hosts it may run on, return one
 Decision (update, unchanged, dry-run or skip) with the current and target counts
-and the reason. Scale-down damping is a small piece of memory passed in and
-returned, so the caller owns all state and these functions stay pure.
+and the reason. How long each lost agent has been lost comes in with the host
+count, so the caller owns all state and these functions stay pure.
 """
 
 from __future__ import annotations
@@ -49,14 +49,6 @@ class Sizing:
         if self.maximum is not None:
             count = min(count, self.maximum)
         return count
-
-
-@dataclass(frozen=True)
-class Pending:
-    """Agents lost for `passes` consecutive passes; `lost` is the fewest tasks they accounted for in any of them."""
-
-    lost: int
-    passes: int
 
 
 @dataclass(frozen=True)
@@ -128,19 +120,15 @@ def decide(
     *,
     dry_run: bool = False,
     scale_down_after: int = 1,
-    pending: Pending | None = None,
-    count_pass: bool = True,
-) -> tuple[Decision, Pending | None]:
-    """Decide one service's desiredCount; returns the decision and the scale-down memory to keep.
+) -> Decision:
+    """Decide one service's desiredCount.
 
     The target is the usable hosts' count, sized. Raising is immediate. A drop
     down to the target of the ACTIVE hosts is immediate too: those hosts were
     drained or deregistered on purpose, and a task left without a host only
-    stays PENDING. The further drop to the usable hosts (agents lost, which
-    routinely come back) waits until it has been seen in `scale_down_after`
-    consecutive passes, then lowers to the highest target of those passes.
-    `count_pass=False` (a pass triggered by an event) neither starts nor
-    advances that hold: only the regular passes measure it.
+    stays PENDING. A host whose agent is lost, which routinely comes back, still
+    counts until it has been lost for `scale_down_after` regular passes
+    (`hosts.held` are those that have not): only then is it lowered for.
     """
     current = service.desired_count
     target = size.target(hosts.usable)
@@ -149,28 +137,17 @@ def decide(
         return Decision(service.name, service.arn, action, current, count, hosts.usable, reason)
 
     write = DRY_RUN if dry_run else UPDATE
-    if target == current:
-        return decision(UNCHANGED, "converged", target), None
-    if target > current:
-        return decision(write, "scale up", target), None
+    if target >= current:
+        if target == current:
+            return decision(UNCHANGED, "converged", target)
+        return decision(write, "scale up", target)
 
-    # What the ACTIVE hosts alone justify: lowered at once.
-    drained_to = min(current, size.target(hosts.active))
-    if target >= drained_to:
-        return decision(write, "scale down: drained", drained_to), None
-
-    # Below that, agents are lost: damped. The hold remembers the fewest tasks the
-    # lost agents accounted for in its passes, so an agent back part way through
-    # the streak is not stopped for.
-    lost = size.target(hosts.active) - target
-    advance = 1 if count_pass else 0
-    passes = pending.passes + advance if pending else advance
-    lost = min(pending.lost, lost) if pending else lost
-    held = max(target, drained_to - lost)
-    if passes < scale_down_after:
-        hold = f"agent lost, scale down held ({passes}/{scale_down_after} passes)"
-        if drained_to < current:
-            return decision(write, f"scale down: drained; {hold}", drained_to), Pending(lost, passes)
-        return decision(UNCHANGED, hold, held), Pending(lost, passes)
-    reason = f"scale down: agent lost, held {passes}/{scale_down_after} passes"
-    return decision(write, reason, held), (Pending(lost, passes) if dry_run else None)
+    hold = f"agent lost, scale down held ({hosts.held_passes}/{scale_down_after} passes)" if hosts.held else ""
+    # The held hosts still count; drained and deregistered ones never do.
+    new = min(current, size.target(hosts.usable + hosts.held))
+    if new == current:
+        return decision(UNCHANGED, hold or "converged", target)
+    if new < size.target(hosts.active):
+        reason = f"scale down: agent lost, held {scale_down_after}/{scale_down_after} passes"
+        return decision(write, reason + (f"; {hold}" if hold else ""), new)
+    return decision(write, "scale down: drained" + (f"; {hold}" if hold else ""), new)

@@ -108,9 +108,8 @@ def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
 
 @dataclass
 class Memory:
-    """What the loop carries from one pass to the next: scale-down holds and the host counts."""
+    """What the loop carries from one pass to the next: the host counts, with how long each lost agent is lost."""
 
-    pending: dict[str, plan.Pending] = field(default_factory=dict)  # service ARN -> the hold of a lower target
     hosts: HostCounter = field(default_factory=HostCounter)
 
 
@@ -184,13 +183,13 @@ def run_pass(
     scale_down_after: int | None = None,
     changes: Sequence[InstanceChange] | None = None,
 ) -> PassReport:
-    """Observe, plan and act once. `memory` carries scale-down holds and host counts between passes.
+    """Observe, plan and act once. `memory` carries the host counts (and lost agents' holds) between passes.
 
     `scale_down_after` defaults to the configured value when memory is given and
     to 1 (act at once) when it is not, as in --once and the Lambda handler;
     without memory every host filter is counted exactly. With `changes` (an
     event pass) the hosts are counted from the last exact sets with those
-    instance changes applied, and the pass neither starts nor advances a hold.
+    instance changes applied, and no lost agent's hold advances.
     """
     started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
@@ -237,7 +236,6 @@ def _observe_and_act(
         report.errors.append(f"describing services failed: {error}")
         return
     report.decisions.extend(managed.skipped)
-    pending = memory.pending
     report.managed = len(managed.services)
 
     # Per-service checks that need no host count.
@@ -246,7 +244,6 @@ def _observe_and_act(
         reason = plan.unmanageable(service)
         if reason is not None:
             report.decisions.append(plan.skip(service.name, reason, arn=service.arn, current=service.desired_count))
-            pending.pop(service.arn, None)
             continue
         try:
             size = plan.sizing(service.tags)
@@ -288,29 +285,23 @@ def _observe_and_act(
             )
         return
 
-    live = {service.arn for service, _ in sized}
-    for arn in [arn for arn in pending if arn not in live]:
-        del pending[arn]
-
-    def plan_all(only: set[tuple[str, ...]] | None = None) -> dict[str, tuple[plan.Decision, plan.Pending | None]]:
-        return {
-            service.arn: plan.decide(
-                service,
-                counts[host_filters[service.arn]],
-                size,
-                dry_run=config.dry_run,
-                scale_down_after=scale_down_after,
-                pending=pending.get(service.arn),
-                count_pass=changes is None,
+    def plan_all(only: set[tuple[str, ...]] | None = None) -> dict[str, plan.Decision]:
+        decided: dict[str, plan.Decision] = {}
+        for service, size in sized:
+            member_of = host_filters[service.arn]
+            if only is not None and member_of not in only:
+                continue
+            held, held_passes = memory.hosts.held(member_of, scale_down_after)
+            hosts = dataclasses.replace(counts[member_of], held=held, held_passes=held_passes)
+            decided[service.arn] = plan.decide(
+                service, hosts, size, dry_run=config.dry_run, scale_down_after=scale_down_after
             )
-            for service, size in sized
-            if only is None or host_filters[service.arn] in only
-        }
+        return decided
 
     planned = plan_all()
     # A stale reading may decide, but never write: count those filters exactly first, then decide again.
     stale = {f for f, result in counted.items() if result.stale}
-    recount = {host_filters[arn] for arn, (decision, _) in planned.items() if decision.writes} & stale
+    recount = {host_filters[arn] for arn, decision in planned.items() if decision.writes} & stale
     if recount:
         try:
             recounted = memory.hosts.recount(api, config.cluster, recount)
@@ -330,11 +321,7 @@ def _observe_and_act(
         planned.update(plan_all(recount))
 
     for service, _ in sized:
-        decision, hold = planned[service.arn]
-        if hold is None:
-            pending.pop(service.arn, None)
-        else:
-            pending[service.arn] = hold
+        decision = planned[service.arn]
         if decision.writes:
             decision = _apply(api, config, decision, stop, report)
         report.decisions.append(decision)

@@ -267,6 +267,25 @@ def test_an_agent_back_within_the_hold_lowers_nothing(ecs: LocalECS, four_hosts:
         assert daemon.stop() == 0
 
 
+def test_agents_each_lost_for_one_pass_in_turn_lower_nothing(
+    ecs: LocalECS, four_hosts: list[str], tmp_path: Path
+) -> None:
+    """The hold is per host: agents that are each lost for fewer than SCALE_DOWN_AFTER passes, one after
+    another (as routine reconnects in a large cluster are), never lower the count."""
+    with Daemon(ecs, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL="0.5", SCALE_DOWN_AFTER="2",
+                HEARTBEAT_FILE=str(tmp_path / "hb")) as daemon:
+        assert daemon.wait_passes(2)
+        for host in four_hosts * 2:
+            ecs.set_agent_connected(CLUSTER, host, False)
+            seen = daemon.passes()
+            assert daemon.wait_passes(seen + 1)
+            ecs.set_agent_connected(CLUSTER, host, True)
+        assert daemon.wait_passes(daemon.passes() + 1)
+        assert not [c for c in ecs.calls if c.operation == "UpdateService"]
+        assert ecs.desired_count(CLUSTER, "agent") == 4
+        assert daemon.stop() == 0
+
+
 def test_a_host_swap_in_one_interval_keeps_the_count(ecs: LocalECS, four_hosts: list[str], tmp_path: Path) -> None:
     """One host deregistered and one registered between two passes: no update, the count stays 4."""
     with Daemon(

@@ -107,31 +107,17 @@ def test_which_changes_start_a_pass() -> None:
     )
 
 
-def test_an_agent_back_after_a_lowering_for_lost_agents_starts_a_pass() -> None:
-    """Once a pass has lowered a service for lost agents, the return of an agent lost before it counts;
-    the return of one lost only after it does not."""
-    now = [0.0]
-    relevance = events.Relevance("prod", clock=lambda: now[0])
+def test_an_agent_back_after_its_hold_starts_a_pass() -> None:
+    """An agent a regular pass found lost long enough to be lowered for starts a pass when it is back;
+    one still within its hold does not."""
+    relevance = events.Relevance("prod")
     other = HOST + "b"
     relevance.learn(active=[HOST, other], usable=[HOST, other])
-    now[0] = 1.0
     assert classify(relevance, body(3, connected=False)) == events.AGENT_LOST
-    now[0] = 2.0
-    relevance.lowered_for_lost_agents()  # its hold ran out (or another lost agent's, in the same streak)
-    now[0] = 3.0
     assert classify(relevance, body(1, arn=other, connected=False)) == events.AGENT_LOST
+    relevance.learn(active=[HOST, other], usable=[], counted_out=[HOST])  # HOST's hold ran out, other's did not
     assert classify(relevance, body(4, connected=True)) is None
     assert classify(relevance, body(2, arn=other, connected=True)) == events.AGENT_BACK
-
-
-def test_a_lost_agent_seen_by_a_pass_counts_from_then() -> None:
-    """An agent a regular pass found lost, with no event, is lost from that pass on."""
-    now = [5.0]
-    relevance = events.Relevance("prod", clock=lambda: now[0])
-    relevance.learn(active=[HOST], usable=[])
-    now[0] = 6.0
-    relevance.lowered_for_lost_agents()
-    assert classify(relevance, body(9, connected=True)) is None
 
 
 def test_instances_a_pass_listed_are_known() -> None:

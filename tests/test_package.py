@@ -145,7 +145,7 @@ from ecs_cluster_manager import plan
 from ecs_cluster_manager.models import HostCount, Service
 service = Service(arn="arn:aws:ecs:us-east-1:123456789012:service/c/s", name="s", cluster_arn="c",
                   status="ACTIVE", desired_count=1)
-decision, _ = plan.decide(service, HostCount(active=4, usable=4), plan.Sizing())
+decision = plan.decide(service, HostCount(active=4, usable=4), plan.Sizing())
 print(decision.action, decision.target)
 assert not any(m.split(".")[0] in ("boto3", "botocore") for m in sys.modules)
 """

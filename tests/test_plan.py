@@ -42,17 +42,14 @@ def service(desired: int = 0, **overrides: object) -> Service:
 )
 def test_target_equals_hosts_without_damping(current: int, hosts: int, action: str, target: int, reason: str) -> None:
     """With scale_down_after=1 the target is the host count, up or down, at once."""
-    decision, pending = plan.decide(
-        service(current), lost(hosts, max(hosts, current)), plan.Sizing(), scale_down_after=1
-    )
+    decision = plan.decide(service(current), lost(hosts, max(hosts, current)), plan.Sizing(), scale_down_after=1)
     assert (decision.action, decision.target, decision.reason) == (action, target, reason)
     assert decision.current == current and decision.hosts == hosts
-    assert pending is None
 
 
 def test_dry_run_never_writes() -> None:
     """A dry run reports what it would do with action dry-run, which is not a write."""
-    decision, _ = plan.decide(service(1), drained(4), plan.Sizing(), dry_run=True)
+    decision = plan.decide(service(1), drained(4), plan.Sizing(), dry_run=True)
     assert decision.action == plan.DRY_RUN and decision.target == 4
     assert not decision.writes
 
@@ -91,94 +88,50 @@ def test_malformed_sizing_tags_are_rejected(tags: dict[str, str], message: str) 
         plan.sizing(tags)
 
 
-def test_scale_down_waits_for_consecutive_passes() -> None:
-    """A lower target must be seen scale_down_after passes in a row; one dip lowers nothing."""
-    svc = service(5)
-    first, pending = plan.decide(svc, lost(4, 5), plan.Sizing(), scale_down_after=2)
-    assert first.action == plan.UNCHANGED and "held (1/2" in first.reason
-    assert pending == plan.Pending(lost=1, passes=1)
-
-    # The host came back: the streak is forgotten.
-    back, pending = plan.decide(svc, lost(5, 5), plan.Sizing(), scale_down_after=2, pending=pending)
-    assert back.action == plan.UNCHANGED and pending is None
-
-    first, pending = plan.decide(svc, lost(4, 5), plan.Sizing(), scale_down_after=2)
-    second, pending = plan.decide(svc, lost(3, 5), plan.Sizing(), scale_down_after=2, pending=pending)
-    # Lowered, but only to the highest target of the streak.
-    assert (second.action, second.target) == (plan.UPDATE, 4)
-    assert pending is None
-
-
-def test_scale_up_is_immediate_even_with_damping() -> None:
-    """Raising the count never waits."""
-    decision, pending = plan.decide(
-        service(2), lost(6, 6), plan.Sizing(), scale_down_after=5, pending=plan.Pending(5, 4)
-    )
-    assert (decision.action, decision.target) == (plan.UPDATE, 6) and pending is None
-
-
 # fmt: off
 @pytest.mark.parametrize(
-    ("current", "active", "usable", "pending", "action", "target", "reason", "hold"),
+    ("current", "active", "usable", "held", "passes", "action", "target", "reason"),
     [
         # A host drained or deregistered: lowered at once, whatever SCALE_DOWN_AFTER says.
-        (4, 3, 3, None, plan.UPDATE, 3, "scale down: drained", None),
-        (4, 0, 0, None, plan.UPDATE, 0, "scale down: drained", None),
-        # An agent lost: held until seen in 3 passes, then lowered.
-        (4, 4, 3, None, plan.UNCHANGED, 3, "agent lost, scale down held (1/3 passes)", plan.Pending(1, 1)),
-        (4, 4, 3, plan.Pending(1, 1), plan.UNCHANGED, 3, "agent lost, scale down held (2/3 passes)",
-         plan.Pending(1, 2)),
-        (4, 4, 3, plan.Pending(1, 2), plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes", None),
-        # Two agents lost now, one for the whole streak: only the one lost all along is stopped for.
-        (4, 4, 2, plan.Pending(1, 2), plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes", None),
-        # Both at once: the drained host at once, the lost agent held.
-        (5, 4, 3, None, plan.UPDATE, 4, "scale down: drained; agent lost, scale down held (1/3 passes)",
-         plan.Pending(1, 1)),
-        # The agent came back within the hold: converged, the hold forgotten.
-        (4, 4, 4, plan.Pending(1, 2), plan.UNCHANGED, 4, "converged", None),
-        # A host drained while an agent's hold runs: the drained one goes at once, the hold keeps counting.
-        (4, 3, 2, plan.Pending(1, 1), plan.UPDATE, 3, "scale down: drained; agent lost, scale down held (2/3 passes)",
-         plan.Pending(1, 2)),
+        (4, 3, 3, 0, 0, plan.UPDATE, 3, "scale down: drained"),
+        (4, 0, 0, 0, 0, plan.UPDATE, 0, "scale down: drained"),
+        # An agent lost for 1 and 2 of 3 passes: it still counts.
+        (4, 4, 3, 1, 1, plan.UNCHANGED, 3, "agent lost, scale down held (1/3 passes)"),
+        (4, 4, 3, 1, 2, plan.UNCHANGED, 3, "agent lost, scale down held (2/3 passes)"),
+        # Lost for 3 passes: no longer held, lowered for.
+        (4, 4, 3, 0, 0, plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes"),
+        # Two agents lost, one of them for long enough: lowered for that one only.
+        (4, 4, 2, 1, 1, plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes; "
+                                        "agent lost, scale down held (1/3 passes)"),
+        # A drained host and a held agent at once: the drained one at once.
+        (5, 4, 3, 1, 1, plan.UPDATE, 4, "scale down: drained; agent lost, scale down held (1/3 passes)"),
+        # Every agent back: converged.
+        (4, 4, 4, 0, 0, plan.UNCHANGED, 4, "converged"),
     ],
 )
 # fmt: on
 def test_scale_down_by_cause(
-    current: int,
-    active: int,
-    usable: int,
-    pending: plan.Pending | None,
-    action: str,
-    target: int,
-    reason: str,
-    hold: plan.Pending | None,
+    current: int, active: int, usable: int, held: int, passes: int, action: str, target: int, reason: str
 ) -> None:
-    """Drained or deregistered hosts lower desiredCount at once; lost agents only after SCALE_DOWN_AFTER passes."""
-    decision, kept = plan.decide(
-        service(current), lost(usable, active), plan.Sizing(), scale_down_after=3, pending=pending
-    )
+    """Drained or deregistered hosts lower desiredCount at once; a lost agent only once lost SCALE_DOWN_AFTER passes."""
+    hosts = HostCount(active=active, usable=usable, held=held, held_passes=passes)
+    decision = plan.decide(service(current), hosts, plan.Sizing(), scale_down_after=3)
     assert (decision.action, decision.target, decision.reason) == (action, target, reason)
     assert decision.hosts == usable
-    assert kept == hold
 
 
-def test_a_pass_that_does_not_count_neither_starts_nor_advances_a_hold() -> None:
-    """count_pass=False (an event pass) keeps the hold where the regular passes left it."""
-    svc = service(4)
-    first, kept = plan.decide(svc, lost(3, 4), plan.Sizing(), scale_down_after=2, count_pass=False)
-    assert first.action == plan.UNCHANGED and kept == plan.Pending(1, 0)
-    second, kept = plan.decide(svc, lost(3, 4), plan.Sizing(), scale_down_after=2, pending=kept, count_pass=False)
-    assert second.action == plan.UNCHANGED and kept == plan.Pending(1, 0)
-    third, kept = plan.decide(svc, lost(3, 4), plan.Sizing(), scale_down_after=2, pending=kept)
-    assert third.action == plan.UNCHANGED and kept == plan.Pending(1, 1)
-    fourth, kept = plan.decide(svc, lost(3, 4), plan.Sizing(), scale_down_after=2, pending=kept)
-    assert (fourth.action, fourth.target) == (plan.UPDATE, 3) and kept is None
+def test_scale_up_is_immediate_even_while_agents_are_held() -> None:
+    """Raising the count never waits."""
+    decision = plan.decide(service(2), HostCount(active=7, usable=6, held=1, held_passes=1), plan.Sizing(),
+                           scale_down_after=5)
+    assert (decision.action, decision.target) == (plan.UPDATE, 6)
 
 
-def test_sizing_applies_to_the_drained_and_the_usable_counts() -> None:
-    """With 2 tasks per host, a drained host removes 2 tasks at once; a lost agent's 2 wait."""
-    size = plan.Sizing(tasks_per_host=2)
-    decision, kept = plan.decide(service(8), lost(2, 3), size, scale_down_after=2)
-    assert (decision.action, decision.target) == (plan.UPDATE, 6) and kept == plan.Pending(2, 1)
+def test_sizing_applies_to_the_drained_and_the_held_counts() -> None:
+    """With 2 tasks per host, a drained host removes 2 tasks at once; a held agent's 2 stay."""
+    hosts = HostCount(active=3, usable=2, held=1, held_passes=1)
+    decision = plan.decide(service(8), hosts, plan.Sizing(tasks_per_host=2), scale_down_after=2)
+    assert (decision.action, decision.target) == (plan.UPDATE, 6)
 
 
 @pytest.mark.parametrize(
