@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", help="json or console (LOG_FORMAT, default console on a terminal, else json)")
     parser.add_argument(
         "--scale-down-after",
-        help=f"passes a lower target must last before lowering (SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
+        help="passes a host's agent must stay lost before lowering for it; drained hosts lower at once "
+        f"(SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
     )
     parser.add_argument(
         "--no-cloudformation-guard",
