@@ -93,6 +93,11 @@ class _FilterMemory:
     usable_now: frozenset[str] | None = None  # usable per the latest consistent reading, when it is stale
     lost: dict[str, int] = field(default_factory=dict)  # ACTIVE instance with its agent lost -> regular passes so
 
+    @property
+    def usable(self) -> frozenset[str]:
+        """The usable instances as last seen: by a stale reading, else by the kept count."""
+        return self.usable_now if self.usable_now is not None else self.exact.usable
+
     def see_lost(self, lost_now: Iterable[str], *, advance: bool) -> None:
         """Take in the instances whose agent is lost now: one more pass each (`advance`), or as they were."""
         self.lost = {arn: self.lost.get(arn, 0) + 1 if advance else self.lost.get(arn, 1) for arn in lost_now}
@@ -142,8 +147,7 @@ class HostCounter:
             before = api.total_calls
             count, exact, stale = self._count_one(api, cluster, host_filter, shared)
             memory = self.filters[host_filter]
-            usable = memory.usable_now if memory.usable_now is not None else memory.exact.usable
-            memory.see_lost(memory.exact.active - usable, advance=True)
+            memory.see_lost(memory.exact.active - memory.usable, advance=True)
             counted[host_filter] = Counted(count, exact, api.total_calls - before, stale)
         for host_filter in [f for f in self.filters if f not in counted]:
             del self.filters[host_filter]
@@ -201,7 +205,7 @@ class HostCounter:
         expression = member_expression(host_filter)
         exact = memory.exact
         active = set(exact.active)
-        usable = set(memory.usable_now if memory.usable_now is not None else exact.usable)
+        usable = set(memory.usable)
         for change in changes:
             arn = change.container_instance_arn
             member = change.status == "ACTIVE"
@@ -234,14 +238,9 @@ class HostCounter:
         counted_out: set[str] = set()
         for memory in self.filters.values():
             active |= memory.exact.active
-            usable |= memory.usable_now if memory.usable_now is not None else memory.exact.usable
+            usable |= memory.usable
             counted_out |= {arn for arn, passes in memory.lost.items() if passes >= hold}
         return active, usable, counted_out
-
-    def exact(self, host_filter: HostFilter) -> Exact | None:
-        """The last exact count of a filter, if it has one."""
-        memory = self.filters.get(host_filter)
-        return memory.exact if memory else None
 
     def _count_one(
         self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading

@@ -25,7 +25,7 @@ import structlog
 from . import __version__, health
 from .config import Config, ConfigError
 from .ecs import Api, CredentialsError, task_identity
-from .events import WAIT_SECONDS, EventSource, InstanceChange, Relevance
+from .events import EventSource, InstanceChange, Relevance
 from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
@@ -49,7 +49,7 @@ def loop(
     identity = task_identity(environ)
     if config.events_queue_url:
         try:
-            api.prepare_events(WAIT_SECONDS)
+            api.prepare_events()
         except CredentialsError as error:
             return fail(str(error))
     monitor = health.Monitor(config, api)
@@ -96,7 +96,7 @@ def loop(
             report = run_pass(
                 api, config, None if config.once else memory, stop=stop, identity=identity, changes=changes
             )
-            if changes is None and report.observed:
+            if config.events_queue_url and changes is None and report.observed:
                 relevance.learn(*memory.hosts.known(config.scale_down_after))
             monitor.record(report)
             for observer in observers:

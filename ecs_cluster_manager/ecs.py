@@ -33,6 +33,8 @@ T = TypeVar("T")
 LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
+SQS_MAX_WAIT_SECONDS = 20  # SQS's longest long poll (ReceiveMessage WaitTimeSeconds)
+DELETE_MESSAGE_BATCH = 10  # SQS's limit per DeleteMessageBatch
 AGENT_CONNECTED = "agentConnected == true"
 # Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
 AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
@@ -278,6 +280,13 @@ class Api:
 
     def _call(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
         """One API call with bounded retries of transient faults; errors come out translated."""
+        return self._attempt(operation, function, self.attempts, params)
+
+    def _once(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
+        """One call with botocore's retries only: the events source backs off on its own."""
+        return self._attempt(operation, function, 1, params)
+
+    def _attempt(self, operation: str, function: Callable[..., T], attempts: int, params: Mapping[str, Any]) -> T:
         if self.stop.is_set():  # ECS kills the task 30 s after SIGTERM: start nothing new
             raise ShuttingDown(f"{operation}: not sent, shutting down")
 
@@ -293,7 +302,7 @@ class Api:
             )
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_when_event_set(self.stop),
+            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_when_event_set(self.stop),
             wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=self.max_backoff),
             retry=tenacity.retry_if_exception(is_transient),
             sleep=self._sleep,
@@ -311,9 +320,7 @@ class Api:
         """Every item of a paged listing; raises on any failed page, so a partial list is never returned."""
         items: list[str] = []
         seen_tokens: set[str] = set()
-        page_number = 0
         while True:
-            page_number += 1
             page = self._call(operation, function, **params)
             items.extend(page.get(key, []))
             token = page.get("nextToken")
@@ -390,26 +397,18 @@ class Api:
     def has_instance(self, cluster: str, filter_expression: str, ec2_instance_id: str) -> bool:
         """Whether one ACTIVE container instance (by EC2 instance id) matches a filter: one call, any cluster size."""
         expression = f"({filter_expression}) and ec2InstanceId == {ec2_instance_id}"
-        page = self._call(
-            "ListContainerInstances",
-            self._ecs.list_container_instances,
-            cluster=cluster,
-            status="ACTIVE",
-            filter=expression,
-            maxResults=LIST_CONTAINER_INSTANCES_PAGE,
-        )
-        return bool(page.get("containerInstanceArns"))
+        return bool(self.list_container_instances(cluster, "ACTIVE", expression))
 
     # -- the events queue ----------------------------------------------------
 
-    def prepare_events(self, wait_seconds: int = 20) -> None:
+    def prepare_events(self) -> None:
         """Create the SQS client now, so a malformed AWS_ENDPOINT_URL(_SQS) is a start-up error."""
-        self._sqs_client(wait_seconds)
+        self._sqs_client()
 
-    def _sqs_client(self, wait_seconds: int) -> Any:
+    def _sqs_client(self) -> Any:
         if self._sqs is None:
-            # The read timeout must outlast the long poll, or every quiet poll ends in a timeout.
-            config = self._client_config.merge(botocore.config.Config(read_timeout=wait_seconds + 10))
+            # The read timeout must outlast the longest long poll, or every quiet poll ends in a timeout.
+            config = self._client_config.merge(botocore.config.Config(read_timeout=SQS_MAX_WAIT_SECONDS + 10))
             try:
                 self._sqs = self._session.client("sqs", config=config, endpoint_url=self._endpoint_url)
             except ValueError as error:  # a malformed AWS_ENDPOINT_URL_SQS
@@ -417,18 +416,11 @@ class Api:
             self._register_hooks(self._sqs, "sqs")
         return self._sqs
 
-    def _once(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
-        """One call with botocore's retries only: the events source backs off on its own."""
-        if self.stop.is_set():
-            raise ShuttingDown(f"{operation}: not sent, shutting down")
-        try:
-            return function(**params)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise translate(error, operation) from None
-
-    def receive_messages(self, queue_url: str, wait_seconds: int = 20, max_messages: int = 10) -> list[QueueMessage]:
+    def receive_messages(
+        self, queue_url: str, wait_seconds: int = SQS_MAX_WAIT_SECONDS, max_messages: int = 10
+    ) -> list[QueueMessage]:
         """Long-poll the queue: returns as soon as messages are there, or empty after `wait_seconds`."""
-        sqs = self._sqs_client(wait_seconds)
+        sqs = self._sqs_client()
         page = self._once(
             "ReceiveMessage",
             sqs.receive_message,
@@ -444,9 +436,9 @@ class Api:
 
     def delete_messages(self, queue_url: str, messages: Sequence[QueueMessage]) -> dict[str, str]:
         """Delete messages, ten per call; returns the ones SQS did not delete (message id -> reason)."""
-        sqs = self._sqs_client(20)
+        sqs = self._sqs_client()
         failed: dict[str, str] = {}
-        for batch in _chunks(list(messages), 10):
+        for batch in _chunks(list(messages), DELETE_MESSAGE_BATCH):
             by_entry = {str(index): message for index, message in enumerate(batch)}
             page = self._call(
                 "DeleteMessageBatch",

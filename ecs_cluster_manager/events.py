@@ -29,20 +29,19 @@ an event pass counts every host again, so a lost event or an attribute change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from .ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
 from .models import QueueMessage
-
-if TYPE_CHECKING:
-    from .ecs import Api
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +59,7 @@ AGENT_LOST = "agent_lost"
 AGENT_BACK = "agent_back_within_hold"
 IGNORED_REASONS = (OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT_LOST, AGENT_BACK)
 
-WAIT_SECONDS = 20  # SQS's longest long poll
+WAIT_SECONDS = SQS_MAX_WAIT_SECONDS
 MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
 # Events that arrive together start one pass: after the first, wait until none has come for
 # COALESCE_QUIET seconds, but never longer than COALESCE_LIMIT (the latency the coalescing may cost).
@@ -213,15 +212,6 @@ class Relevance:
                 known.agent_connected = connected
                 known.counted_out = arn in out
 
-    def forget(self, arns: Iterable[str]) -> None:
-        with self._lock:
-            for arn in arns:
-                self._known.pop(arn, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._known)
-
 
 @dataclass
 class EventStats:
@@ -276,8 +266,6 @@ class EventSource:
         rather than as a warning every 30 s. Transient faults are not: the thread
         retries them. Messages read here are handled as usual.
         """
-        from .ecs import AccessDenied, EcsError, RequestRejected, ShuttingDown
-
         try:
             messages = self.api.receive_messages(self.queue_url, 0, MAX_MESSAGES)
         except (RequestRejected, AccessDenied) as error:
@@ -313,18 +301,9 @@ class EventSource:
 
     def snapshot(self) -> EventStats:
         with self._lock:
-            return EventStats(
-                self.stats.received,
-                self.stats.relevant,
-                self.stats.malformed,
-                dict(self.stats.ignored),
-                self.stats.healthy,
-                self.stats.last_error,
-            )
+            return dataclasses.replace(self.stats, ignored=dict(self.stats.ignored))
 
     def _run(self) -> None:
-        from .ecs import EcsError, ShuttingDown
-
         failures = 0
         while not self.stop.is_set():
             try:
@@ -393,8 +372,6 @@ class EventSource:
         self._delete(messages)
 
     def _delete(self, messages: Sequence[QueueMessage]) -> None:
-        from .ecs import EcsError, ShuttingDown
-
         try:
             failed = self.api.delete_messages(self.queue_url, messages)
         except ShuttingDown:

@@ -259,31 +259,35 @@ def _observe_and_act(
     counts: dict[tuple[str, ...], HostCount] = {}
     counted: dict[tuple[str, ...], Counted] = {}
     try:
-        if not sized:
-            pass
-        elif changes is not None:
+        if changes is not None:
             counted = memory.hosts.apply(api, config.cluster, host_filters.values(), changes)
-        else:
+        elif sized:  # with no service to size, keep the counts of the last pass that had some
             counted = memory.hosts.count(api, config.cluster, host_filters.values())
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
     except EcsError as error:
         report.errors.append(f"counting hosts failed: {error}")
-    else:
-        for member_of, result in counted.items():
+
+    def take(results: dict[tuple[str, ...], Counted]) -> None:
+        for member_of, result in results.items():
             expression = host_filter(member_of)
             report.hosts[expression] = result.count.usable
             report.active_hosts[expression] = result.count.active
             report.counting[expression] = "exact" if result.exact else ("event" if changes is not None else "cheap")
             counts[member_of] = result.count
-    if report.errors:
+
+    def skip_all() -> None:
         # Never size anything from a partial count.
         for service, _ in sized:
             report.decisions.append(
                 plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
             )
+
+    if report.errors:
+        skip_all()
         return
+    take(counted)
 
     def plan_all(only: set[tuple[str, ...]] | None = None) -> dict[str, plan.Decision]:
         decided: dict[str, plan.Decision] = {}
@@ -307,17 +311,9 @@ def _observe_and_act(
             recounted = memory.hosts.recount(api, config.cluster, recount)
         except EcsError as error:
             report.errors.append(f"counting hosts failed: {error}")
-            for service, _ in sized:
-                report.decisions.append(
-                    plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
-                )
+            skip_all()
             return
-        for member_of, result in recounted.items():
-            expression = host_filter(member_of)
-            report.hosts[expression] = result.count.usable
-            report.active_hosts[expression] = result.count.active
-            report.counting[expression] = "exact"
-            counts[member_of] = result.count
+        take(recounted)
         planned.update(plan_all(recount))
 
     for service, _ in sized:
