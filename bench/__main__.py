@@ -262,39 +262,28 @@ def run(args: argparse.Namespace) -> report.Results:
         measure.create_services(local, "steady", 1)
         env = measure.daemon_env(local, "steady", ["s000"], events.heartbeat_dir(workdir.name, "steady"))
         hours = 0.25 if quick else 1.0
-        queue_url = local.enable_events("steady")
-        results.steady.append(
-            events.steady(
-                local,
-                "steady",
-                "s000",
-                env,
-                progress,
-                mode=events.EVENTS,
-                interval=EVENTS_INTERVAL,
-                scale=STEADY_SCALE[events.EVENTS],
-                hours=hours,
-                workload=events.Workload(),
-                seed=11,
-                queue_url=queue_url,
+
+        def steady_hour(mode: str, interval: float, queue_url: str | None = None) -> None:
+            results.steady.append(
+                events.steady(
+                    local,
+                    "steady",
+                    "s000",
+                    env,
+                    progress,
+                    mode=mode,
+                    interval=interval,
+                    scale=STEADY_SCALE[mode],
+                    hours=hours,
+                    workload=events.Workload(),
+                    seed=11,
+                    queue_url=queue_url,
+                )
             )
-        )
+
+        steady_hour(events.EVENTS, EVENTS_INTERVAL, local.enable_events("steady"))
         local.disable_events("steady")  # no cluster publishes events from here on
-        results.steady.append(
-            events.steady(
-                local,
-                "steady",
-                "s000",
-                env,
-                progress,
-                mode=events.POLLING,
-                interval=POLLING_INTERVAL,
-                scale=STEADY_SCALE[events.POLLING],
-                hours=hours,
-                workload=events.Workload(),
-                seed=11,
-            )
-        )
+        steady_hour(events.POLLING, POLLING_INTERVAL)
 
         # Polling latency at INTERVAL=30: a trial is about 30 s (a random wait, then the rest of the cycle),
         # so it runs on several small clusters at once, alongside the matrix; those daemons' calls carry
