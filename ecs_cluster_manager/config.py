@@ -17,6 +17,7 @@ from . import __version__
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
+DEFAULT_RESYNC = 300.0
 DEFAULT_METRICS_ADDR = "0.0.0.0"  # noqa: S104 - the metrics port is opt-in and meant to be scraped
 DEFAULT_HEARTBEAT_FILE = "/tmp/ecs-cluster-manager.heartbeat"  # noqa: S108
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -38,6 +39,7 @@ VARIABLES = (
     "METRICS_ADDR",
     "HEARTBEAT_FILE",
     "EVENTS_QUEUE_URL",
+    "RESYNC",
 )
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
@@ -92,6 +94,7 @@ class Config:
     metrics_addr: str = DEFAULT_METRICS_ADDR
     heartbeat_file: str = DEFAULT_HEARTBEAT_FILE
     events_queue_url: str | None = None
+    resync: float = DEFAULT_RESYNC
     command: str = "run"
     json_output: bool = False
 
@@ -159,8 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", help="json or console (LOG_FORMAT, default console on a terminal, else json)")
     parser.add_argument(
         "--scale-down-after",
-        help="passes a host's agent must stay lost before lowering for it; drained hosts lower at once "
-        f"(SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
+        help="lower for a host whose agent has been lost SCALE_DOWN_AFTER x INTERVAL seconds without a break; "
+        f"drained hosts lower at once (SCALE_DOWN_AFTER, default {DEFAULT_SCALE_DOWN_AFTER})",
+    )
+    parser.add_argument(
+        "--resync",
+        help="longest time in seconds before every host filter is listed again in full, > 0 "
+        f"(RESYNC, default {DEFAULT_RESYNC:g})",
     )
     parser.add_argument(
         "--no-cloudformation-guard",
@@ -366,6 +374,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f"{name}: not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT_ID/QUEUE_NAME): {raw!r}"
         )
 
+    raw, name = pick(args.resync, "--resync", "RESYNC")
+    resync = parse_interval(raw, name) if raw is not None and raw.strip() else DEFAULT_RESYNC
+
     return Config(
         cluster=cluster,
         services=services,
@@ -384,6 +395,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         metrics_addr=metrics_addr,
         heartbeat_file=heartbeat_file,
         events_queue_url=events_queue_url,
+        resync=resync,
         command=command,
         json_output=bool(args.json_output),
     )

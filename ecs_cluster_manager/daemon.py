@@ -25,7 +25,7 @@ import structlog
 from . import __version__, health
 from .config import Config, ConfigError
 from .ecs import Api, CredentialsError, task_identity
-from .events import EventSource, InstanceChange, Relevance
+from .events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange
 from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
@@ -72,32 +72,27 @@ def loop(
         self_service=identity.service_name if identity else None,
         events_queue_url=config.events_queue_url,
     )
-    memory = Memory()
+    memory = None if config.once else Memory.for_config(config)
     first = True
     managing_none = False
     wake = threading.Event()  # set by the events source when changes wait, and on stop
     source: EventSource | None = None
-    relevance = Relevance(config.cluster)
     next_regular = time.monotonic()
     try:
         while not stop.is_set():
             changes: list[InstanceChange] | None = None
-            if source is not None:
-                woken = wake.wait(max(0.0, next_regular - time.monotonic()))
-                if stop.is_set():
-                    break
-                if woken:
-                    source.settle()  # let the rest of a burst arrive: one pass for all of it
-                    changes = source.take() or None
+            if source is not None and memory is not None:
+                if time.monotonic() < next_regular and wake.wait(max(0.0, next_regular - time.monotonic())):
+                    if stop.is_set():
+                        break
+                    changes = gather(source, memory, stop) or None
                     if changes is None and time.monotonic() < next_regular:
                         continue
+                if changes is None:  # a regular pass is due: it runs whatever arrives, after taking in what waits
+                    absorb(source, memory, source.take())
             if changes is None:
                 next_regular = time.monotonic() + config.interval
-            report = run_pass(
-                api, config, None if config.once else memory, stop=stop, identity=identity, changes=changes
-            )
-            if config.events_queue_url and changes is None and report.observed:
-                relevance.learn(*memory.hosts.known(config.scale_down_after))
+            report = run_pass(api, config, memory, stop=stop, identity=identity, changes=changes)
             monitor.record(report)
             for observer in observers:
                 observer(report)
@@ -121,7 +116,7 @@ def loop(
                 handled = (report.ok and report.managed != 0) or report.stopped
                 return EXIT_OK if handled else EXIT_FAILED
             if config.events_queue_url and source is None:
-                source = EventSource(api, config.events_queue_url, relevance, stop=stop, wake=wake)
+                source = EventSource(api, config.events_queue_url, config.cluster, stop=stop, wake=wake)
                 problem = source.first_poll()
                 if problem is not None:
                     source = None
@@ -137,6 +132,48 @@ def loop(
         monitor.close()
     log.info("stop", cluster=config.cluster)
     return EXIT_OK
+
+
+def absorb(source: EventSource, memory: Memory, changes: list[InstanceChange]) -> list[InstanceChange]:
+    """Take changes into the host store (this thread is its only writer); return those that can change a decision."""
+    relevant: list[InstanceChange] = []
+    ignored: list[str] = []
+    for change in changes:
+        reason = memory.store.observe_event(change)
+        if reason is None:
+            relevant.append(change)
+            log.info(
+                "event",
+                container_instance=change.container_instance_arn,
+                status=change.status,
+                agent_connected=change.agent_connected,
+                version=change.version,
+            )
+        else:
+            ignored.append(reason)
+            log.debug("event_ignored", container_instance=change.container_instance_arn, reason=reason)
+    if changes:
+        source.counted(len(relevant), ignored)
+    return relevant
+
+
+def gather(source: EventSource, memory: Memory, stop: threading.Event) -> list[InstanceChange]:
+    """The relevant changes of a burst: until none has come for COALESCE_QUIET after the first (COALESCE_LIMIT at most).
+
+    Changes that arrive together make one event pass, so a burst of events never becomes a burst of writes.
+    """
+    relevant = absorb(source, memory, source.take())
+    if not relevant:
+        return []
+    deadline = time.monotonic() + COALESCE_LIMIT
+    while time.monotonic() < deadline:
+        if stop.wait(min(COALESCE_QUIET, max(0.0, deadline - time.monotonic()))):
+            break
+        more = absorb(source, memory, source.take())
+        if not more:
+            break
+        relevant.extend(more)
+    return relevant
 
 
 def _start_events(

@@ -24,7 +24,15 @@ import botocore.exceptions
 import structlog
 import tenacity
 
-from .models import PlacementConstraint, QueueMessage, Service, ServiceFailure, ServiceLookup, TaskIdentity
+from .models import (
+    ContainerInstance,
+    PlacementConstraint,
+    QueueMessage,
+    Service,
+    ServiceFailure,
+    ServiceLookup,
+    TaskIdentity,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +40,7 @@ T = TypeVar("T")
 
 LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
+DESCRIBE_CONTAINER_INSTANCES_BATCH = 100  # the API's limit per call
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
 SQS_MAX_WAIT_SECONDS = 20  # SQS's longest long poll (ReceiveMessage WaitTimeSeconds)
 DELETE_MESSAGE_BATCH = 10  # SQS's limit per DeleteMessageBatch
@@ -393,6 +402,29 @@ class Api:
             raise
         stacks = page.get("Stacks", [])
         return str(stacks[0]["StackStatus"]) if stacks else None
+
+    def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
+        """Describe container instances, 100 per call; instances ECS no longer knows are left out."""
+        found: list[ContainerInstance] = []
+        for batch in _chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
+            page = self._call(
+                "DescribeContainerInstances",
+                self._ecs.describe_container_instances,
+                cluster=cluster,
+                containerInstances=list(batch),
+            )
+            found.extend(
+                ContainerInstance(
+                    arn=raw["containerInstanceArn"],
+                    ec2_instance_id=raw.get("ec2InstanceId"),
+                    status=raw.get("status", "UNKNOWN"),
+                    agent_connected=bool(raw.get("agentConnected", False)),
+                    version=int(raw.get("version", 0)),
+                )
+                for raw in page.get("containerInstances", [])
+                if "containerInstanceArn" in raw
+            )
+        return found
 
     def has_instance(self, cluster: str, filter_expression: str, ec2_instance_id: str) -> bool:
         """Whether one ACTIVE container instance (by EC2 instance id) matches a filter: one call, any cluster size."""

@@ -1,30 +1,21 @@
-"""ECS container instance state-change events: which ones matter, and the SQS consumer that reads them.
+"""ECS container instance state-change events: the SQS consumer that reads them and hands them to the loop.
 
 An EventBridge rule sends this cluster's "ECS Container Instance State Change"
 events to an SQS queue (EVENTS_QUEUE_URL). ECS emits one for every change of a
 container instance: registration, status (ACTIVE, DRAINING, INACTIVE), every
 agent disconnect and reconnect (routine, several times an hour per host), and
 every task placement or stop (its remainingResources). Delivery is at least
-once and unordered. So, per container instance, `Relevance` keeps the newest
-`detail.version` seen with its status and agentConnected, and a pass is started
-only by an event that can change a decision now:
+once and unordered.
 
-- an instance it does not know, or a change of status: yes;
-- a duplicate or an older version, another cluster, a change of neither status
-  nor agent (a task placed or stopped): no;
-- an agent lost: no, since a lost agent lowers nothing before its hold of
-  SCALE_DOWN_AFTER regular passes, which those passes measure;
-- an agent back: only when desiredCount may have been lowered for it (a
-  regular pass found it lost for SCALE_DOWN_AFTER passes); back within its
-  hold, nothing changes.
-
-`EventSource` long-polls the queue in a thread of its own, deletes every message
-it has handled (ignored and malformed ones too), and hands the relevant changes
-to the loop, which runs one pass for all that arrived together (until none has
-come for COALESCE_QUIET, at most COALESCE_LIMIT after the first). It never writes
-to ECS itself. The regular INTERVAL passes stay the safety net: each one after
-an event pass counts every host again, so a lost event or an attribute change
-(which emits none) lasts at most one INTERVAL.
+`EventSource` long-polls the queue in a thread of its own. It only parses,
+drops other clusters' events, other kinds and copies it has already handed
+over (by `detail.version`, in a bounded memory), stamps each change with the
+moment it arrived, and hands it to the loop. It deletes every message it has
+handled (ignored and malformed ones too) and never writes to ECS or to the
+host store: the loop's thread takes the changes into the store (hosts.py),
+which says which of them can change a decision now, and runs one pass for those
+that arrive together. The regular passes stay the safety net: a full listing at
+least every RESYNC seconds, so a lost event lasts at most that long.
 """
 
 from __future__ import annotations
@@ -33,6 +24,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +33,7 @@ from typing import Any
 import structlog
 
 from .ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
+from .hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
 from .models import QueueMessage
 
 log = structlog.get_logger(__name__)
@@ -52,12 +45,9 @@ ACTIVE = "ACTIVE"
 # Why an event started no pass: the `reason` label of the ignored-events metric.
 OTHER_CLUSTER = "other_cluster"
 OTHER_TYPE = "other_type"
-DUPLICATE = "duplicate"
-STALE = "stale"
-NO_CHANGE = "no_change"
-AGENT_LOST = "agent_lost"
-AGENT_BACK = "agent_back_within_hold"
 IGNORED_REASONS = (OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT_LOST, AGENT_BACK)
+# How many instances the source remembers the newest version of, to drop copies: twice ECS's most per cluster.
+SEEN_LIMIT = 10_000
 
 WAIT_SECONDS = SQS_MAX_WAIT_SECONDS
 MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
@@ -83,6 +73,7 @@ class InstanceChange:
     agent_connected: bool
     version: int
     time: float | None = None  # the event's `time`, as a Unix timestamp
+    arrived: float = 0.0  # when the source received it (time.monotonic(), the store's clock)
 
 
 @dataclass(frozen=True)
@@ -145,72 +136,31 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-@dataclass
-class _Known:
-    version: int | None  # None: learnt from a listing, not from an event
-    status: str
-    agent_connected: bool
-    counted_out: bool = False  # a regular pass found its agent lost long enough to lower for it
+def same_cluster(cluster_arn: str, cluster: str) -> bool:
+    """Whether an event's clusterArn is this cluster (CLUSTER may be a name or an ARN): by name."""
+    return cluster_arn.rsplit("/", 1)[-1] == cluster.rsplit("/", 1)[-1]
 
 
-class Relevance:
-    """Per container instance, the newest state seen; says which events can change a decision now.
+class Seen:
+    """The newest version handed over per container instance, bounded: drops copies and older versions."""
 
-    With `hold` (the daemon, where a lost agent counts until it has been lost for
-    SCALE_DOWN_AFTER regular passes) a lost agent starts no pass, and one that
-    comes back starts a pass only if a regular pass had found it lost that long
-    (`learn`), since only then can its return raise anything. Without a hold
-    (the Lambda handler acts at once) every agent change matters.
-    """
+    def __init__(self, limit: int = SEEN_LIMIT) -> None:
+        self.limit = limit
+        self._versions: OrderedDict[str, int] = OrderedDict()
 
-    def __init__(self, cluster: str, *, hold: bool = True) -> None:
-        self.cluster = cluster
-        self.hold = hold
-        self._known: dict[str, _Known] = {}
-        self._lock = threading.Lock()
+    def check(self, change: InstanceChange) -> str | None:
+        """None for a change newer than any handed over (and remember it), else DUPLICATE or STALE."""
+        known = self._versions.get(change.container_instance_arn)
+        if known is not None and change.version <= known:
+            return DUPLICATE if change.version == known else STALE
+        self._versions[change.container_instance_arn] = change.version
+        self._versions.move_to_end(change.container_instance_arn)
+        while len(self._versions) > self.limit:
+            self._versions.popitem(last=False)
+        return None
 
-    def _same_cluster(self, cluster_arn: str) -> bool:
-        # By name: CLUSTER may be a name or an ARN, and the rule already keeps other accounts' events out.
-        return cluster_arn.rsplit("/", 1)[-1] == self.cluster.rsplit("/", 1)[-1]
-
-    def classify(self, change: InstanceChange) -> str | None:
-        """None when the change should start a pass, else the reason it should not; remembers the change."""
-        if not self._same_cluster(change.cluster_arn):
-            return OTHER_CLUSTER
-        with self._lock:
-            known = self._known.get(change.container_instance_arn)
-            if known is not None and known.version is not None:
-                if change.version == known.version:
-                    return DUPLICATE
-                if change.version < known.version:
-                    return STALE
-            counted_out = known is not None and known.counted_out and not change.agent_connected
-            self._known[change.container_instance_arn] = _Known(
-                change.version, change.status, change.agent_connected, counted_out
-            )
-            if known is None or change.status != known.status:
-                return None
-            if change.agent_connected == known.agent_connected:
-                return NO_CHANGE
-            if not self.hold:
-                return None
-            if not change.agent_connected:
-                return AGENT_LOST
-            return None if known.counted_out else AGENT_BACK
-
-    def learn(self, active: Iterable[str], usable: Iterable[str], counted_out: Iterable[str] = ()) -> None:
-        """Take in a regular pass: these instances are ACTIVE, those usable, those lost long enough to lower for."""
-        usable_set, out = set(usable), set(counted_out)
-        with self._lock:
-            for arn in active:
-                connected = arn in usable_set
-                known = self._known.get(arn)
-                if known is None:
-                    self._known[arn] = _Known(None, ACTIVE, connected, arn in out)
-                    continue
-                known.status = ACTIVE
-                known.agent_connected = connected
-                known.counted_out = arn in out
+    def __len__(self) -> int:
+        return len(self._versions)
 
 
 @dataclass
@@ -226,16 +176,17 @@ class EventStats:
 
 
 class EventSource:
-    """Long-polls the queue in a thread, deletes what it handled, and wakes the loop for relevant changes.
+    """Long-polls the queue in a thread, deletes what it handled, and wakes the loop for new changes.
 
-    `wake` is set whenever relevant changes are waiting; `take()` returns them.
+    `wake` is set whenever changes are waiting; `take()` returns them. The loop
+    reports back which of them were relevant (`counted`), for the metrics.
     """
 
     def __init__(
         self,
         api: Api,
         queue_url: str,
-        relevance: Relevance,
+        cluster: str,
         *,
         stop: threading.Event,
         wake: threading.Event,
@@ -244,7 +195,8 @@ class EventSource:
     ) -> None:
         self.api = api
         self.queue_url = queue_url
-        self.relevance = relevance
+        self.cluster = cluster
+        self.seen = Seen()  # written by the events thread only
         self.stop = stop
         self.wake = wake
         self.wait_seconds = wait_seconds
@@ -280,24 +232,20 @@ class EventSource:
         """Wait up to `timeout` for the thread; a long poll in flight is left to end on its own."""
         self._thread.join(timeout)
 
-    def settle(self, quiet: float = COALESCE_QUIET, limit: float = COALESCE_LIMIT) -> None:
-        """Wait until no relevant change has arrived for `quiet` seconds (at most `limit`), or until stop."""
-        deadline = time.monotonic() + limit
-        with self._lock:
-            seen = len(self._changes)
-        while not self.stop.wait(min(quiet, max(0.0, deadline - time.monotonic()))):
-            with self._lock:
-                count = len(self._changes)
-            if count == seen or time.monotonic() >= deadline:
-                return
-            seen = count
-
     def take(self) -> list[InstanceChange]:
-        """The relevant changes received since the last call, oldest first."""
+        """The changes received since the last call, oldest first."""
         with self._lock:
             changes, self._changes = self._changes, []
             self.wake.clear()
             return changes
+
+    def counted(self, relevant: int, ignored: Sequence[str]) -> None:
+        """The loop's verdict on changes it took: how many could change a decision, why the others could not."""
+        with self._lock:
+            self.stats.relevant += relevant
+            for reason in ignored:
+                self.stats.ignored[reason] = self.stats.ignored.get(reason, 0) + 1
+        self._updated()
 
     def snapshot(self) -> EventStats:
         with self._lock:
@@ -335,8 +283,9 @@ class EventSource:
             self.on_update(self.snapshot())
 
     def handle(self, messages: Sequence[QueueMessage]) -> None:
-        """Classify a batch, hand on the relevant changes, then delete every message of it."""
-        relevant: list[InstanceChange] = []
+        """Parse a batch, hand on this cluster's new changes, then delete every message of it."""
+        arrived = time.monotonic()
+        changes: list[InstanceChange] = []
         ignored: dict[str, int] = {}
         malformed = 0
         for message in messages:
@@ -346,27 +295,24 @@ class EventSource:
                 malformed += 1
                 log.warning("event_malformed", message_id=message.message_id, error=str(error))
                 continue
-            reason = parsed.reason if isinstance(parsed, Ignored) else self.relevance.classify(parsed)
+            if isinstance(parsed, Ignored):
+                reason: str | None = parsed.reason
+            elif not same_cluster(parsed.cluster_arn, self.cluster):
+                reason = OTHER_CLUSTER
+            else:
+                reason = self.seen.check(parsed)
             if reason is None and isinstance(parsed, InstanceChange):
-                relevant.append(parsed)
-                log.info(
-                    "event",
-                    container_instance=parsed.container_instance_arn,
-                    status=parsed.status,
-                    agent_connected=parsed.agent_connected,
-                    version=parsed.version,
-                )
+                changes.append(dataclasses.replace(parsed, arrived=arrived))
             elif reason is not None:
                 ignored[reason] = ignored.get(reason, 0) + 1
                 log.debug("event_ignored", message_id=message.message_id, reason=reason)
         with self._lock:
             self.stats.received += len(messages)
-            self.stats.relevant += len(relevant)
             self.stats.malformed += malformed
             for reason, count in ignored.items():
                 self.stats.ignored[reason] = self.stats.ignored.get(reason, 0) + count
-            if relevant:
-                self._changes.extend(relevant)
+            if changes:
+                self._changes.extend(changes)
                 self.wake.set()
         self._updated()
         self._delete(messages)
@@ -376,7 +322,7 @@ class EventSource:
             failed = self.api.delete_messages(self.queue_url, messages)
         except ShuttingDown:
             return
-        except EcsError as error:  # they come back after the visibility timeout; relevance drops the repeats
+        except EcsError as error:  # they come back after the visibility timeout; copies are dropped then
             log.warning("events_not_deleted", queue_url=self.queue_url, count=len(messages), error=str(error))
             return
         for message_id, reason in failed.items():

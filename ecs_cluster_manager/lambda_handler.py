@@ -10,16 +10,18 @@ The configuration, the logging set-up and the ECS client are made once per
 Lambda container and reused by warm invocations. A pass has no scale-down
 memory between invocations, so it acts at once, as `run.py --once` does.
 
-A warm container also remembers, per container instance, the newest state an
-event showed (events.Relevance, with no hold): an event that changes neither
-the status nor the agent of an instance it knows (a task placed or stopped, a
-duplicate, an older version) starts no pass. A cold container knows no instance
-and runs the pass.
+A warm container also keeps the host store of its last pass (hosts.py, with no
+hold, listed exactly on every pass: the same code that counts for the daemon
+and `check`): an event that changes neither the status nor the agent of an
+instance it knows (a task placed or stopped, a duplicate, an older version)
+starts no pass. A cold container knows no instance and runs the pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +42,7 @@ SCHEDULED_EVENT = "Scheduled Event"
 class _Runtime:
     config: settings.Config
     api: Api
-    relevance: events.Relevance
+    memory: reconcile.Memory
 
 
 _runtime: _Runtime | None = None
@@ -64,9 +66,9 @@ def _get_runtime() -> _Runtime:
         config = settings.load([], os.environ)
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
-        # A pass here keeps no scale-down hold, so every agent change can change a decision.
-        relevance = events.Relevance(config.cluster, hold=False)
-        _runtime = _Runtime(config=config, api=Api(config.region, config.profile), relevance=relevance)
+        # A pass here keeps no scale-down hold and lists every filter, so every agent change can change a decision.
+        memory = reconcile.Memory(hold=0.0, resync=0.0)
+        _runtime = _Runtime(config=config, api=Api(config.region, config.profile), memory=memory)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
 
@@ -105,7 +107,7 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
             change = events.parse_document(dict(event))
         except events.MalformedEvent as error:
             change = events.Ignored(f"malformed event: {error}")
-        reason = change.reason if isinstance(change, events.Ignored) else runtime.relevance.classify(change)
+        reason = change.reason if isinstance(change, events.Ignored) else _relevance(runtime.memory, change)
     if reason is not None:
         log.info("event_ignored", cluster=runtime.config.cluster, detail_type=event.get("detail-type"), reason=reason)
         return {"ignored": True, "reason": reason}
@@ -116,5 +118,12 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
         event_id=event.get("id"),
         request_id=getattr(context, "aws_request_id", None),
     )
-    report = reconcile.run_pass(runtime.api, runtime.config, None)
+    report = reconcile.run_pass(runtime.api, runtime.config, runtime.memory)
     return report.summary()
+
+
+def _relevance(memory: reconcile.Memory, change: events.InstanceChange) -> str | None:
+    """Take the change into the warm store: None when it can change a decision (always, in a cold container)."""
+    cold = not memory.store.filters
+    reason = memory.store.observe_event(dataclasses.replace(change, arrived=time.monotonic()))
+    return None if cold else reason

@@ -76,14 +76,30 @@ class HostCount:
 
     A drop in `active` is deliberate (a host drained or deregistered); a drop in
     `usable` alone is an agent that may come back. `held` of the hosts with a
-    lost agent have not been lost for SCALE_DOWN_AFTER regular passes yet (the
-    longest for `held_passes`): they still count for the target.
+    lost agent have not been lost for the whole hold yet (the longest for
+    `held_for` seconds): they still count, for raises and lowers alike.
     """
 
     active: int
     usable: int
     held: int = 0
-    held_passes: int = 0
+    held_for: float = 0.0
+
+    @property
+    def counted(self) -> int:
+        """The hosts a service is sized for: the usable ones and the held ones."""
+        return self.usable + self.held
+
+
+@dataclass(frozen=True)
+class ContainerInstance:
+    """One container instance as DescribeContainerInstances returned it."""
+
+    arn: str
+    ec2_instance_id: str | None
+    status: str
+    agent_connected: bool
+    version: int
 
 
 @dataclass(frozen=True)

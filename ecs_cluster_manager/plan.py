@@ -113,41 +113,42 @@ def skip(
     return Decision(service, arn, SKIP, current, None, None, reason, error)
 
 
+def seconds(value: float) -> str:
+    """A duration for a reason: 0.9s, 12s, 300s."""
+    return f"{value:.1f}s" if value < 10 and value != int(value) else f"{value:.0f}s"
+
+
 def decide(
     service: Service,
     hosts: HostCount,
     size: Sizing,
     *,
     dry_run: bool = False,
-    scale_down_after: int = 1,
+    hold: float = 0.0,
 ) -> Decision:
     """Decide one service's desiredCount.
 
-    The target is the usable hosts' count, sized. Raising is immediate. A drop
-    down to the target of the ACTIVE hosts is immediate too: those hosts were
-    drained or deregistered on purpose, and a task left without a host only
-    stays PENDING. A host whose agent is lost, which routinely comes back, still
-    counts until it has been lost for `scale_down_after` regular passes
-    (`hosts.held` are those that have not): only then is it lowered for.
+    The target is the hosts that count, sized: the usable ones and those whose
+    agent has been lost for less than `hold` seconds (`hosts.held`), which
+    routinely come back. It is the same for raises and lowers: a new host is
+    raised for at once, whatever is held. A host drained or deregistered stops
+    counting at once (its task only stays PENDING); a lost agent stops counting
+    once it has been lost for the whole hold.
     """
     current = service.desired_count
-    target = size.target(hosts.usable)
+    target = size.target(hosts.counted)
 
-    def decision(action: str, reason: str, count: int) -> Decision:
-        return Decision(service.name, service.arn, action, current, count, hosts.usable, reason)
+    def decision(action: str, reason: str) -> Decision:
+        return Decision(service.name, service.arn, action, current, target, hosts.usable, reason)
 
+    held = f"{hosts.held} agent(s) lost, scale down held ({seconds(hosts.held_for)} of {seconds(hold)})" if hosts.held else ""
     write = DRY_RUN if dry_run else UPDATE
-    if target >= current:
-        if target == current:
-            return decision(UNCHANGED, "converged", target)
-        return decision(write, "scale up", target)
-
-    hold = f"agent lost, scale down held ({hosts.held_passes}/{scale_down_after} passes)" if hosts.held else ""
-    # The held hosts still count; drained and deregistered ones never do.
-    new = min(current, size.target(hosts.usable + hosts.held))
-    if new == current:
-        return decision(UNCHANGED, hold or "converged", target)
-    if new < size.target(hosts.active):
-        reason = f"scale down: agent lost, held {scale_down_after}/{scale_down_after} passes"
-        return decision(write, reason + (f"; {hold}" if hold else ""), new)
-    return decision(write, "scale down: drained" + (f"; {hold}" if hold else ""), new)
+    if target == current:
+        return decision(UNCHANGED, held or "converged")
+    if target > current:
+        return decision(write, "scale up" + (f"; {held}" if held else ""))
+    if target < size.target(hosts.active):
+        reason = f"scale down: agent lost for {seconds(hold)} or more"
+    else:
+        reason = "scale down: fewer ACTIVE hosts (drained or deregistered)"
+    return decision(write, reason + (f"; {held}" if held else ""))

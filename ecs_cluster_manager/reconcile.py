@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +19,11 @@ import structlog
 
 from . import plan
 from .config import Config
-from .counting import Counted, HostCounter
+from .counting import RESYNC, Counted, Counting
 from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
 from .events import InstanceChange, oldest_time
-from .models import HostCount, Service, TaskIdentity
+from .hosts import HostStore
+from .models import Service, TaskIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -106,11 +107,34 @@ def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
     return identity.cluster is None or _name(identity.cluster) == _name(service.cluster_arn)
 
 
-@dataclass
 class Memory:
-    """What the loop carries from one pass to the next: the host counts, with how long each lost agent is lost."""
+    """What the loop carries from one pass to the next: the host store and how it is kept up to date.
 
-    hosts: HostCounter = field(default_factory=HostCounter)
+    `hold`: how long a lost agent keeps counting, in seconds (SCALE_DOWN_AFTER x
+    INTERVAL in the daemon; 0 acts at once). `resync`: the longest a filter goes
+    without an exact listing (0: every pass lists, as a memoryless pass does).
+    """
+
+    def __init__(
+        self,
+        *,
+        hold: float = 0.0,
+        resync: float = RESYNC,
+        interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = HostStore(hold, clock)
+        self.counting = Counting(self.store, resync=resync, interval=interval)
+
+    @classmethod
+    def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
+        """The daemon's memory: a lost agent is held for SCALE_DOWN_AFTER x INTERVAL seconds."""
+        return cls(
+            hold=config.scale_down_after * config.interval,
+            resync=config.resync,
+            interval=config.interval,
+            clock=clock,
+        )
 
 
 @dataclass(frozen=True)
@@ -180,16 +204,14 @@ def run_pass(
     *,
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
-    scale_down_after: int | None = None,
     changes: Sequence[InstanceChange] | None = None,
 ) -> PassReport:
-    """Observe, plan and act once. `memory` carries the host counts (and lost agents' holds) between passes.
+    """Observe, plan and act once. `memory` carries the host store (and lost agents' holds) between passes.
 
-    `scale_down_after` defaults to the configured value when memory is given and
-    to 1 (act at once) when it is not, as in --once and the Lambda handler;
-    without memory every host filter is counted exactly. With `changes` (an
-    event pass) the hosts are counted from the last exact sets with those
-    instance changes applied, and no lost agent's hold advances.
+    Without memory the pass lists every host filter exactly and holds nothing
+    (a lost agent stops counting at once), as in --once and the Lambda handler.
+    With `changes` (an event pass) those changes are already in the store: the
+    hosts are counted from it, with no listing.
     """
     started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
@@ -197,17 +219,17 @@ def run_pass(
         report.trigger = "event"
         report.event_time = oldest_time(changes)
     calls_before = api.total_calls
-    if scale_down_after is None:
-        scale_down_after = config.scale_down_after if memory is not None else 1
     if memory is None:
-        memory = Memory()
+        memory = Memory(hold=0.0, resync=0.0)
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after, changes)
+        _observe_and_act(api, config, memory, report, stop, identity, changes is not None)
     except ShuttingDown:
         report.stopped = True
     finally:
         report.duration = time.monotonic() - started
         report.api_calls = api.total_calls - calls_before
+        if report.trigger == "event" and report.write_times:
+            memory.store.events_wrote = True
         _log_report(config, report)
     return report
 
@@ -219,8 +241,7 @@ def _observe_and_act(
     report: PassReport,
     stop: threading.Event | None,
     identity: TaskIdentity | None,
-    scale_down_after: int,
-    changes: Sequence[InstanceChange] | None = None,
+    event_pass: bool,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -256,68 +277,35 @@ def _observe_and_act(
         sized = _cloudformation_guard(api, sized, report)
 
     host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
-    counts: dict[tuple[str, ...], HostCount] = {}
     counted: dict[tuple[str, ...], Counted] = {}
     try:
-        if changes is not None:
-            counted = memory.hosts.apply(api, config.cluster, host_filters.values(), changes)
-        elif sized:  # with no service to size, keep the counts of the last pass that had some
-            counted = memory.hosts.count(api, config.cluster, host_filters.values())
+        if event_pass:
+            counted = memory.counting.events(api, config.cluster, host_filters.values())
+        elif sized:  # with no service to size, keep the store of the last pass that had some
+            counted = memory.counting.regular(api, config.cluster, host_filters.values())
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
     except EcsError as error:
         report.errors.append(f"counting hosts failed: {error}")
 
-    def take(results: dict[tuple[str, ...], Counted]) -> None:
-        for member_of, result in results.items():
-            expression = host_filter(member_of)
-            report.hosts[expression] = result.count.usable
-            report.active_hosts[expression] = result.count.active
-            report.counting[expression] = "exact" if result.exact else ("event" if changes is not None else "cheap")
-            counts[member_of] = result.count
-
-    def skip_all() -> None:
+    if report.errors:
         # Never size anything from a partial count.
         for service, _ in sized:
             report.decisions.append(
                 plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
             )
-
-    if report.errors:
-        skip_all()
         return
-    take(counted)
+    for member_of, result in counted.items():
+        expression = host_filter(member_of)
+        report.hosts[expression] = result.count.usable
+        report.active_hosts[expression] = result.count.active
+        report.counting[expression] = result.how
 
-    def plan_all(only: set[tuple[str, ...]] | None = None) -> dict[str, plan.Decision]:
-        decided: dict[str, plan.Decision] = {}
-        for service, size in sized:
-            member_of = host_filters[service.arn]
-            if only is not None and member_of not in only:
-                continue
-            held, held_passes = memory.hosts.held(member_of, scale_down_after)
-            hosts = dataclasses.replace(counts[member_of], held=held, held_passes=held_passes)
-            decided[service.arn] = plan.decide(
-                service, hosts, size, dry_run=config.dry_run, scale_down_after=scale_down_after
-            )
-        return decided
-
-    planned = plan_all()
-    # A stale reading may decide, but never write: count those filters exactly first, then decide again.
-    stale = {f for f, result in counted.items() if result.stale}
-    recount = {host_filters[arn] for arn, decision in planned.items() if decision.writes} & stale
-    if recount:
-        try:
-            recounted = memory.hosts.recount(api, config.cluster, recount)
-        except EcsError as error:
-            report.errors.append(f"counting hosts failed: {error}")
-            skip_all()
-            return
-        take(recounted)
-        planned.update(plan_all(recount))
-
-    for service, _ in sized:
-        decision = planned[service.arn]
+    for service, size in sized:
+        decision = plan.decide(
+            service, counted[host_filters[service.arn]].count, size, dry_run=config.dry_run, hold=memory.store.hold
+        )
         if decision.writes:
             decision = _apply(api, config, decision, stop, report)
         report.decisions.append(decision)

@@ -187,6 +187,14 @@ class InstanceEvents:
 
     # -- building events (call with the moto lock held) --------------------------
 
+    def version(self, container_instance_arn: str) -> int:
+        """The instance's current detail.version, as DescribeContainerInstances reports it (1 before any change)."""
+        return max(1, self._versions.get(container_instance_arn, 0))
+
+    def bump(self, container_instance_arn: str) -> None:
+        """The instance changed while no rule listens: its version moves on all the same."""
+        self._versions[container_instance_arn] = self.version(container_instance_arn) + 1
+
     def capture(
         self,
         instance: Any,

@@ -582,7 +582,16 @@ class _EnforcingApp:
                 f"A maximum of {_DESCRIBE_CONTAINER_INSTANCES_LIMIT} container instances can be "
                 f"described at a time; {len(instances)} were given.",
             )
-        return self.forward_json(environ, params)
+        reply = self.forward_json(environ, params)
+        if reply.status != 200:
+            return reply
+        # ECS gives each instance its `version` (the events' detail.version) and its agent's state.
+        answer = json.loads(reply.body)
+        for described in answer.get("containerInstances", []):
+            arn = str(described.get("containerInstanceArn", ""))
+            described["version"] = self.owner.events.version(arn)
+            described["agentConnected"] = bool(described.get("agentConnected", True))
+        return _json_reply(answer)
 
 
 def _instance_fields(instance: Any, task_groups: list[str]) -> dict[str, Any]:
@@ -902,6 +911,8 @@ class LocalECS:
             instance.agent_connected = connected
             if changed and self.events.active:
                 events.append(self.events.capture(instance, self._cluster_arn(cluster)))
+            elif changed:
+                self.events.bump(container_instance_arn)  # the version moves with or without a rule
         self.events.publish(events)
 
     def task_placed(self, cluster: str, container_instance_arn: str, *, cpu: int = 128, memory: int = 32) -> None:

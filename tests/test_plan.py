@@ -35,14 +35,14 @@ def service(desired: int = 0, **overrides: object) -> Service:
     [
         (0, 3, plan.UPDATE, 3, "scale up"),
         (3, 3, plan.UNCHANGED, 3, "converged"),
-        (5, 3, plan.UPDATE, 3, "scale down: agent lost, held 1/1 passes"),
-        (2, 0, plan.UPDATE, 0, "scale down: agent lost, held 1/1 passes"),
+        (5, 3, plan.UPDATE, 3, "scale down: agent lost for 0s or more"),
+        (2, 0, plan.UPDATE, 0, "scale down: agent lost for 0s or more"),
         (0, 0, plan.UNCHANGED, 0, "converged"),
     ],
 )
 def test_target_equals_hosts_without_damping(current: int, hosts: int, action: str, target: int, reason: str) -> None:
-    """With scale_down_after=1 the target is the host count, up or down, at once."""
-    decision = plan.decide(service(current), lost(hosts, max(hosts, current)), plan.Sizing(), scale_down_after=1)
+    """With no hold the target is the usable host count, up or down, at once."""
+    decision = plan.decide(service(current), lost(hosts, max(hosts, current)), plan.Sizing(), hold=0)
     assert (decision.action, decision.target, decision.reason) == (action, target, reason)
     assert decision.current == current and decision.hosts == hosts
 
@@ -88,49 +88,62 @@ def test_malformed_sizing_tags_are_rejected(tags: dict[str, str], message: str) 
         plan.sizing(tags)
 
 
+GONE = "scale down: fewer ACTIVE hosts (drained or deregistered)"
+OUT = "scale down: agent lost for 90s or more"
+
+
+def held(n: int, seconds: int) -> str:
+    return f"{n} agent(s) lost, scale down held ({seconds}s of 90s)"
+
+
 # fmt: off
 @pytest.mark.parametrize(
-    ("current", "active", "usable", "held", "passes", "action", "target", "reason"),
+    ("current", "active", "usable", "held_hosts", "held_for", "action", "target", "reason"),
     [
-        # A host drained or deregistered: lowered at once, whatever SCALE_DOWN_AFTER says.
-        (4, 3, 3, 0, 0, plan.UPDATE, 3, "scale down: drained"),
-        (4, 0, 0, 0, 0, plan.UPDATE, 0, "scale down: drained"),
-        # An agent lost for 1 and 2 of 3 passes: it still counts.
-        (4, 4, 3, 1, 1, plan.UNCHANGED, 3, "agent lost, scale down held (1/3 passes)"),
-        (4, 4, 3, 1, 2, plan.UNCHANGED, 3, "agent lost, scale down held (2/3 passes)"),
-        # Lost for 3 passes: no longer held, lowered for.
-        (4, 4, 3, 0, 0, plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes"),
-        # Two agents lost, one of them for long enough: lowered for that one only.
-        (4, 4, 2, 1, 1, plan.UPDATE, 3, "scale down: agent lost, held 3/3 passes; "
-                                        "agent lost, scale down held (1/3 passes)"),
+        # A host drained or deregistered: lowered at once, whatever the hold.
+        (4, 3, 3, 0, 0, plan.UPDATE, 3, GONE),
+        (4, 0, 0, 0, 0, plan.UPDATE, 0, GONE),
+        # An agent lost for 30 and 60 of 90 s: it still counts.
+        (4, 4, 3, 1, 30, plan.UNCHANGED, 4, held(1, 30)),
+        (4, 4, 3, 1, 60, plan.UNCHANGED, 4, held(1, 60)),
+        # Lost for the whole hold: no longer held, lowered for.
+        (4, 4, 3, 0, 0, plan.UPDATE, 3, OUT),
+        # Two agents lost, one of them for the whole hold: lowered for that one only.
+        (4, 4, 2, 1, 30, plan.UPDATE, 3, f"{OUT}; {held(1, 30)}"),
         # A drained host and a held agent at once: the drained one at once.
-        (5, 4, 3, 1, 1, plan.UPDATE, 4, "scale down: drained; agent lost, scale down held (1/3 passes)"),
+        (5, 4, 3, 1, 30, plan.UPDATE, 4, f"{GONE}; {held(1, 30)}"),
         # Every agent back: converged.
         (4, 4, 4, 0, 0, plan.UNCHANGED, 4, "converged"),
     ],
 )
 # fmt: on
 def test_scale_down_by_cause(
-    current: int, active: int, usable: int, held: int, passes: int, action: str, target: int, reason: str
+    current: int, active: int, usable: int, held_hosts: int, held_for: int, action: str, target: int, reason: str
 ) -> None:
-    """Drained or deregistered hosts lower desiredCount at once; a lost agent only once lost SCALE_DOWN_AFTER passes."""
-    hosts = HostCount(active=active, usable=usable, held=held, held_passes=passes)
-    decision = plan.decide(service(current), hosts, plan.Sizing(), scale_down_after=3)
+    """Drained or deregistered hosts lower desiredCount at once; a lost agent only once lost for the whole hold."""
+    hosts = HostCount(active=active, usable=usable, held=held_hosts, held_for=held_for)
+    decision = plan.decide(service(current), hosts, plan.Sizing(), hold=90)
     assert (decision.action, decision.target, decision.reason) == (action, target, reason)
     assert decision.hosts == usable
 
 
-def test_scale_up_is_immediate_even_while_agents_are_held() -> None:
-    """Raising the count never waits."""
-    decision = plan.decide(service(2), HostCount(active=7, usable=6, held=1, held_passes=1), plan.Sizing(),
-                           scale_down_after=5)
-    assert (decision.action, decision.target) == (plan.UPDATE, 6)
+def test_a_new_host_is_raised_for_while_another_is_held() -> None:
+    """A held host counts for raises too: 6 usable, 1 held and a 7th host joining give 8, not 7 (issue item 1)."""
+    decision = plan.decide(service(7), HostCount(active=8, usable=7, held=1, held_for=2), plan.Sizing(), hold=5)
+    assert (decision.action, decision.target) == (plan.UPDATE, 8)
+    assert decision.reason.startswith("scale up")
+
+
+def test_a_held_host_never_lowers() -> None:
+    """While its hold runs, a lost agent's task stays: the target is usable plus held."""
+    decision = plan.decide(service(6), HostCount(active=6, usable=5, held=1, held_for=2), plan.Sizing(), hold=5)
+    assert (decision.action, decision.target) == (plan.UNCHANGED, 6)
 
 
 def test_sizing_applies_to_the_drained_and_the_held_counts() -> None:
     """With 2 tasks per host, a drained host removes 2 tasks at once; a held agent's 2 stay."""
-    hosts = HostCount(active=3, usable=2, held=1, held_passes=1)
-    decision = plan.decide(service(8), hosts, plan.Sizing(tasks_per_host=2), scale_down_after=2)
+    hosts = HostCount(active=3, usable=2, held=1, held_for=1)
+    decision = plan.decide(service(8), hosts, plan.Sizing(tasks_per_host=2), hold=60)
     assert (decision.action, decision.target) == (plan.UPDATE, 6)
 
 
