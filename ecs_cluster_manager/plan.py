@@ -148,7 +148,7 @@ def decide(
     if target > current:
         return decision(write, "scale up" + (f"; {held}" if held else ""))
     if target < size.target(hosts.active):
-        reason = f"scale down: agent lost for {seconds(hold)} or more"
+        reason = f"scale down: agent lost for {seconds(hold)} or more" if hold > 0 else "scale down: agent lost"
     else:
         reason = "scale down: fewer ACTIVE hosts (drained or deregistered)"
     return decision(write, reason + (f"; {held}" if held else ""))

@@ -49,11 +49,6 @@ def body(
     return json.dumps(document)
 
 
-def classify(relevance: events.Relevance, text: str) -> str | None:
-    parsed = events.parse(text)
-    return parsed.reason if isinstance(parsed, events.Ignored) else relevance.classify(parsed)
-
-
 def test_parse_reads_the_fields_and_the_time() -> None:
     """The instance, cluster, status, agent, version and event time come out of the EventBridge document."""
     change = events.parse(body(7, status="DRAINING", connected=False))
@@ -90,50 +85,19 @@ def test_other_event_types_are_ignored() -> None:
     assert events.parse(task) == events.Ignored(events.OTHER_TYPE)
 
 
-def test_which_changes_start_a_pass() -> None:
-    """Unknown instance and status changes do; duplicates, older versions, task placements and lost agents don't."""
-    relevance = events.Relevance("prod")
-    assert classify(relevance, body(5)) is None  # unknown instance
-    assert classify(relevance, body(5)) == events.DUPLICATE
-    assert classify(relevance, body(4, status="DRAINING")) == events.STALE
-    assert classify(relevance, body(6)) == events.NO_CHANGE  # a task placed: remainingResources only
-    assert classify(relevance, body(7, connected=False)) == events.AGENT_LOST
-    assert classify(relevance, body(8, connected=True)) == events.AGENT_BACK  # back within its hold
-    assert classify(relevance, body(9, status="DRAINING")) is None
-    assert classify(relevance, body(10, status="ACTIVE")) is None
-    assert classify(relevance, body(11, status="INACTIVE", connected=False)) is None
-    assert classify(relevance, body(1, cluster="arn:aws:ecs:us-east-1:123456789012:cluster/other")) == (
-        events.OTHER_CLUSTER
-    )
-
-
-def test_an_agent_back_after_its_hold_starts_a_pass() -> None:
-    """An agent a regular pass found lost long enough to be lowered for starts a pass when it is back;
-    one still within its hold does not."""
-    relevance = events.Relevance("prod")
-    other = HOST + "b"
-    relevance.learn(active=[HOST, other], usable=[HOST, other])
-    assert classify(relevance, body(3, connected=False)) == events.AGENT_LOST
-    assert classify(relevance, body(1, arn=other, connected=False)) == events.AGENT_LOST
-    relevance.learn(active=[HOST, other], usable=[], counted_out=[HOST])  # HOST's hold ran out, other's did not
-    assert classify(relevance, body(4, connected=True)) is None
-    assert classify(relevance, body(2, arn=other, connected=True)) == events.AGENT_BACK
-
-
-def test_instances_a_pass_listed_are_known() -> None:
-    """An instance seen in a regular pass's listing starts no pass for a task placement, even before any event."""
-    relevance = events.Relevance("prod")
-    relevance.learn(active=[HOST], usable=[HOST])
-    assert classify(relevance, body(40)) == events.NO_CHANGE
-    assert classify(relevance, body(41, status="DRAINING")) is None
-
-
-def test_without_a_hold_every_agent_change_matters() -> None:
-    """The Lambda handler has no hold: a lost agent lowers at once, so it starts a pass."""
-    relevance = events.Relevance("arn:aws:ecs:us-east-1:999999999999:cluster/prod", hold=False)  # by name
-    assert classify(relevance, body(1)) is None
-    assert classify(relevance, body(2, connected=False)) is None
-    assert classify(relevance, body(3, connected=True)) is None
+def test_seen_drops_copies_and_older_versions_and_stays_bounded() -> None:
+    """The source's memory of versions drops repeats, and never holds more than its limit of instances."""
+    seen = events.Seen(limit=3)
+    first = events.parse(body(5))
+    assert isinstance(first, events.InstanceChange)
+    assert seen.check(first) is None
+    assert seen.check(first) == events.DUPLICATE
+    older = events.parse(body(4, status="DRAINING"))
+    assert isinstance(older, events.InstanceChange) and seen.check(older) == events.STALE
+    for index in range(10):
+        change = events.parse(body(1, arn=f"{HOST}-{index}"))
+        assert isinstance(change, events.InstanceChange) and seen.check(change) is None
+    assert len(seen) == 3
 
 
 class Queue:
@@ -147,14 +111,14 @@ class Queue:
         return {}
 
 
-def test_a_batch_is_deleted_whole_and_only_relevant_changes_wake_the_loop() -> None:
-    """Relevant, ignored and malformed messages are all deleted; only relevant ones are handed on, once."""
+def test_a_batch_is_deleted_whole_and_only_new_changes_wake_the_loop() -> None:
+    """New, ignored and malformed messages are all deleted; only this cluster's new versions are handed on, once."""
     queue = Queue()
     wake = threading.Event()
     source = events.EventSource(
         queue,  # type: ignore[arg-type]
         "http://127.0.0.1/123456789012/q",
-        events.Relevance("prod"),
+        "prod",
         stop=threading.Event(),
         wake=wake,
     )
@@ -163,7 +127,9 @@ def test_a_batch_is_deleted_whole_and_only_relevant_changes_wake_the_loop() -> N
     assert queue.deleted == ["m0", "m1", "m2", "m3", "m4"]
     assert wake.is_set()
     changes = source.take()
-    assert [c.version for c in changes] == [1] and not wake.is_set()
+    assert [c.version for c in changes] == [1, 2] and not wake.is_set()
+    assert all(c.arrived > 0 for c in changes)  # stamped with their arrival, on the store's clock
+    source.counted(1, [events.NO_CHANGE])  # the loop's verdict once the store has them
     stats = source.snapshot()
     assert (stats.received, stats.relevant, stats.malformed) == (5, 1, 1)
     assert stats.ignored == {events.DUPLICATE: 1, events.NO_CHANGE: 1, events.OTHER_CLUSTER: 1}

@@ -101,7 +101,7 @@ def test_scale_down_is_immediate(world: World) -> None:
     world.local.drain(CLUSTER, world.hosts[0])
     summary = lambda_handler.handler(instance_event(world, 0, 2, status="DRAINING"), None)
     assert world.local.desired_count(CLUSTER, "web") == 2
-    assert summary["decisions"][0]["reason"] == "scale down: drained"
+    assert summary["decisions"][0]["reason"] == "scale down: fewer ACTIVE hosts (drained or deregistered)"
 
 
 def test_lost_agent_lowers_at_once_without_memory(world: World) -> None:
@@ -110,7 +110,7 @@ def test_lost_agent_lowers_at_once_without_memory(world: World) -> None:
     world.local.set_agent_connected(CLUSTER, world.hosts[0], False)
     summary = lambda_handler.handler(instance_event(world, 0, 2, connected=False), None)
     assert world.local.desired_count(CLUSTER, "web") == 2
-    assert summary["decisions"][0]["reason"] == "scale down: agent lost, held 1/1 passes"
+    assert summary["decisions"][0]["reason"] == "scale down: agent lost"
 
 
 def test_warm_container_ignores_task_placements_of_known_instances(world: World) -> None:

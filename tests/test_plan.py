@@ -35,8 +35,8 @@ def service(desired: int = 0, **overrides: object) -> Service:
     [
         (0, 3, plan.UPDATE, 3, "scale up"),
         (3, 3, plan.UNCHANGED, 3, "converged"),
-        (5, 3, plan.UPDATE, 3, "scale down: agent lost for 0s or more"),
-        (2, 0, plan.UPDATE, 0, "scale down: agent lost for 0s or more"),
+        (5, 3, plan.UPDATE, 3, "scale down: agent lost"),
+        (2, 0, plan.UPDATE, 0, "scale down: agent lost"),
         (0, 0, plan.UNCHANGED, 0, "converged"),
     ],
 )
