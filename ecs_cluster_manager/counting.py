@@ -102,10 +102,13 @@ class Counting:
     the last pass before its resync falls due rather than the first after.
     """
 
-    def __init__(self, store: HostStore, *, resync: float = RESYNC, interval: float = 0.0) -> None:
+    def __init__(
+        self, store: HostStore, *, resync: float = RESYNC, interval: float = 0.0, small: int = LIST_PAGE
+    ) -> None:
         self.store = store
         self.resync = resync
         self.interval = interval
+        self.small = small  # a filter with at most this many hosts is listed on every pass (one page)
 
     def regular(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
         """Count each filter for a regular pass; raises EcsError when any read fails (nothing partial is used)."""
@@ -188,7 +191,7 @@ class Counting:
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         state = self.store.observe_listing(host_filter, active, disconnected, started)
         state.side, state.offset = SMALL, 0
-        if self.resync <= 0 or len(active) <= LIST_PAGE:
+        if self.resync <= 0 or len(active) <= self.small:
             return
         if expression is None:
             state.side = CLUSTER

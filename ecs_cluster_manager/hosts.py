@@ -130,7 +130,8 @@ class HostStore:
                 self.hosts[arn] = Host(ACTIVE, connected, None, started, None if connected else started)
                 members.add(arn)
                 continue
-            self._set_agent(host, connected, started, restart=False)
+            # A host that comes back ACTIVE starts any loss again, as it would after a reconnect.
+            self._set_agent(host, connected, started, restart=host.status != ACTIVE)
             host.status = ACTIVE
             host.as_of = started
             members.add(arn)
@@ -179,8 +180,10 @@ class HostStore:
             host = self.hosts[arn] = Host(change.status, change.agent_connected, change.version, change.arrived)
             host.lost_since = None if change.agent_connected else change.arrived
         else:
+            # A version skipped (a change not seen, maybe a reconnect) or a return to ACTIVE starts a loss again.
             skipped = host.version is not None and change.version > host.version + 1
-            self._set_agent(host, change.agent_connected, change.arrived, restart=skipped)
+            rejoined = host.status != ACTIVE and change.status == ACTIVE
+            self._set_agent(host, change.agent_connected, change.arrived, restart=skipped or rejoined)
             host.status, host.version, host.as_of = change.status, change.version, change.arrived
         host.ec2_instance_id = change.ec2_instance_id or host.ec2_instance_id
         if change.status != ACTIVE:

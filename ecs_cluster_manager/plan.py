@@ -141,7 +141,9 @@ def decide(
     def decision(action: str, reason: str) -> Decision:
         return Decision(service.name, service.arn, action, current, target, hosts.usable, reason)
 
-    held = f"{hosts.held} agent(s) lost, scale down held ({seconds(hosts.held_for)} of {seconds(hold)})" if hosts.held else ""
+    held = ""
+    if hosts.held:
+        held = f"{hosts.held} agent(s) lost, scale down held ({seconds(hosts.held_for)} of {seconds(hold)})"
     write = DRY_RUN if dry_run else UPDATE
     if target == current:
         return decision(UNCHANGED, held or "converged")

@@ -1,0 +1,277 @@
+"""Model-based test: random cluster changes, lost, duplicated and reordered events, regular and event passes.
+
+hypothesis's stateful testing drives the local ECS API (hosts added, drained,
+activated, deregistered, relabelled, agents lost and back) and the manager's
+passes in process, on a clock the test owns. Events are taken from the local
+API as ECS would send them, then delivered late, out of order, twice, or never.
+After every pass the model checks each service's desiredCount against its own
+account of the cluster:
+
+- every ACTIVE host of the service's filter counts, except those whose agent
+  has been lost, as far as the manager could have seen, for the whole hold;
+- that holds after every regular pass, and after every event pass when every
+  event since the last full listing was delivered and none was lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from ecs_cluster_manager import config as configuration
+from ecs_cluster_manager import events
+from ecs_cluster_manager.ecs import Api
+from ecs_cluster_manager.events import InstanceChange
+from ecs_cluster_manager.reconcile import Memory, PassReport, run_pass
+from localecs import LocalECS
+
+CLUSTER = "model"
+HOLD = 2.0
+INTERVAL = 1.0
+RESYNC = 8.0
+WEB = "attribute:role == web"
+DISTINCT = [{"type": "distinctInstance"}]
+SERVICES = {"all": None, "web": "web"}  # service -> the role its memberOf filter selects (None: every host)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ClusterModel(RuleBasedStateMachine):
+    """The cluster as the test knows it, the manager's memory, and the events on their way."""
+
+    local: LocalECS
+    api: Api
+
+    @initialize(web=st.integers(1, 4), batch=st.integers(1, 4))
+    def start(self, web: int, batch: int) -> None:
+        self.local.reset()
+        self.local.create_cluster(CLUSTER)
+        self.local.enable_events(CLUSTER)
+        self.clock = Clock()
+        self.memory = Memory(hold=HOLD, resync=RESYNC, interval=INTERVAL, clock=self.clock)
+        self.memory.counting.small = 2  # so that the cheap readings are taken at this size
+        self.config = configuration.load(["--cluster", CLUSTER, "--services", ",".join(SERVICES)], environ={})
+        self.role: dict[str, str] = {}
+        self.seen_at: dict[str, float | None] = {}  # a lost agent -> when the manager could first see the loss
+        self.pending: list[InstanceChange] = []  # events sent, not yet delivered
+        self.unseen = False  # an event lost or a change with no event since the last full listing
+        for role, count in (("web", web), ("batch", batch)):
+            for arn in self.local.add_hosts(CLUSTER, count, attributes={"role": role}):
+                self.role[arn] = role
+        self.local.create_service(CLUSTER, "all", placement_constraints=DISTINCT)
+        self.local.create_service(
+            CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}]
+        )
+        self.pending.clear()  # the manager starts with a full listing
+        self.regular_pass()
+
+    # -- the cluster ---------------------------------------------------------------
+
+    def hosts(self, status: str | None = None, connected: bool | None = None) -> list[str]:
+        return [
+            h["containerInstanceArn"]
+            for h in self.local.hosts(CLUSTER)
+            if (status is None or h["status"] == status) and (connected is None or h["agentConnected"] == connected)
+        ]
+
+    def sent(self, arn: str) -> None:
+        """Queue the event the local API published for this host's latest change."""
+        document = self.local.last_event(arn)
+        assert document is not None
+        parsed = events.parse_document(document)
+        assert isinstance(parsed, InstanceChange)
+        self.pending.append(parsed)
+        if arn in self.seen_at:  # any change to a lost host ends that loss as far as the manager can tell
+            self.seen_at[arn] = None
+
+    @rule(role=st.sampled_from(["web", "batch"]))
+    def add_host(self, role: str) -> None:
+        (arn,) = self.local.add_hosts(CLUSTER, 1, attributes={"role": role})
+        self.role[arn] = role
+        self.sent(arn)
+
+    @rule(data=st.data())
+    def drain(self, data: st.DataObject) -> None:
+        self._change(data, "ACTIVE", self.local.drain)
+
+    @rule(data=st.data())
+    def activate(self, data: st.DataObject) -> None:
+        self._change(data, "DRAINING", self.local.activate)
+
+    @rule(data=st.data(), status=st.sampled_from(["ACTIVE", "DRAINING"]))
+    def deregister(self, data: st.DataObject, status: str) -> None:
+        arn = self._change(data, status, self.local.deregister)
+        if arn is not None:
+            self.seen_at.pop(arn, None)
+
+    @rule(data=st.data())
+    def lose_agent(self, data: st.DataObject) -> None:
+        candidates = self.hosts(connected=True)
+        if candidates:
+            arn = data.draw(st.sampled_from(candidates))
+            self.local.set_agent_connected(CLUSTER, arn, False)
+            self.sent(arn)
+            self.seen_at[arn] = None
+
+    @rule(data=st.data())
+    def agent_back(self, data: st.DataObject) -> None:
+        candidates = self.hosts(connected=False)
+        if candidates:
+            arn = data.draw(st.sampled_from(candidates))
+            self.local.set_agent_connected(CLUSTER, arn, True)
+            self.sent(arn)
+            self.seen_at.pop(arn, None)
+
+    @rule(data=st.data())
+    def relabel(self, data: st.DataObject) -> None:
+        """An attribute change: ECS sends no event for it, so only a listing can see it."""
+        candidates = self.hosts("ACTIVE")
+        if candidates:
+            arn = data.draw(st.sampled_from(candidates))
+            role = "batch" if self.role[arn] == "web" else "web"
+            self.local.set_attributes(CLUSTER, arn, {"role": role})
+            self.role[arn] = role
+            self.unseen = True
+
+    def _change(self, data: st.DataObject, status: str, change: object) -> str | None:
+        candidates = self.hosts(status)
+        if not candidates:
+            return None
+        arn = data.draw(st.sampled_from(candidates))
+        change(CLUSTER, arn)  # type: ignore[operator]
+        self.sent(arn)
+        return arn
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 2.0, 3.0]))
+    def tick(self, seconds: float) -> None:
+        self.clock.now += seconds
+
+    # -- events on their way ---------------------------------------------------------
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data())
+    def lose_events(self, data: st.DataObject) -> None:
+        lost = data.draw(st.sets(st.integers(0, len(self.pending) - 1), min_size=1))
+        self.pending = [change for index, change in enumerate(self.pending) if index not in lost]
+        self.unseen = True
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), twice=st.booleans())
+    def deliver_some(self, data: st.DataObject, twice: bool) -> None:
+        """Deliver some events, in any order, some twice, then run the event pass they start."""
+        count = data.draw(st.integers(1, len(self.pending)))
+        order = data.draw(st.permutations(range(len(self.pending))))
+        chosen = set(order[:count])
+        batch = [self.pending[index] for index in order[:count]]
+        self.pending = [change for index, change in enumerate(self.pending) if index not in chosen]
+        if twice:
+            batch += batch[: len(batch) // 2 + 1]
+        self.event_pass(batch)
+
+    @precondition(lambda self: self.pending)
+    @rule(seed=st.integers(0, 2**16))
+    def deliver_all(self, seed: int) -> None:
+        """Every event on its way, shuffled, one of them twice."""
+        batch = list(self.pending)
+        random.Random(seed).shuffle(batch)
+        batch.append(batch[0])
+        self.pending.clear()
+        self.event_pass(batch)
+
+    # -- the manager -----------------------------------------------------------------
+
+    def event_pass(self, batch: list[InstanceChange]) -> None:
+        """As the daemon's loop does: take the changes into the store, then one pass for the relevant ones."""
+        relevant = []
+        for change in batch:
+            arrived = replace(change, arrived=self.clock.now)
+            if self.memory.store.observe_event(arrived) is None:
+                relevant.append(arrived)
+            if not change.agent_connected and self.seen_at.get(change.container_instance_arn, 0.0) is None:
+                if self._is_current_loss(change):
+                    self.seen_at[change.container_instance_arn] = self.clock.now
+        if relevant:
+            report = run_pass(self.api, self.config, self.memory, changes=relevant)
+            assert report.ok, report.errors
+            if not self.pending and not self.unseen:
+                self.check("event pass", report)
+
+    def _is_current_loss(self, change: InstanceChange) -> bool:
+        """Whether this event reports the host's loss as it is now (its newest event)."""
+        document = self.local.last_event(change.container_instance_arn)
+        return document is not None and document["detail"]["version"] == change.version
+
+    @rule()
+    def regular_pass(self) -> None:
+        report = run_pass(self.api, self.config, self.memory)
+        assert report.ok, report.errors
+        for arn, seen in self.seen_at.items():
+            if seen is None:
+                self.seen_at[arn] = self.clock.now
+        if all(how == "exact" for how in report.counting.values()):
+            self.unseen = False
+        self.check("regular pass", report)
+
+    def expected(self, role: str | None) -> int:
+        """The hosts a service counts: ACTIVE ones of its filter, but for agents lost (as seen) for the whole hold."""
+        count = 0
+        for host in self.local.hosts(CLUSTER):
+            arn = host["containerInstanceArn"]
+            if host["status"] != "ACTIVE" or (role is not None and self.role[arn] != role):
+                continue
+            seen = self.seen_at.get(arn)
+            if not host["agentConnected"] and seen is not None and self.clock.now - seen >= HOLD:
+                continue
+            count += 1
+        return count
+
+    def check(self, when: str, report: PassReport) -> None:
+        for service, role in SERVICES.items():
+            desired = self.local.desired_count(CLUSTER, service)
+            assert desired == self.expected(role), (when, service, report.counting, report.hosts)
+
+    @invariant()
+    def never_more_than_the_active_hosts_after_a_listing(self) -> None:
+        """With nothing unseen, desiredCount never exceeds the ACTIVE hosts of the service's filter."""
+        if not self.pending and not self.unseen and hasattr(self, "clock"):
+            for service, role in SERVICES.items():
+                active = sum(
+                    1
+                    for h in self.local.hosts(CLUSTER)
+                    if h["status"] == "ACTIVE" and (role is None or self.role[h["containerInstanceArn"]] == role)
+                )
+                assert self.local.desired_count(CLUSTER, service) <= active
+
+
+@pytest.fixture
+def model(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ClusterModel]]:
+    for key, value in ecs.env().items():
+        monkeypatch.setenv(key, value)
+    ClusterModel.local = ecs
+    ClusterModel.api = Api(ecs.region, endpoint_url=ecs.endpoint_url)
+    yield ClusterModel
+
+
+def test_desired_count_follows_the_cluster_through_random_churn(model: type[ClusterModel]) -> None:
+    """Random sequences of changes, event faults and passes: every check of the model holds after every pass."""
+    run = model.TestCase
+    run.settings = settings(
+        max_examples=40,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        derandomize=True,
+    )
+    run().runTest()
