@@ -283,12 +283,14 @@ def collect(api: Api, config: Config) -> list[Finding]:
 
     findings: list[Finding] = []
     if not managed.services and not managed.skipped:
+        # An error, as for the daemon (`--once` exits 1): a typo in the selection must not pass the audit.
         findings.append(
             Finding(
                 None,
-                WARNING,
+                ERROR,
                 "no-services",
-                "no service matched SERVICES, SERVICE_REGEX or MANAGED_TAG: the daemon would manage nothing",
+                f"no service of cluster {config.cluster} matches {config.selection}: the daemon would manage "
+                "nothing; check the names, the regular expression (it must match the whole name) or the tag",
             )
         )
     findings.extend(skipped_finding(decision) for decision in managed.skipped)
