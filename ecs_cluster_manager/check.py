@@ -348,5 +348,12 @@ def main(api: Api, config: Config, out: TextIO | None = None) -> int:
     # stdout carries the report (JSON must stay parseable), so log lines such as API retries go to stderr.
     logs.configure(config.log_level, config.log_format, stream=sys.stderr)
     findings = collect(api, config)
-    print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+    try:
+        print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`check --json | head -3`): it has what it wanted. Point stdout at the null
+        # device so the interpreter's own flush at exit raises nothing either.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if has_errors(findings) else 0

@@ -308,3 +308,17 @@ def test_make_check_json_pipes_into_json_tool(audited: LocalECS) -> None:
     document = json.loads(result.stdout)
     assert document["cluster"] == CLUSTER
     assert {f["service"] for f in document["findings"]} == {"clean", "deadlocked"}
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(audited: LocalECS) -> None:
+    """`check --json | head -3`: a reader that goes away early gets no BrokenPipeError traceback on stderr, and
+    the exit status is still the verdict."""
+    env = {**audited.env(), "CLUSTER": CLUSTER, "SERVICES": "clean,deadlocked"}
+    process = subprocess.Popen(
+        [sys.executable, RUN_PY, "check", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `head` does once it has its lines, here before anything is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
