@@ -510,3 +510,31 @@ def test_an_interval_below_5s_warns_at_start_with_its_cost(
         per_hour = f"{3 * 3600 / float(interval):,.0f} calls an hour"
         assert warning["level"] == "warning" and per_hour in warning["message"], warning
         assert "throttling" in warning["message"]
+
+
+def test_a_service_check_calls_an_error_is_sized_with_a_warning(cluster: LocalECS) -> None:
+    """A service without distinctInstance (check's no-distinct-instance error) is still sized, but `--once` logs a
+    service_misconfigured warning with check's code; a clean service gets none."""
+    cluster.create_service(CLUSTER, "nodistinct")
+    cluster.create_service(
+        CLUSTER, "clean", placement_constraints=DISTINCT,
+        deployment_configuration={"minimumHealthyPercent": 0, "maximumPercent": 100},
+    )
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="nodistinct clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(cluster, "nodistinct", "clean") == [3, 3]
+    warnings = [e for e in events(result.stdout) if e.get("event") == "service_misconfigured"]
+    assert [(w["service"], w["code"], w["level"]) for w in warnings] == [
+        ("nodistinct", "no-distinct-instance", "warning")
+    ]
+    assert "distinctInstance" in warnings[0]["message"]
+
+
+def test_the_loop_warns_about_a_misconfigured_service_once(cluster: LocalECS, tmp_path: Path) -> None:
+    """The loop logs service_misconfigured when it first sizes the service, not on every pass."""
+    cluster.create_service(CLUSTER, "nodistinct")
+    settings = {"CLUSTER": CLUSTER, "SERVICES": "nodistinct", "INTERVAL": "0.2", "HEARTBEAT_FILE": str(tmp_path / "hb")}
+    with Daemon(cluster, **settings) as daemon:
+        assert daemon.wait_passes(4, timeout=30)
+        assert daemon.stop() == 0
+    assert [e["code"] for e in daemon.events if e.get("event") == "service_misconfigured"] == ["no-distinct-instance"]
