@@ -28,6 +28,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .server import CONTROL_PATH, LocalECS
@@ -83,6 +84,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def manager_command() -> str:
+    """How to run the daemon from a new shell in this directory: the venv's own command, not one on PATH.
+
+    A new shell has not activated the venv, so a bare `ecs-cluster-manager` is
+    usually not found; `.venv/bin/ecs-cluster-manager` always is.
+    """
+    program = Path(sys.executable).parent / "ecs-cluster-manager"
+    if not program.exists():  # the package is not installed in this environment: the checkout's entry point
+        return f"{_here(Path(sys.executable))} run.py"
+    return _here(program)
+
+
+def _here(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (`.venv/bin/...`), else absolute."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
 def serve(args: argparse.Namespace) -> int:
     services = [name for name in args.services.replace(" ", ",").split(",") if name]
     if args.hosts < 0:
@@ -107,6 +128,7 @@ def serve(args: argparse.Namespace) -> int:
         exports = {
             "AWS_ENDPOINT_URL": local.endpoint_url,
             "AWS_REGION": local.region,
+            "AWS_DEFAULT_REGION": local.region,  # what the AWS CLI v1 reads
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "CLUSTER": args.cluster,
@@ -119,9 +141,9 @@ def serve(args: argparse.Namespace) -> int:
               f"service(s) {', '.join(services) or '(none)'} at desiredCount 0", flush=True)
         print("in another shell, paste this and run the daemon (unset AWS_PROFILE if you have one):\n", flush=True)
         print("export " + " ".join(f"{key}={value}" for key, value in exports.items()), flush=True)
-        print("ecs-cluster-manager --once     # or: python run.py\n", flush=True)
-        print("change the cluster meanwhile: python -m localecs add-host | drain | deregister | disconnect | "
-              "connect | hosts   (Ctrl-C stops the server)", flush=True)
+        print(f"{manager_command()} --once\n", flush=True)
+        print(f"change the cluster meanwhile: {_here(Path(sys.executable))} -m localecs add-host | drain | "
+              "deregister | disconnect | connect | hosts   (Ctrl-C stops the server)", flush=True)
         stop.wait()
         print("\nlocal ECS API stopped", flush=True)
         return 0
