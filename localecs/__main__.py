@@ -28,10 +28,10 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .server import CONTROL_PATH, LocalECS
+from .shell import manager_command, python_command
 
 DEFAULT_CLUSTER = "sandbox"
 DEFAULT_SERVICES = "log-shipper,node-agent"
@@ -84,26 +84,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def manager_command() -> str:
-    """How to run the daemon from a new shell in this directory: the venv's own command, not one on PATH.
-
-    A new shell has not activated the venv, so a bare `ecs-cluster-manager` is
-    usually not found; `.venv/bin/ecs-cluster-manager` always is.
-    """
-    program = Path(sys.executable).parent / "ecs-cluster-manager"
-    if not program.exists():  # the package is not installed in this environment: the checkout's entry point
-        return f"{_here(Path(sys.executable))} run.py"
-    return _here(program)
-
-
-def _here(path: Path) -> str:
-    """`path` relative to the working directory when it is below it (`.venv/bin/...`), else absolute."""
-    try:
-        return str(path.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.absolute())
-
-
 def serve(args: argparse.Namespace) -> int:
     services = [name for name in args.services.replace(" ", ",").split(",") if name]
     if args.hosts < 0:
@@ -142,7 +122,7 @@ def serve(args: argparse.Namespace) -> int:
         print("in another shell, paste this and run the daemon (unset AWS_PROFILE if you have one):\n", flush=True)
         print("export " + " ".join(f"{key}={value}" for key, value in exports.items()), flush=True)
         print(f"{manager_command()} --once\n", flush=True)
-        print(f"change the cluster meanwhile: {_here(Path(sys.executable))} -m localecs add-host | drain | "
+        print(f"change the cluster meanwhile: {python_command()} -m localecs add-host | drain | "
               "deregister | disconnect | connect | hosts   (Ctrl-C stops the server)", flush=True)
         stop.wait()
         print("\nlocal ECS API stopped", flush=True)
