@@ -1,7 +1,8 @@
-"""README.md and ToolUse.md against the code: every variable, make target, flag and command they name exists.
+"""The documents against the code: every variable, make target, flag and command they name exists.
 
-The checker reads every command line of the documents (fenced code, with
-backslash continuations joined, and inline code), finds the program of each
+DOCUMENTS are README.md, ToolUse.md, CHANGELOG.md and docs/. The checker reads
+every command line of them (fenced code, with backslash continuations joined,
+and inline code), finds the program of each
 (`ecs-cluster-manager` / `run.py`, `python -m localecs`, `make`) and checks
 its arguments against the real thing: the daemon's own configuration loader,
 localecs's parser, `make help` and the makefiles' variables. Environment
@@ -27,11 +28,13 @@ from ecs_cluster_manager import config
 from localecs.__main__ import _parser as localecs_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ("README.md", "ToolUse.md")
+DOCUMENTS = ("README.md", "ToolUse.md", "CHANGELOG.md", "docs/check.md", "docs/lambda.md", "docs/design.md")
 # Read by the manager outside config.py: the ECS task metadata endpoint (ecs.task_identity).
 OTHER_VARIABLES = frozenset({"ECS_CONTAINER_METADATA_URI_V4"})
 # Placeholders of deploy/iam-policy*.json that README tells the reader to replace; checked to be in the files.
 POLICY_PLACEHOLDERS = frozenset({"ACCOUNT_ID", "QUEUE_NAME", "TAG_KEY", "TAG_VALUE"})
+# ECS's own names in capitals: a capacity provider, a deployment controller, a container instance status.
+ECS_WORDS = frozenset({"FARGATE_SPOT", "CODE_DEPLOY", "REGISTRATION_FAILED"})
 # A base environment for loading a documented daemon command line, which may rely on variables set before it.
 BASE_ENV = {"CLUSTER": "prod", "SERVICES": "agent"}
 
@@ -169,6 +172,8 @@ def problems_of(text: str) -> list[str]:
         if name in POLICY_PLACEHOLDERS and name in policies:
             continue
         if re.fullmatch(r"[A-Z]+_(COMPLETE|IN_PROGRESS|FAILED)", name):  # a CloudFormation stack status
+            continue
+        if name in ECS_WORDS:
             continue
         if name in ("KEY", "NAME"):  # placeholders: KEY=VALUE (MANAGED_TAG's form), `-e NAME` (docker run's)
             continue
