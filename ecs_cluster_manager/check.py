@@ -286,12 +286,14 @@ def collect(api: Api, config: Config) -> list[Finding]:
 
     findings: list[Finding] = []
     if not managed.services and not managed.skipped:
+        # An error, as for the daemon (`--once` exits 1): a typo in the selection must not pass the audit.
         findings.append(
             Finding(
                 None,
-                WARNING,
+                ERROR,
                 "no-services",
-                "no service matched SERVICES, SERVICE_REGEX or MANAGED_TAG: the daemon would manage nothing",
+                f"no service of cluster {config.cluster} matches {config.selection}: the daemon would manage "
+                "nothing; check the names, the regular expression (it must match the whole name) or the tag",
             )
         )
     findings.extend(skipped_finding(decision) for decision in managed.skipped)
@@ -349,5 +351,12 @@ def main(api: Api, config: Config, out: TextIO | None = None) -> int:
     # stdout carries the report (JSON must stay parseable), so log lines such as API retries go to stderr.
     logs.configure(config.log_level, config.log_format, stream=sys.stderr)
     findings = collect(api, config)
-    print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+    try:
+        print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`check --json | head -3`): it has what it wanted. Point stdout at the null
+        # device so the interpreter's own flush at exit raises nothing either.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if has_errors(findings) else 0

@@ -8,6 +8,7 @@ names the variable or flag, which the entry points print and turn into exit 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -41,8 +42,13 @@ VARIABLES = (
     "EVENTS_QUEUE_URL",
     "RESYNC",
 )
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")  # and the empty value
+# What `check` reads besides the command; any other flag is refused there rather than ignored.
+CHECK_OPTIONS = frozenset(
+    {"cluster", "services", "service_regex", "managed_tag", "region", "profile", "log_level", "log_format"}
+    | {"json_output", "help", "version"}
+)
 
 # Service names: letters, digits, hyphens and underscores, up to 255 (ECS's own rule).
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -207,9 +213,9 @@ def parse_bool(raw: str, name: str) -> bool:
     word = raw.strip().lower()
     if word in TRUE_WORDS:
         return True
-    if word in FALSE_WORDS:
+    if word in FALSE_WORDS or not word:
         return False
-    raise ConfigError(f"{name}: expected 1/true/yes or 0/false/no, got {raw!r}")
+    raise ConfigError(f"{name}: expected {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}, got {raw!r}")
 
 
 def parse_interval(raw: str, name: str) -> float:
@@ -268,12 +274,43 @@ def _check_services(raw: str, name: str) -> tuple[str, ...]:
     return services
 
 
+def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[tuple[str, argparse.Action]]:
+    """Each flag in argv with the option it stands for; ConfigError naming a flag that is none of them.
+
+    Runs before argparse, which would otherwise take the value after a mistyped
+    flag (`--intervall 5`) for the command and report `invalid choice: '5'`.
+    """
+    options = parser._option_string_actions
+    given = []
+    for arg in argv:
+        if arg == "--":
+            break
+        if not arg.startswith("--"):
+            continue
+        flag = arg.split("=", 1)[0]
+        matches = [option for option in options if option.startswith(flag)]  # argparse takes unique prefixes
+        if flag in options:
+            given.append((flag, options[flag]))
+        elif len({options[option].dest for option in matches}) == 1:
+            given.append((flag, options[matches[0]]))
+        elif matches:
+            raise ConfigError(f"{flag}: ambiguous flag, could be {', '.join(sorted(matches))}")
+        else:
+            close = difflib.get_close_matches(flag, list(options), n=1, cutoff=0.75)
+            raise ConfigError(f"{flag}: unknown flag" + (f" (did you mean {close[0]}?)" if close else ""))
+    return given
+
+
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Build the Config from argv (without the program name) and the environment."""
     import os
+    import sys
 
     env = dict(os.environ if environ is None else environ)
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    given = _given_flags(parser, arguments)
+    args = parser.parse_args(arguments)
 
     def pick(flag_value: str | None, flag: str, *variables: str) -> tuple[str | None, str]:
         """The flag's value if given, else the first set variable; with the name to blame."""
@@ -289,6 +326,10 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     command = args.command
     if args.json_output and command != "check":
         raise ConfigError(f"--json: only the check command prints JSON, not {command!r}")
+    if command == "check":
+        for flag, action in given:
+            if action.dest not in CHECK_OPTIONS:
+                raise ConfigError(f"{flag}: does not apply to the check command, which reads and changes nothing")
 
     raw, name = pick(args.cluster, "--cluster", "CLUSTER")
     if raw is None:

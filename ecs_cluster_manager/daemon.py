@@ -8,9 +8,9 @@ The INTERVAL passes go on as the safety net and the full recount.
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only the very first pass can end it with exit code 2: a
 missing cluster (a typo in CLUSTER, or an endpoint left over in
-AWS_ENDPOINT_URL) or no usable credentials; so does an EVENTS_QUEUE_URL queue
-that does not exist or may not be read (after that first pass), and a metrics server that
-cannot listen on METRICS_PORT, before any pass. A pass that manages no service
+AWS_ENDPOINT_URL) or no usable credentials; so do, before any pass, an
+EVENTS_QUEUE_URL queue that does not exist or may not be read, and a metrics
+server that cannot listen on METRICS_PORT. A pass that manages no service
 is not a fault, but it is logged as a warning each time it begins.
 """
 
@@ -25,7 +25,7 @@ import structlog
 from . import __version__, health
 from .config import Config, ConfigError
 from .ecs import Api, CredentialsError, task_identity
-from .events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange
+from .events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
 from .health import Monitor
 from .reconcile import Memory, PassReport, run_pass
 
@@ -34,6 +34,21 @@ log = structlog.get_logger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+
+# Below this INTERVAL the start-up warns: the calls add up in the account's shared ECS throttling buckets.
+SHORT_INTERVAL = 5.0
+CALLS_PER_PASS = 3  # the fewest a regular pass makes: two host listings and one DescribeServices
+
+
+def short_interval_cost(interval: float) -> str:
+    """What INTERVAL below SHORT_INTERVAL costs, in one line."""
+    per_hour = CALLS_PER_PASS * 3600 / interval
+    return (
+        f"INTERVAL={interval:g}s is below {SHORT_INTERVAL:g}s: every regular pass makes at least {CALLS_PER_PASS} "
+        f"ECS calls, so at least {per_hour:,.0f} calls an hour from the account's ECS throttling buckets, which "
+        "every other tool in the account and region shares; use 30 (the default), or EVENTS_QUEUE_URL with 300 "
+        "to follow host changes in about a second"
+    )
 
 
 def loop(
@@ -52,6 +67,9 @@ def loop(
             api.prepare_events()
         except CredentialsError as error:
             return fail(str(error))
+        problem = unreadable(api, config.events_queue_url)  # before the first pass, which may write
+        if problem is not None:
+            return fail(problem)
     monitor = health.Monitor(config, api)
     try:
         monitor.start()
@@ -67,11 +85,18 @@ def loop(
         interval=config.interval,
         once=config.once,
         dry_run=config.dry_run,
+        scale_down_after=config.scale_down_after,
+        hold_seconds=config.scale_down_after * config.interval,
+        resync=config.resync,
+        cloudformation_guard=config.cloudformation_guard,
+        metrics_port=config.metrics_port,
         region=api.region,
         **({"endpoint": api.custom_endpoint} if api.custom_endpoint else {}),
         self_service=identity.service_name if identity else None,
         events_queue_url=config.events_queue_url,
     )
+    if config.interval < SHORT_INTERVAL and not config.once:
+        log.warning("interval_short", interval=config.interval, message=short_interval_cost(config.interval))
     memory = None if config.once else Memory.for_config(config)
     first = True
     managing_none = False

@@ -449,9 +449,16 @@ class Api:
         return self._sqs
 
     def receive_messages(
-        self, queue_url: str, wait_seconds: int = SQS_MAX_WAIT_SECONDS, max_messages: int = 10
+        self,
+        queue_url: str,
+        wait_seconds: int = SQS_MAX_WAIT_SECONDS,
+        max_messages: int = 10,
+        visibility_timeout: int | None = None,
     ) -> list[QueueMessage]:
-        """Long-poll the queue: returns as soon as messages are there, or empty after `wait_seconds`."""
+        """Long-poll the queue: returns as soon as messages are there, or empty after `wait_seconds`.
+
+        `visibility_timeout=0` leaves what it receives visible to the next receive.
+        """
         sqs = self._sqs_client()
         page = self._once(
             "ReceiveMessage",
@@ -459,6 +466,7 @@ class Api:
             QueueUrl=queue_url,
             WaitTimeSeconds=wait_seconds,
             MaxNumberOfMessages=max_messages,
+            **({} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}),
         )
         return [
             QueueMessage(m.get("MessageId", "?"), m["ReceiptHandle"], m.get("Body", ""))

@@ -175,6 +175,23 @@ class EventStats:
     last_error: str | None = None
 
 
+def unreadable(api: Api, queue_url: str) -> str | None:
+    """Why the queue cannot be read (it does not exist, or may not be read), or None.
+
+    One ReceiveMessage that waits for nothing and leaves any message it sees on
+    the queue (visibility timeout 0), so the daemon can check the queue before
+    its first pass, which may write. Transient faults are not an answer: the
+    events thread retries them.
+    """
+    try:
+        api.receive_messages(queue_url, 0, 1, visibility_timeout=0)
+    except (RequestRejected, AccessDenied) as error:
+        return f"EVENTS_QUEUE_URL: cannot read queue {queue_url}: {error}"
+    except (EcsError, ShuttingDown):
+        return None
+    return None
+
+
 class EventSource:
     """Long-polls the queue in a thread, deletes what it handled, and wakes the loop for new changes.
 

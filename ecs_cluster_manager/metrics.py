@@ -149,10 +149,9 @@ class Metrics:
         self.events_malformed = Counter(
             f"{PREFIX}_events_malformed", "Messages that were not a readable ECS event (deleted).", registry=r
         )
-        self.events_source_up = Gauge(
-            f"{PREFIX}_events_source_up", "1 while the events queue answers, 0 while it fails (polling goes on).",
-            registry=r,
-        )
+        # Registered with the events source's first report: without EVENTS_QUEUE_URL there is no such series,
+        # so an alert on `== 0` cannot fire for a daemon that has no events queue.
+        self.events_source_up: Gauge | None = None
         self.event_to_update = Histogram(
             f"{PREFIX}_event_to_update_seconds",
             "From an event's time to the UpdateService it caused.",
@@ -205,6 +204,12 @@ class Metrics:
             if total > seen.get(key, 0):
                 self.events_ignored.labels(reason=reason).inc(total - seen.get(key, 0))
             seen[key] = total
+        if self.events_source_up is None:
+            self.events_source_up = Gauge(
+                f"{PREFIX}_events_source_up",
+                "1 while the events queue answers, 0 while it fails (polling goes on); only with EVENTS_QUEUE_URL.",
+                registry=self.registry,
+            )
         self.events_source_up.set(1 if stats.healthy else 0)
 
     def observe(self, report: PassReport) -> None:

@@ -125,6 +125,8 @@ class Memory:
     ) -> None:
         self.store = HostStore(hold, clock)
         self.counting = Counting(self.store, resync=resync, interval=interval)
+        # (service ARN, check code) of each misconfiguration already logged, so each is logged once, not every pass.
+        self.misconfigured: set[tuple[str, str]] = set()
 
     @classmethod
     def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
@@ -195,6 +197,25 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
         if ref not in returned:
             skipped.append(plan.skip(_name(ref), "service not found in this cluster", arn=ref if "/" in ref else None))
     return Managed(list(services.values()), skipped)
+
+
+def _warn_misconfigured(config: Config, memory: Memory, service: Service) -> None:
+    """Log what `check` calls an error in a service this pass still sizes, once per service and problem.
+
+    A service without distinctInstance, or with a deployment that would
+    deadlock, is still sized (that is what the operator asked for), but not
+    without a word: the same finding as `check`, as a warning.
+    """
+    from .check import ERROR, findings_for  # check imports this module
+
+    problems = {f.code: f.message for f in findings_for(service) if f.severity == ERROR}
+    for code, message in problems.items():
+        if (service.arn, code) not in memory.misconfigured:
+            log.warning(
+                "service_misconfigured", cluster=config.cluster, service=service.name, code=code, message=message
+            )
+    memory.misconfigured = {key for key in memory.misconfigured if key[0] != service.arn}
+    memory.misconfigured |= {(service.arn, code) for code in problems}
 
 
 def run_pass(
@@ -272,6 +293,7 @@ def _observe_and_act(
             report.decisions.append(plan.skip(service.name, str(error), arn=service.arn, current=service.desired_count))
             continue
         sized.append((service, size))
+        _warn_misconfigured(config, memory, service)
 
     if config.cloudformation_guard:
         sized = _cloudformation_guard(api, sized, report)

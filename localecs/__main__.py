@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .server import CONTROL_PATH, LocalECS
+from .shell import manager_command, python_command
 
 DEFAULT_CLUSTER = "sandbox"
 DEFAULT_SERVICES = "log-shipper,node-agent"
@@ -107,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
         exports = {
             "AWS_ENDPOINT_URL": local.endpoint_url,
             "AWS_REGION": local.region,
+            "AWS_DEFAULT_REGION": local.region,  # what the AWS CLI v1 reads
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "CLUSTER": args.cluster,
@@ -119,9 +121,9 @@ def serve(args: argparse.Namespace) -> int:
               f"service(s) {', '.join(services) or '(none)'} at desiredCount 0", flush=True)
         print("in another shell, paste this and run the daemon (unset AWS_PROFILE if you have one):\n", flush=True)
         print("export " + " ".join(f"{key}={value}" for key, value in exports.items()), flush=True)
-        print("ecs-cluster-manager --once     # or: python run.py\n", flush=True)
-        print("change the cluster meanwhile: python -m localecs add-host | drain | deregister | disconnect | "
-              "connect | hosts   (Ctrl-C stops the server)", flush=True)
+        print(f"{manager_command()} --once\n", flush=True)
+        print(f"change the cluster meanwhile: {python_command()} -m localecs add-host | drain | "
+              "deregister | disconnect | connect | hosts   (Ctrl-C stops the server)", flush=True)
         stop.wait()
         print("\nlocal ECS API stopped", flush=True)
         return 0

@@ -3,7 +3,7 @@
 Starts the local ECS API (moto on 127.0.0.1 behind the layer that behaves like
 ECS, publishing ECS container instance state-change events through EventBridge
 to an SQS queue, as AWS does), creates a cluster with a few hosts and some
-services, runs `run.py check`, then the real daemon (`python run.py`, pointed at
+services, runs `ecs-cluster-manager check`, then the real daemon (`ecs-cluster-manager`, pointed at
 the local API through AWS_ENDPOINT_URL, with EVENTS_QUEUE_URL and a long
 INTERVAL) while hosts come and go, and prints the services' desiredCount after
 each change with the time it took. Stops by itself after the scenario, or on Ctrl-C.
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import LocalECS
+from .shell import manager_argv, manager_command
 
-ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "demo"
 DEFAULT_INTERVAL = 300.0  # with events, INTERVAL is only the safety net
 MANAGED = {"ecs-cluster-manager:managed": "true"}
@@ -129,23 +129,23 @@ def main(argv: list[str] | None = None) -> int:
             if sys.stdout.isatty():
                 env["LOG_FORMAT"] = "console"
 
-            say("python run.py check   (audits the managed services, changes nothing)")
+            say(f"{manager_command()} check   (audits the managed services, changes nothing)")
             print(
                 "    legacy-agent is misconfigured on purpose (minimumHealthyPercent 100 with distinctInstance),\n"
                 "    so the check below reports one error and ends with FAILED: that is what it is for.",
                 flush=True,
             )
-            checked = subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], env=env, check=False)
+            checked = subprocess.run([*manager_argv(), "check"], env=env, check=False)
             say(
                 f"check exited {checked.returncode}: the deliberate misconfiguration of legacy-agent was found "
                 "(a rolling deploy would deadlock); the demo goes on"
             )
 
             say(
-                f"starting the daemon: python run.py  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2, EVENTS_QUEUE_URL="
-                f"{queue_url}): host changes reach it as ECS events, in about a second"
+                f"starting the daemon: {manager_command()}  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2, "
+                f"EVENTS_QUEUE_URL={queue_url}): host changes reach it as ECS events, in about a second"
             )
-            daemon = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env)
+            daemon = subprocess.Popen(manager_argv(), env=env)
             follow(local, "log-shipper", 4, time.monotonic())
 
             say("a new web host joins: every service follows, web-cache too")

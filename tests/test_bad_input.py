@@ -240,6 +240,10 @@ STARTUP = [
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
     StartupRow("unknown-flag", ["--frobnicate"], {}, "--frobnicate"),
+    # A mistyped flag with a value: the flag is named, not the value taken for a command.
+    StartupRow("mistyped-flag-with-value", ["--intervall", "5"], {}, "--intervall: unknown flag (did you mean --in"),
+    StartupRow("mistyped-cluster-flag", ["--clutser", CLUSTER], {}, "--clutser: unknown flag (did you mean --cluster"),
+    StartupRow("ambiguous-flag-prefix", ["--metrics", "9100"], {}, "--metrics: ambiguous flag"),
     StartupRow("json-is-for-check-only", ["--json"], {}, "--json"),
     StartupRow("unknown-command", ["frobnicate"], {}, "frobnicate"),
     # Every flag that takes a value, given an empty one.
@@ -572,6 +576,33 @@ def test_switch(world: LocalECS, tmp_path: Path, row: SwitchRow) -> None:
     result = run(world, row.argv, row.env, tmp_path)
     assert result.returncode == row.code, result.stdout + result.stderr
     row.check(world, result)
+
+
+def _flags_check_does_not_use() -> list[list[str]]:
+    """Each flag `check` does not read, as argv (with a value when it takes one)."""
+    argv = []
+    for action in settings.build_parser()._actions:
+        if not action.option_strings or action.dest in settings.CHECK_OPTIONS:
+            continue
+        for option in action.option_strings:
+            argv.append([option] if action.nargs == 0 else [option, "5"])
+    return argv
+
+
+@pytest.mark.parametrize("flag", _flags_check_does_not_use(), ids=lambda argv: argv[0])
+def test_check_refuses_flags_it_does_not_use(untouched_world: LocalECS, tmp_path: Path, flag: list[str]) -> None:
+    """`check --interval 5` (or any flag check does not read) is exit 2 naming the flag, not silently ignored."""
+    environment = {**daemon_env(untouched_world), **BASE, "HEARTBEAT_FILE": str(tmp_path / "heartbeat")}
+    result = subprocess.run(
+        [sys.executable, RUN_PY, "check", *flag],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert_startup_error(result, untouched_world, f"{flag[0]}: does not apply to the check command")
+    assert untouched_world.calls == []
 
 
 def test_healthcheck_rejects_json(tmp_path: Path) -> None:

@@ -262,12 +262,29 @@ def test_unknown_cluster_is_an_error(audited: LocalECS) -> None:
 
 
 def test_discovery_finds_the_daemons_services(audited: LocalECS) -> None:
-    """With SERVICE_REGEX the check lists exactly the services the daemon would manage, and warns when none match."""
+    """With SERVICE_REGEX the check lists exactly the services the daemon would manage."""
     result = run_check(audited, "--json", CLUSTER=CLUSTER, SERVICE_REGEX="clean|dead.*")
     assert {f["service"] for f in json.loads(result.stdout)["findings"]} == {"clean", "deadlocked"}
-    result = run_check(audited, "--json", CLUSTER=CLUSTER, SERVICE_REGEX="nothing-.*")
-    assert result.returncode == 0, result.stderr
-    assert [f["code"] for f in json.loads(result.stdout)["findings"]] == ["no-services"]
+
+
+@pytest.mark.parametrize(
+    ("selection", "named"),
+    [
+        ({"SERVICE_REGEX": "nothing-.*"}, "SERVICE_REGEX='nothing-.*'"),
+        ({"MANAGED_TAG": "ecs-cluster-manager:manged=true"}, "MANAGED_TAG='ecs-cluster-manager:manged=true'"),
+    ],
+    ids=["regex", "tag-typo"],
+)
+def test_a_selection_that_matches_nothing_fails_the_check(
+    audited: LocalECS, selection: dict[str, str], named: str
+) -> None:
+    """A selection that finds no service is an error naming the selection and the cluster (exit 1), as `--once`
+    exits 1 for it: a typo in MANAGED_TAG must not pass the audit."""
+    result = run_check(audited, "--json", CLUSTER=CLUSTER, **selection)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [finding] = json.loads(result.stdout)["findings"]
+    assert (finding["code"], finding["severity"]) == ("no-services", "error")
+    assert named in finding["message"] and CLUSTER in finding["message"]
 
 
 def test_make_check_json_pipes_into_json_tool(audited: LocalECS) -> None:
@@ -291,3 +308,17 @@ def test_make_check_json_pipes_into_json_tool(audited: LocalECS) -> None:
     document = json.loads(result.stdout)
     assert document["cluster"] == CLUSTER
     assert {f["service"] for f in document["findings"]} == {"clean", "deadlocked"}
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(audited: LocalECS) -> None:
+    """`check --json | head -3`: a reader that goes away early gets no BrokenPipeError traceback on stderr, and
+    the exit status is still the verdict."""
+    env = {**audited.env(), "CLUSTER": CLUSTER, "SERVICES": "clean,deadlocked"}
+    process = subprocess.Popen(
+        [sys.executable, RUN_PY, "check", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `head` does once it has its lines, here before anything is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

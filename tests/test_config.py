@@ -135,3 +135,39 @@ def test_variables_names_every_setting_load_reads() -> None:
     read |= set(re.findall(r'env\.get\("(\w+)"', source))
     read |= set(re.findall(r'"(\w+)" in env', source))
     assert {name for name in read if not name.startswith("AWS_")} == set(config.VARIABLES)
+
+
+@pytest.mark.parametrize("name", ["DRY_RUN", "CLOUDFORMATION_GUARD"])
+def test_boolean_error_lists_every_word_accepted(name: str) -> None:
+    """A bad DRY_RUN or CLOUDFORMATION_GUARD names every word that is accepted (on and off too), and each works."""
+    with pytest.raises(config.ConfigError) as caught:
+        load(**{**BASE, name: "maybe"})
+    listed = set(re.split(r"[/ ]", str(caught.value).split("expected ", 1)[1].split(",", 1)[0]))
+    assert set(config.TRUE_WORDS) | set(config.FALSE_WORDS) <= listed
+    for word in config.TRUE_WORDS:
+        assert config.parse_bool(word, name) is True
+    for word in config.FALSE_WORDS:
+        assert config.parse_bool(word, name) is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--once", "--intervall", "5"], "--intervall: unknown flag (did you mean --interval?)"),
+        (["--clutser", "sandbox"], "--clutser: unknown flag (did you mean --cluster?)"),
+        (["check", "--interval", "5"], "--interval: does not apply to the check command"),
+        (["check", "--dry-run"], "--dry-run: does not apply to the check command"),
+    ],
+)
+def test_mistyped_or_misplaced_flag_is_named(argv: list[str], message: str) -> None:
+    """A mistyped flag is named (not its value taken for a command), and so is a flag check does not read."""
+    with pytest.raises(config.ConfigError) as caught:
+        load(argv, **BASE)
+    assert message in str(caught.value)
+
+
+def test_check_takes_its_own_flags_and_unique_prefixes() -> None:
+    """check accepts the selection, region, log and --json flags; a unique prefix of a flag still works."""
+    c = load(["check", "--json", "--cluster", "other", "--managed-tag", "k=v", "--reg", "eu-west-1"], **BASE)
+    assert (c.command, c.json_output, c.cluster, c.region) == ("check", True, "other", "eu-west-1")
+    assert load(["--interv", "5"], **BASE).interval == 5.0

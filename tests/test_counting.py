@@ -17,8 +17,8 @@ import pytest
 from daemon_helpers import Daemon
 from ecs_cluster_manager import config as settings
 from ecs_cluster_manager.counting import Counting
-from ecs_cluster_manager.hosts import HostStore
 from ecs_cluster_manager.ecs import Api
+from ecs_cluster_manager.hosts import HostStore
 from ecs_cluster_manager.reconcile import Memory, run_pass
 from localecs import ApiCall, LocalECS
 

@@ -469,3 +469,72 @@ def test_a_read_longer_than_10s_times_out_and_is_retried(cluster: LocalECS) -> N
     [summary] = [e for e in events(result.stdout) if e.get("event") == "pass"]
     assert 9.5 < summary["duration"] < 14, summary
     assert elapsed < 20
+
+
+def test_start_event_names_every_setting_that_shapes_decisions(cluster: LocalECS, tmp_path: Path) -> None:
+    """The `start` event confirms SCALE_DOWN_AFTER, the CloudFormation guard and the metrics port, beside the rest."""
+    port = free_port()
+    result = run_once(
+        cluster,
+        CLUSTER=CLUSTER,
+        SERVICES="a",
+        SCALE_DOWN_AFTER="4",
+        CLOUDFORMATION_GUARD="off",
+        METRICS_PORT=str(port),
+        METRICS_ADDR="127.0.0.1",
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [start] = [e for e in events(result.stdout) if e.get("event") == "start"]
+    assert {k: start.get(k) for k in ("scale_down_after", "cloudformation_guard", "metrics_port", "dry_run")} == {
+        "scale_down_after": 4,
+        "cloudformation_guard": False,
+        "metrics_port": port,
+        "dry_run": False,
+    }
+
+
+@pytest.mark.parametrize(("interval", "warned"), [("0.5", True), ("4.9", True), ("5", False), ("30", False)])
+def test_an_interval_below_5s_warns_at_start_with_its_cost(
+    cluster: LocalECS, tmp_path: Path, interval: str, warned: bool
+) -> None:
+    """INTERVAL below 5 s is accepted, but the loop warns once at start-up with the ECS calls an hour it costs."""
+    settings = {"CLUSTER": CLUSTER, "SERVICES": "a", "INTERVAL": interval, "HEARTBEAT_FILE": str(tmp_path / "hb")}
+    with Daemon(cluster, **settings) as daemon:
+        assert daemon.wait_passes(1, timeout=30)
+        assert daemon.stop() == 0
+    found = [e for e in daemon.events if e.get("event") == "interval_short"]
+    assert bool(found) is warned
+    if warned:
+        [warning] = found
+        per_hour = f"{3 * 3600 / float(interval):,.0f} calls an hour"
+        assert warning["level"] == "warning" and per_hour in warning["message"], warning
+        assert "throttling" in warning["message"]
+
+
+def test_a_service_check_calls_an_error_is_sized_with_a_warning(cluster: LocalECS) -> None:
+    """A service without distinctInstance (check's no-distinct-instance error) is still sized, but `--once` logs a
+    service_misconfigured warning with check's code; a clean service gets none."""
+    cluster.create_service(CLUSTER, "nodistinct")
+    cluster.create_service(
+        CLUSTER, "clean", placement_constraints=DISTINCT,
+        deployment_configuration={"minimumHealthyPercent": 0, "maximumPercent": 100},
+    )
+    result = run_once(cluster, CLUSTER=CLUSTER, SERVICES="nodistinct clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(cluster, "nodistinct", "clean") == [3, 3]
+    warnings = [e for e in events(result.stdout) if e.get("event") == "service_misconfigured"]
+    assert [(w["service"], w["code"], w["level"]) for w in warnings] == [
+        ("nodistinct", "no-distinct-instance", "warning")
+    ]
+    assert "distinctInstance" in warnings[0]["message"]
+
+
+def test_the_loop_warns_about_a_misconfigured_service_once(cluster: LocalECS, tmp_path: Path) -> None:
+    """The loop logs service_misconfigured when it first sizes the service, not on every pass."""
+    cluster.create_service(CLUSTER, "nodistinct")
+    settings = {"CLUSTER": CLUSTER, "SERVICES": "nodistinct", "INTERVAL": "0.2", "HEARTBEAT_FILE": str(tmp_path / "hb")}
+    with Daemon(cluster, **settings) as daemon:
+        assert daemon.wait_passes(4, timeout=30)
+        assert daemon.stop() == 0
+    assert [e["code"] for e in daemon.events if e.get("event") == "service_misconfigured"] == ["no-distinct-instance"]

@@ -413,3 +413,14 @@ def test_stack_services_pass_check_at_any_host_count(template: dict[str, Any], e
     findings = json.loads(result.stdout)["findings"]
     found = [(f["service"], f["severity"], f["code"]) for f in findings]
     assert found == [("ecs-cluster-manager-log-shipper", "info", "ok")], findings
+
+
+@pytest.mark.parametrize(("parameters", "dry_run"), [({}, "false"), ({"DryRun": "true"}, "true")])
+def test_dry_run_parameter_sets_dry_run(template: dict[str, Any], parameters: dict[str, str], dry_run: str) -> None:
+    """DryRun (default "false") is the manager's DRY_RUN: the README's deploy path runs the stack a week with
+    "true" before going live."""
+    assert template["Parameters"]["DryRun"]["AllowedValues"] == ["true", "false"]
+    assert template["Parameters"]["DryRun"]["Default"] == "false"
+    environment = _manager_environment(template, **parameters)
+    assert environment["DRY_RUN"] == {"Ref": "DryRun"}
+    assert _defaults(template, **parameters)["DryRun"] == dry_run

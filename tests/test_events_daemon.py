@@ -203,7 +203,8 @@ def test_the_queue_down_for_30s_leaves_interval_passes_working(ecs: LocalECS, tm
 
 
 def test_a_queue_that_does_not_exist_is_a_startup_error(ecs: LocalECS, tmp_path: Path) -> None:
-    """A typo in EVENTS_QUEUE_URL ends the daemon after its first pass: exit 2, one line naming the setting."""
+    """A typo in EVENTS_QUEUE_URL ends the daemon before its first pass, which may write: exit 2, one line naming
+    the setting, no pass and no UpdateService."""
     ecs.create_cluster(CLUSTER)
     ecs.add_hosts(CLUSTER, 2)
     ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
@@ -217,7 +218,25 @@ def test_a_queue_that_does_not_exist_is_a_startup_error(ecs: LocalECS, tmp_path:
         lines = daemon.process.stderr.read().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ecs-cluster-manager: error: EVENTS_QUEUE_URL: "), lines
     assert "no-such-queue" in lines[0]
-    assert ecs.desired_count(CLUSTER, "agent") == 2  # the first pass ran before the queue was read
+    assert ecs.desired_count(CLUSTER, "agent") == 0
+    assert ecs.count("UpdateService") == 0 and ecs.count("DescribeServices") == 0
+    assert not [e for e in daemon.events if e.get("event") == "pass"]
+
+
+def test_checking_the_queue_at_start_leaves_its_messages_for_the_events_source(ecs: LocalECS, tmp_path: Path) -> None:
+    """The start-up read of EVENTS_QUEUE_URL hides no message: one waiting on the queue is handled at once."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 2)
+    ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
+    queue_url = ecs.enable_events(CLUSTER)
+    ecs.send_raw_event(queue_url, "not an event {")
+    with Daemon(
+        ecs, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL=LONG_INTERVAL, EVENTS_QUEUE_URL=queue_url,
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: any(e.get("event") == "event_malformed" for e in daemon.events), timeout=15)
+        assert daemon.wait_for(lambda: queue_depth(ecs, queue_url) == 0, timeout=10)
+        assert daemon.stop() == 0
 
 
 def test_an_agent_back_after_its_hold_raises_at_once(ecs: LocalECS, tmp_path: Path) -> None:

@@ -76,3 +76,57 @@ def test_control_commands_say_what_is_missing() -> None:
     assert result.returncode == 2 and "CLUSTER" in result.stderr
     result = _localecs("drain", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "CLUSTER": "c"})
     assert result.returncode == 1 and "cannot reach the local ECS API" in result.stderr
+
+
+def _serve_output(*args: str) -> list[str]:
+    """The lines `python -m localecs serve ARGS` prints before it waits, and the server stopped again."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "localecs", "serve", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert server.stdout is not None
+        while not any(line.startswith("change the cluster") for line in lines):
+            line = server.stdout.readline()
+            assert line, "serve ended early: " + "".join(lines)
+            lines.append(line.rstrip("\n"))
+        return lines
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_serve_prints_commands_that_work_in_a_new_shell() -> None:
+    """The daemon command serve prints runs in a new shell from the checkout, where the venv is not on PATH, and
+    the export line sets the region the AWS CLI v1 reads too."""
+    lines = _serve_output("--hosts", "2", "--events")
+    [export] = [line for line in lines if line.startswith("export ")]
+    command = lines[lines.index(export) + 1].split("#", 1)[0].strip()
+    assert command.endswith("--once") and not command.startswith("ecs-cluster-manager"), command
+    exports = dict(pair.split("=", 1) for pair in export.split()[1:])
+    assert exports["AWS_DEFAULT_REGION"] == exports["AWS_REGION"]
+    version_command = f"{command.removesuffix('--once')} --version"
+    shell = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", version_command],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert shell.returncode == 0 and shell.stdout.startswith("ecs-cluster-manager "), shell.stdout + shell.stderr
+    control = lines[-1].split(": ", 1)[1].split(" add-host", 1)[0]
+    help_run = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", f"{control} --help"],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert help_run.returncode == 0 and "add-host" in help_run.stdout, help_run.stderr
+
+
+def test_readme_reads_the_sandbox_queue_with_the_endpoint_and_a_region() -> None:
+    """README's AWS CLI line for the sandbox's events queue passes the endpoint and the region, and every variable
+    it uses is one the sandbox's export line sets."""
+    readme = (ROOT / "README.md").read_text()
+    [line] = [part for part in readme.replace("\\\n", " ").splitlines() if part.startswith("aws sqs receive-message")]
+    assert '--endpoint-url "$AWS_ENDPOINT_URL"' in line and '--region "$AWS_REGION"' in line, line
+    lines = _serve_output("--hosts", "1", "--events")
+    [export] = [line for line in lines if line.startswith("export ")]
+    exports = dict(pair.split("=", 1) for pair in export.split()[1:])
+    assert set(re.findall(r"\$(\w+)", line)) <= exports.keys()

@@ -458,6 +458,7 @@ def test_daemon_exports_its_passes(cluster: LocalECS, tmp_path: Path) -> None:
         assert (value(text, P + "api_calls_total", operation="ListContainerInstances", outcome="ok") or 0) >= 3
         assert value(text, P + "api_calls_total", operation="UpdateService", outcome="ok") == 2
         assert (value(text, P + "seconds_since_last_success") or 99) < 5
+        assert P + "events_source_up" not in text  # no EVENTS_QUEUE_URL: no events source to be up or down
         assert scrape(port, "/healthz")[0] == 200
         assert scrape(port, "/nothing")[0] == 404
         checked = subprocess.run(
@@ -539,3 +540,17 @@ def test_events_counts_triggers_and_latency_are_exported() -> None:
     assert value(text, P + "event_to_update_seconds_count") == 1
     assert value(text, P + "event_to_update_seconds_bucket", le="1.0") == 1
     assert value(text, P + "event_to_update_seconds_bucket", le="0.5") == 0
+
+
+def test_events_source_up_exists_only_with_an_events_source() -> None:
+    """Without EVENTS_QUEUE_URL there is no events_source_up series (0 would read as a failing queue); the events
+    source's first report creates it, 1 while the queue answers and 0 while it fails."""
+    from ecs_cluster_manager.events import EventStats
+
+    metrics = Metrics(30)
+    metrics.observe(report(hosts={FILTER: 3}))
+    assert P + "events_source_up" not in generate_latest(metrics.registry).decode()
+    metrics.count_events(EventStats(healthy=True))
+    assert value(generate_latest(metrics.registry).decode(), P + "events_source_up") == 1
+    metrics.count_events(EventStats(healthy=False))
+    assert value(generate_latest(metrics.registry).decode(), P + "events_source_up") == 0
