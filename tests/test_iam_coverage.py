@@ -162,6 +162,11 @@ def scenario(
     desired = {
         name: local.desired_count(CLUSTER, name) for name in ("named", "agent-logs", "tagged", "stacked", "bystander")
     }
+    # A host whose agent is lost is described (its version tells a reconnect in between).
+    lost = local.hosts(CLUSTER)[0]["containerInstanceArn"]
+    local.set_agent_connected(CLUSTER, lost, False)
+    assert run_once(local, CLUSTER=CLUSTER, SERVICES="named").returncode == 0
+    local.set_agent_connected(CLUSTER, lost, True)
     _read_events_queue(local, tmp_path_factory.mktemp("events") / "heartbeat")
     operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
     local.reset()
@@ -261,6 +266,7 @@ def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> No
         ("ecs", "DescribeServices"),
         ("ecs", "ListContainerInstances"),
         ("ecs", "DescribeClusters"),
+        ("ecs", "DescribeContainerInstances"),
         ("ecs", "UpdateService"),
         ("cloudformation", "DescribeStacks"),
         ("sqs", "ReceiveMessage"),
