@@ -67,12 +67,14 @@ def test_agents_lost_in_turn_at_150_hosts_write_nothing(ecs: LocalECS, tmp_path:
         assert daemon.wait_passes(1)
         ecs.clear_calls()
         previous = None
-        for host in hosts[:8]:
+        for host in hosts[:12]:
+            # Each lost for about 0.6 s (about one pass), the next one lost before the last is back.
             ecs.set_agent_connected(CLUSTER, host, False)
+            time.sleep(0.3)
             if previous is not None:
                 ecs.set_agent_connected(CLUSTER, previous, True)
             previous = host
-            assert daemon.wait_passes(daemon.passes() + 1)
+            time.sleep(0.3)
         ecs.set_agent_connected(CLUSTER, previous, True)
         assert daemon.wait_passes(daemon.passes() + 2)
         assert updates(ecs) == []
@@ -81,7 +83,7 @@ def test_agents_lost_in_turn_at_150_hosts_write_nothing(ecs: LocalECS, tmp_path:
 
 
 def test_a_due_regular_pass_runs_however_many_events_arrive(ecs: LocalECS, tmp_path: Path) -> None:
-    """Events mode at INTERVAL=1 with a host registering every 0.2 s for 4 s: regular passes keep their schedule."""
+    """Events mode at INTERVAL=1 with a host registering every 50 ms for 4 s: regular passes keep their schedule."""
     ecs.create_cluster(CLUSTER)
     ecs.add_hosts(CLUSTER, 3)
     ecs.create_service(CLUSTER, "agent", placement_constraints=DISTINCT)
@@ -93,7 +95,7 @@ def test_a_due_regular_pass_runs_however_many_events_arrive(ecs: LocalECS, tmp_p
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             ecs.add_hosts(CLUSTER, 1)
-            time.sleep(0.2)
+            time.sleep(0.05)
         regular = [e for e in daemon.events if e.get("event") == "pass" and e.get("trigger") == "interval"]
         assert len(regular) - before >= 3, len(regular) - before
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == usable(ecs), timeout=5)
