@@ -416,7 +416,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         )
 
     raw, name = pick(args.resync, "--resync", "RESYNC")
-    resync = parse_interval(raw, name) if raw is not None and raw.strip() else DEFAULT_RESYNC
+    resync = parse_interval(raw, name) if raw is not None else DEFAULT_RESYNC
 
     return Config(
         cluster=cluster,

@@ -207,6 +207,9 @@ STARTUP = [
         for v in ("0", "-1", "two", "1.5")
     ),
     *(StartupRow(f"scale-down-flag-{v}", ["--scale-down-after", v], {}, "--scale-down-after") for v in ("0", "x")),
+    # RESYNC / --resync
+    *(StartupRow(f"resync-{v}", [], {"RESYNC": v}, "RESYNC") for v in ("0", "-1", "abc", "inf", "nan")),
+    *(StartupRow(f"resync-flag-{v}", ["--resync", v], {}, "--resync") for v in ("0", "x")),
     # LOG_LEVEL / --log-level, LOG_FORMAT / --log-format
     StartupRow("log-level-loud", [], {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     StartupRow("log-level-critical", [], {"LOG_LEVEL": "CRITICAL"}, "LOG_LEVEL"),
@@ -686,6 +689,7 @@ EMPTY = [
     EmptyRow("INTERVAL", error="INTERVAL"),
     EmptyRow("DRY_RUN", check=_acts_on_a_and_b),
     EmptyRow("SCALE_DOWN_AFTER", error="SCALE_DOWN_AFTER"),
+    EmptyRow("RESYNC", error="RESYNC"),
     EmptyRow("CLOUDFORMATION_GUARD", also={"SERVICES": "a b stacked"}, check=_guard_on),
     EmptyRow("LOG_LEVEL", check=_info_events),
     EmptyRow("LOG_FORMAT", check=_json_lines),
