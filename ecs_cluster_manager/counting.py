@@ -17,9 +17,11 @@ store is brought up to date in a pass:
   most hosts match the ACTIVE instances matching `not (F)` (its complement),
   minus a constant offset measured at the last exact listing; and the filter's
   disconnected instances, by ARN. It is used only when it agrees with the store
-  host for host: the same ACTIVE number, the same disconnected ARNs, no new
-  instance waiting to be matched against the filter. Otherwise the filter is
-  listed exactly in the same pass.
+  host for host: the same ACTIVE number, every disconnected instance one the
+  store has in the filter, no new instance waiting to be matched against the
+  filter; the store then takes each member's agent state from that complete
+  listing of disconnected instances. Otherwise the filter is listed exactly in
+  the same pass.
 - **Event application** (an event pass): the events are already in the store;
   a new instance of a memberOf filter is matched with one `ec2InstanceId == ...`
   question. No listing.
@@ -175,14 +177,21 @@ class Counting:
         return self.store.clock() + self.interval - state.listed_at < self.resync
 
     def _agrees(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> bool:
-        """Take a cheap reading; True when it agrees with the store host for host."""
+        """Take a cheap reading; True when it agrees with the store host for host (and the store has taken it in).
+
+        It agrees when its ACTIVE number is the store's and every disconnected
+        instance it lists is one the store has in the filter. That listing of
+        disconnected instances is complete, so the store then takes each
+        member's agent state from it: an agent lost or back since the last
+        pass is seen exactly, without listing every host.
+        """
         state = self.store.filters[host_filter]
+        started = self.store.clock()
         active, disconnected = self._reading(api, cluster, host_filter, state.side, shared)
-        return (
-            not state.unresolved
-            and active - state.offset == len(state.members)
-            and disconnected == self.store.lost(host_filter)
-        )
+        if state.unresolved or active - state.offset != len(state.members) or not disconnected <= state.members:
+            return False
+        self.store.observe_agents(host_filter, disconnected, started)
+        return True
 
     def _list(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
         expression = member_expression(host_filter)

@@ -157,6 +157,16 @@ class HostStore:
         self.filters[host_filter] = state
         return state
 
+    def observe_agents(self, host_filter: HostFilter, disconnected: Iterable[str], started: float) -> None:
+        """Take in the complete listing of a filter's disconnected ACTIVE instances, started at `started`."""
+        lost = set(disconnected)
+        for arn in self.filters[host_filter].members:
+            host = self.hosts[arn]
+            if host.as_of > started:  # an event that came after the reading started knows better
+                continue
+            self._set_agent(host, arn not in lost, started, restart=False)
+            host.as_of = started
+
     def observe_event(self, change: EventChange, now: float | None = None) -> str | None:
         """Take in one event: None when it can change a decision now, else the reason it cannot."""
         now = self.clock() if now is None else now

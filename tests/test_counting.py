@@ -318,3 +318,37 @@ def test_member_of_service_is_counted_right_cheaply_and_exactly(ecs: LocalECS, t
         ecs.set_attributes(CLUSTER, web[1], {"role": "batch"})  # no event in ECS, seen by the cheap reading
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "web") == 111, timeout=30)
         assert daemon.stop() == 0
+
+
+def test_a_reading_whose_lost_agent_is_not_a_known_member_lists(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host out and one in whose agent is lost: the ACTIVE number is unchanged, but the lost instance is not
+    one the store has, so the pass lists in full and the new host is held, the one that left gone."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 150)
+    api = api_for(ecs, monkeypatch)
+    counting = Counting(HostStore(hold=60))
+    counting.regular(api, CLUSTER, [()])
+    ecs.deregister(CLUSTER, hosts[0])
+    (new,) = ecs.add_hosts(CLUSTER, 1)
+    ecs.set_agent_connected(CLUSTER, new, False)
+    counted = counting.regular(api, CLUSTER, [()])[()]
+    assert counted.exact
+    assert (counted.count.active, counted.count.usable, counted.count.held) == (150, 149, 1)
+    assert hosts[0] not in counting.store.filters[()].members and new in counting.store.lost()
+
+
+def test_a_reading_takes_in_agents_lost_and_back_without_listing(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents lost and back among known hosts: the cheap reading's complete list of disconnected instances is
+    taken in host by host, with no full listing."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 150)
+    api = api_for(ecs, monkeypatch)
+    counting = Counting(HostStore(hold=60))
+    counting.regular(api, CLUSTER, [()])
+    ecs.set_agent_connected(CLUSTER, hosts[1], False)
+    first = counting.regular(api, CLUSTER, [()])[()]
+    ecs.set_agent_connected(CLUSTER, hosts[1], True)
+    ecs.set_agent_connected(CLUSTER, hosts[2], False)
+    second = counting.regular(api, CLUSTER, [()])[()]
+    assert not first.exact and not second.exact
+    assert counting.store.lost() == {hosts[2]} and second.count.usable == 149
