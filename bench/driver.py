@@ -13,12 +13,18 @@ stdin, one a line, answering each with one JSON line on stdout:
 - ``quit``: exit.
 
 ALGORITHM is ``current`` (this project: one ``ecs.Api`` for the process,
-``reconcile.run_pass`` with the loop's memory, logs as JSON lines at INFO to the
-null device), ``exact`` (the same, but counting every host filter as the daemon
-did before the cheap reading, every page on every pass: ``bench.previous``),
-``original`` (``bench.original``: a new boto3 session and client each pass) or
-``bare`` (``bench.bare``: the calls of a cheap converged pass through one plain
-boto3 client, and nothing else).
+``reconcile.run_pass`` with the loop's memory, ``Memory.for_config``, logs as
+JSON lines at INFO to the null device), ``exact`` (the same, but with a
+``Counting`` whose resync is 0: every host filter listed exactly, every page,
+on every pass, as --once and ``check`` count), ``original`` (``bench.original``:
+a new boto3 session and client each pass) or ``bare`` (``bench.bare``: the
+calls of a cheap converged pass through one plain boto3 client, and nothing
+else).
+
+The passes run back to back, but the memory's clock is the daemon's schedule:
+it advances INTERVAL after each pass, as the loop starts a pass every INTERVAL,
+so RESYNC falls due on the pass it would fall due on in the daemon (see
+``bench.measure.EXACT_EVERY``) and a lost agent's hold lasts as many passes.
 """
 
 from __future__ import annotations
@@ -56,6 +62,19 @@ def _count_clients() -> Callable[[], int]:
     return lambda: created
 
 
+class PassClock:
+    """The memory's clock: the daemon's schedule of passes, not the wall clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Callable[[], dict[str, Any]]:
     from ecs_cluster_manager import config as settings
     from ecs_cluster_manager import logs, plan, reconcile
@@ -69,15 +88,14 @@ def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Cal
     config = settings.load(argv)
     logs.configure(config.log_level, config.log_format, stream=sink)
     api = Api(config.region, config.profile)
+    schedule = PassClock()
+    memory = reconcile.Memory.for_config(config, clock=schedule)
     if exact:
-        from bench.previous import PreviousCounter
-
-        memory = reconcile.Memory(hosts=PreviousCounter())
-    else:
-        memory = reconcile.Memory()
+        memory = reconcile.Memory(hold=memory.store.hold, resync=0.0, interval=config.interval, clock=schedule)
 
     def one_pass() -> dict[str, Any]:
         report = reconcile.run_pass(api, config, memory)
+        schedule.advance(config.interval)
         return {
             "ok": report.ok,
             "updated": report.count(plan.UPDATE),

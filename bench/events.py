@@ -9,11 +9,16 @@ through the API. Nothing polls the API while waiting, so trials can run
 alongside other work without loading the local API.
 
 Calls per hour: one hour of a steady cluster compressed SCALE times (INTERVAL
-too, so passes per hour and the SCALE_DOWN_AFTER hold, counted in passes, keep
-their meaning), with the same scripted workload in both modes: agents that
-disconnect and come back, tasks placed and stopped, hosts that arrive, and hosts
-that are drained and then deregistered. The daemon's calls are counted from
-LocalECS's call log (its User-Agent ends in `ecs-cluster-manager`).
+and RESYNC too, so passes per hour, exact listings per hour and the hold of a
+lost agent, SCALE_DOWN_AFTER x INTERVAL seconds, keep their meaning), with the
+same scripted workload in both modes: agents that disconnect and come back,
+tasks placed and stopped, hosts that arrive, and hosts that are drained and then
+deregistered. The daemon's calls are counted from LocalECS's call log (its
+User-Agent ends in `ecs-cluster-manager`). Each run also says whether it
+converged (desiredCount at the end equal to the hosts that count: the usable
+ones plus those whose agent has been lost for less than the hold), and how many
+times the daemon lowered desiredCount and then raised it again, from its
+`decision` log lines.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ecs_cluster_manager.config import DEFAULT_RESYNC, DEFAULT_SCALE_DOWN_AFTER
 from localecs import ApiCall, LocalECS
 
 from .measure import BACKGROUND_APP_ID, Progress, daemon
@@ -100,8 +106,12 @@ class LogReader:
                 self._condition.wait(remaining)
 
     def passes(self, since: int = 0, until: int | None = None) -> list[dict[str, Any]]:
+        return self.named("pass", since, until)
+
+    def named(self, name: str, since: int = 0, until: int | None = None) -> list[dict[str, Any]]:
+        """The log events called `name` (`pass`, `decision`, ...) read from index `since` to `until`."""
         with self._condition:
-            return [event for _, event in self.events[since:until] if event.get("event") == "pass"]
+            return [event for _, event in self.events[since:until] if event.get("event") == name]
 
 
 # ---------------------------------------------------------------------------
@@ -270,14 +280,28 @@ class Steady:
     sqs: Counter[str] = field(default_factory=Counter)
     passes: Counter[str] = field(default_factory=Counter)  # by trigger
     pass_calls: Counter[str] = field(default_factory=Counter)  # the passes' own api_calls, by trigger
+    counted: Counter[str] = field(default_factory=Counter)  # passes by how they counted: exact, cheap or event
     actions: Counter[str] = field(default_factory=Counter)
     published: int = 0  # state-change events published (events mode)
     late: float = 0.0  # the most the workload fell behind its schedule (run seconds)
     final_desired: int = 0
-    final_usable: int = 0
+    final_usable: int = 0  # ACTIVE hosts with a connected agent at the end
+    final_held: int = 0  # ACTIVE hosts whose agent had been lost for less than the hold at the end
+    lowers: Counter[str] = field(default_factory=Counter)  # writes lowering desiredCount, by cause
+    raises: int = 0  # writes raising desiredCount
+    pairs: Counter[str] = field(default_factory=Counter)  # a lower followed by a raise, by the lower's cause
 
     def per_hour(self, count: float) -> float:
         return count / self.hours
+
+    @property
+    def final_counted(self) -> int:
+        """The hosts desiredCount should equal at the end: the usable ones and the held ones."""
+        return self.final_usable + self.final_held
+
+    @property
+    def converged(self) -> bool:
+        return self.final_desired == self.final_counted
 
     @property
     def ecs_total(self) -> int:
@@ -321,6 +345,33 @@ def schedule(workload: Workload, hosts: int, hours: float, seed: int) -> list[Ac
     return sorted(actions)
 
 
+# Why a write lowered desiredCount (from the decision's reason).
+AGENT_LOST, DEPARTED = "agent lost", "drained or deregistered"
+
+
+def writes(decisions: Sequence[dict[str, Any]], service: str) -> tuple[Counter[str], int, Counter[str]]:
+    """Lowers by cause, raises, and lower-then-raise pairs (a lower whose next write raises), by the lower's cause."""
+    lowers: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    raises = 0
+    lowered: str | None = None  # the cause of the last write when it was a lower
+    for decision in decisions:
+        if decision.get("service") != service or decision.get("action") != "update":
+            continue
+        current, target = decision.get("current"), decision.get("target")
+        if not isinstance(current, int) or not isinstance(target, int) or target == current:
+            continue
+        if target < current:
+            lowered = AGENT_LOST if "agent lost" in str(decision.get("reason", "")) else DEPARTED
+            lowers[lowered] += 1
+            continue
+        raises += 1
+        if lowered is not None:
+            pairs[lowered] += 1
+        lowered = None
+    return lowers, raises, pairs
+
+
 def _act(local: LocalECS, cluster: str, arns: Sequence[str], what: str, host: int) -> None:
     if what == "register":
         local.add_hosts(cluster, 1)
@@ -358,7 +409,9 @@ def steady(
     arns = [h["containerInstanceArn"] for h in hosts]
     result = Steady(mode, interval, scale, hours, len(arns))
     actions = schedule(workload, len(arns), hours, seed)
-    settings = dict(env, INTERVAL=f"{interval / scale:g}")
+    settings = dict(env, INTERVAL=f"{interval / scale:g}", RESYNC=f"{DEFAULT_RESYNC / scale:g}")
+    hold = DEFAULT_SCALE_DOWN_AFTER * interval / scale  # run seconds a lost agent keeps counting
+    lost_since: dict[str, float] = {}  # run clock: the hosts whose agent the workload has disconnected, since when
     if queue_url is not None:
         settings["EVENTS_QUEUE_URL"] = queue_url
     with daemon(settings) as process:
@@ -379,6 +432,10 @@ def steady(
                 result.late = max(result.late, -delay)
             _act(local, cluster, arns, what, host)
             result.actions[what] += 1
+            if what == "disconnect":
+                lost_since.setdefault(arns[host], time.monotonic())
+            elif what == "reconnect":
+                lost_since.pop(arns[host], None)
         remaining = started + 3600.0 * hours / scale - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
@@ -387,22 +444,38 @@ def steady(
         result.hours = (time.monotonic() - started) * scale / 3600.0
         until = reader.mark()
         result.published = local.events.published - published_before
-        # Every change has been made: let the daemon act on the last ones, then compare.
-        time.sleep(max(2.0, 2 * interval / scale if queue_url is None else 2.0))
+        # Every change has been made: let the daemon act on the last ones, then compare with the hosts that
+        # count: the usable ones, and those whose agent has been lost for less than the hold (none once the last
+        # reconnect is in, as every loss of the workload is shorter than the hold).
+        time.sleep(max(2.0, 2 * interval / scale))
         result.final_desired = local.desired_count(cluster, service)
-        result.final_usable = sum(1 for h in local.hosts(cluster) if h["status"] == "ACTIVE" and h["agentConnected"])
+        now = time.monotonic()
+        for found in local.hosts(cluster):
+            if found["status"] != "ACTIVE":
+                continue
+            if found["agentConnected"]:
+                result.final_usable += 1
+            elif now - lost_since.get(found["containerInstanceArn"], now - hold) < hold:
+                result.final_held += 1
+        decisions = reader.named("decision", since)
+    result.lowers, result.raises, result.pairs = writes(decisions, service)
     for call in calls:
         (result.ecs if call.service == "ecs" else result.sqs)[call.operation] += 1
     for event in reader.passes(since, until):
         trigger = str(event.get("trigger"))
         result.passes[trigger] += 1
         result.pass_calls[trigger] += int(event.get("api_calls", 0))
+        how = set(dict(event.get("counting") or {}).values())  # per host filter: exact, cheap or event
+        result.counted[next((kind for kind in ("exact", "cheap", "event") if kind in how), "none")] += 1
     progress(
         f"steady {mode} INTERVAL={interval:g} (run at {interval / scale:g}): "
         f"per hour {result.per_hour(result.ecs_total):.0f} "
         f"ECS calls ({dict(result.ecs)}), {result.per_hour(result.sqs_total):.0f} SQS calls, passes "
-        f"{dict(result.passes)}, events published {result.published}, late by at most {result.late:.2f} s, "
-        f"desiredCount {result.final_desired} for {result.final_usable} usable hosts"
+        f"{dict(result.passes)} counting {dict(result.counted)}, events published {result.published}, "
+        f"late by at most {result.late:.2f} s, "
+        f"desiredCount {result.final_desired} for {result.final_usable} usable + {result.final_held} held hosts "
+        f"({'converged' if result.converged else 'NOT converged'}), lowers {dict(result.lowers)}, "
+        f"raises {result.raises}, lower-then-raise pairs {dict(result.pairs)}"
     )
     return result
 
@@ -435,4 +508,5 @@ __all__ = [
     "registration_latency",
     "schedule",
     "steady",
+    "writes",
 ]

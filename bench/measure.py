@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ecs_cluster_manager.counting import EXACT_EVERY
+from ecs_cluster_manager.config import DEFAULT_INTERVAL, DEFAULT_RESYNC
 from localecs import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,21 @@ CHEAP, EXACT = "cheap", "exact"
 BACKGROUND_APP_ID = "bench-background"
 
 Progress = Callable[[str], None]
+
+
+def resync_cycle(resync: float, interval: float) -> int:
+    """Passes from one exact listing of a large filter to the next, with passes `interval` apart.
+
+    `counting.Counting` lists a filter in the last pass before its RESYNC falls due (so no filter goes
+    RESYNC seconds unlisted): the n-th pass after a listing lists again once n x INTERVAL + INTERVAL
+    reaches RESYNC.
+    """
+    return max(1, math.ceil(resync / interval - 1e-9) - 1)
+
+
+# The cycle of the daemon at its defaults (RESYNC=300, INTERVAL=30): one exact listing, then cheap
+# readings, then the next exact listing on this pass.
+EXACT_EVERY = resync_cycle(DEFAULT_RESYNC, DEFAULT_INTERVAL)
 
 
 def process_env(local: LocalECS, **settings: str) -> dict[str, str]:

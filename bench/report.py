@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from .events import EVENTS, POLLING, Latency, Steady, Workload
+from ecs_cluster_manager.config import DEFAULT_SCALE_DOWN_AFTER
+
+from .events import AGENT_LOST, DEPARTED, EVENTS, POLLING, Latency, Steady, Workload
 from .measure import CHEAP, COUNTING_BOUND, EXACT, EXACT_EVERY, MIB, AlgorithmRun, Paired, Row, Soak, Startup
 
 # Targets from the issue.
@@ -32,6 +34,7 @@ _ABBREVIATIONS = {
     "DescribeClusters": "DC",
     "UpdateService": "US",
     "DescribeStacks": "DSt",
+    "DescribeContainerInstances": "DCI",
 }
 _ORDER = list(_ABBREVIATIONS)
 
@@ -179,7 +182,8 @@ def _fewer_note(rows: Sequence[Row]) -> list[str]:
         "from one DescribeClusters per service, a count that includes DRAINING hosts and hosts whose agent is",
         "disconnected. The daemon's cheap reading takes that number once per pass, with the DRAINING listing",
         "and the disconnected listing (one page each in a healthy cluster), however many services there are,",
-        f"and counts exactly (one ListContainerInstances page per 100 hosts) on every {EXACT_EVERY}th pass.",
+        "and counts exactly (one ListContainerInstances page per 100 hosts) at least every RESYNC seconds:",
+        f"every {EXACT_EVERY}th pass at the defaults (RESYNC=300, INTERVAL=30).",
         "",
     ]
 
@@ -192,8 +196,8 @@ def _bound_text(row: Row) -> str:
 def operations_table(rows: Sequence[Row]) -> list[str]:
     lines = [
         "| hosts | services | bound (cheap converged) | current, converged, cheap | within | current, converged, "
-        "exact (first and every 10th pass) | current, changing all | exact, converged | original, converged "
-        "| original, changing all |",
+        f"exact (first and every {EXACT_EVERY}th pass) | current, changing all | exact, converged | original, "
+        "converged | original, changing all |",
         "|---:|---:|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -230,7 +234,7 @@ def counting_table(rows: Sequence[Row]) -> list[str]:
         "| hosts | services | counting calls per filter, converged: current cheap / current exact / exact "
         "(every pass) / original's DC | calls, converged: current cheap / current exact / exact / original "
         "| wall ms: current cheap / current exact / exact | exact ÷ current cheap, wall | CPU ms: current cheap "
-        "/ current exact / exact | exact ÷ current cheap, CPU | current, per pass over a 10-pass cycle: "
+        f"/ current exact / exact | exact ÷ current cheap, CPU | current, per pass over a {EXACT_EVERY}-pass cycle: "
         "wall / CPU ms | passes timed: current / exact |",
         "|---:|---:|---|---|---|---:|---|---:|---|---|",
     ]
@@ -417,10 +421,23 @@ def _steady(results: Results, mode: str) -> Steady | None:
 
 
 def steady_ratio(results: Results) -> float:
+    """Events' ECS calls per hour against polling's; NaN unless both runs converged (else the calls say nothing)."""
     events, polling = _steady(results, EVENTS), _steady(results, POLLING)
-    if events is None or polling is None or not polling.ecs_total:
+    if events is None or polling is None or not polling.ecs_total or not (events.converged and polling.converged):
         return math.nan
     return events.per_hour(events.ecs_total) / polling.per_hour(polling.ecs_total)
+
+
+def _end_state(run: Steady) -> str:
+    """`1000 = 1000 usable + 0 held (converged)`, or the same marked as not converged."""
+    sign = "=" if run.converged else "≠"
+    verdict = "converged" if run.converged else "**not converged**"
+    return f"{run.final_desired} {sign} {run.final_usable} usable + {run.final_held} held ({verdict})"
+
+
+def _not_converged(results: Results) -> str:
+    runs = [run for run in results.steady if not run.converged]
+    return "; ".join(f"{run.mode} did not converge: desiredCount {_end_state(run)}" for run in runs)
 
 
 def event_targets(results: Results) -> list[str]:
@@ -443,13 +460,35 @@ def event_targets(results: Results) -> list[str]:
             + f"{against} | {'yes' if met else '**no**'} |"
         )
     events, polling = _steady(results, EVENTS), _steady(results, POLLING)
+    if results.steady:
+        hosts = results.steady[0].hosts
+        ends = "; ".join(f"{run.mode}: desiredCount {_end_state(run)}" for run in results.steady)
+        met = all(run.converged for run in results.steady)
+        lines.append(
+            f"| the steady hour at {hosts:,} hosts ends with desiredCount equal to the hosts that count (usable + "
+            f"held) in both modes | {ends} | {'yes' if met else '**no**'} |"
+        )
+        flaps = "; ".join(
+            f"{run.mode}: {run.per_hour(run.pairs[AGENT_LOST]):.0f} after a lower for a lost agent, "
+            f"{run.per_hour(run.pairs[DEPARTED]):.0f} after a lower for a departed host"
+            for run in results.steady
+        )
+        met = all(not run.pairs[AGENT_LOST] for run in results.steady)
+        lines.append(
+            "| lower-then-raise pairs per hour of the steady hour: 0 for agent losses shorter than the hold "
+            f"| {flaps} | {'yes' if met else '**no**'} |"
+        )
     if events is not None and polling is not None:
         ratio = steady_ratio(results)
+        measured = (
+            f"{events.per_hour(events.ecs_total):.0f} against {polling.per_hour(polling.ecs_total):.0f}: {ratio:.3f}"
+            if not math.isnan(ratio)
+            else f"not compared: {_not_converged(results)}"
+        )
         lines.append(
             f"| ECS calls per hour of a steady {events.hosts:,}-host cluster: events at INTERVAL={events.interval:g} "
-            f"at most a tenth of polling at INTERVAL={polling.interval:g} | "
-            f"{events.per_hour(events.ecs_total):.0f} against {polling.per_hour(polling.ecs_total):.0f}: "
-            f"{ratio:.3f} | {'yes' if ratio <= STEADY_RATIO_TARGET else '**no**'} |"
+            f"at most a tenth of polling at INTERVAL={polling.interval:g}, both converged | {measured} "
+            f"| {'yes' if ratio <= STEADY_RATIO_TARGET else '**no**'} |"
         )
     return lines
 
@@ -497,36 +536,65 @@ def events_sections(results: Results) -> list[str]:
             f"{workload.disconnected_for[1]:g} s), {workload.placements} tasks are placed an hour (each stopped",
             f"{workload.task_runs_for[0]:g}-{workload.task_runs_for[1]:g} s later), {workload.arrivals} hosts register"
             f" and {workload.departures} are drained and deregistered {workload.drain_for:g} s later. The hour is"
-            " compressed: INTERVAL and every time of the workload are divided by the same factor, so the passes",
-            "per hour and the SCALE_DOWN_AFTER hold (counted in passes) keep their meaning. Calls are the",
+            " compressed: INTERVAL, RESYNC and every time of the workload are divided by the same factor, so the",
+            "passes per hour, the exact listings per hour and the hold of a lost agent (SCALE_DOWN_AFTER x",
+            f"INTERVAL: {DEFAULT_SCALE_DOWN_AFTER * events.interval:g} s with events, "
+            f"{DEFAULT_SCALE_DOWN_AFTER * polling.interval:g} s when polling, longer than every loss of the",
+            "workload) keep their meaning. Calls are the",
             "daemon's, from LocalECS's call log (User-Agent `ecs-cluster-manager`), from the end of its first",
-            "pass; passes by trigger from its `pass` log lines. The events mode's SQS calls are ReceiveMessage",
+            "pass; passes by trigger, and by how they counted the hosts (*exact* when they listed, *cheap* when",
+            "the reading agreed with the host store, *event* from the events alone), from its `pass` log lines.",
+            "DCI is DescribeContainerInstances of the hosts whose agent is lost, on each regular pass that has",
+            "some. The events mode's SQS calls are ReceiveMessage",
             "(long polls) and DeleteMessageBatch; compressed, the events arrive faster than in a real hour and",
             "a receive takes several at once, where at the real rate (a few a second) it would take about one:",
             "at the real rate expect up to two SQS calls per event published.",
             "",
-            "| mode | INTERVAL s (run at) | simulated hours | passes by trigger | ECS calls per hour "
+            "At the end, after the last change and a wait of two INTERVALs (2 s at least), desiredCount is compared",
+            "with the hosts that count: the usable ones (ACTIVE, agent connected) plus the held ones (ACTIVE, agent",
+            "lost for less than the hold, which still count by design). Every loss of the workload is shorter than",
+            "the hold and ends before the hour does, so once the last reconnect is in none is held and the end",
+            "state is the usable hosts. A run whose desiredCount differs did not converge: its calls are not",
+            "compared. Writes are read from the daemon's `decision` lines: a lower is for a lost agent when its",
+            "reason says so, else for a departed (drained or deregistered) host; a lower-then-raise pair is a lower",
+            "whose next write raises. A pair after a lower for a lost agent is the flapping the hold exists to",
+            "prevent (target 0); one after a departure is the workload's own turnover, a host leaving and later",
+            "another arriving.",
+            "",
+            "| mode | INTERVAL s (run at) | simulated hours | passes by trigger (by how they counted) "
+            "| ECS calls per hour "
             "| SQS calls per hour | events published per hour | workload behind schedule by at most (run s) "
-            "| desiredCount / usable hosts at the end |",
-            "|---|---|---:|---|---|---:|---:|---:|---|",
+            "| desiredCount at the end = usable + held | lowers per hour: lost agent / departed | raises per hour "
+            "| lower-then-raise pairs per hour: lost agent / departed |",
+            "|---|---|---:|---|---|---:|---:|---:|---|---|---:|---|",
         ]
         for hour in (events, polling):
             passes = ", ".join(f"{n} {trigger}" for trigger, n in sorted(hour.passes.items())) or "0"
+            passes += " (" + ", ".join(f"{n} {how}" for how, n in sorted(hour.counted.items())) + ")"
+            ecs = _per_hour(hour, hour.ecs) if hour.converged else f"({_per_hour(hour, hour.ecs)}, not converged)"
             out.append(
                 f"| {hour.mode} | {hour.interval:g} ({hour.interval / hour.scale:g}) | {hour.hours:.2f} | {passes} "
-                f"| {_per_hour(hour, hour.ecs)} | {hour.per_hour(hour.sqs_total):.0f} "
+                f"| {ecs} | {hour.per_hour(hour.sqs_total):.0f} "
                 f"| {hour.per_hour(hour.published):.0f} | {hour.late:.2f} "
-                f"| {hour.final_desired} / {hour.final_usable} |"
+                f"| {_end_state(hour)} "
+                f"| {hour.per_hour(hour.lowers[AGENT_LOST]):.0f} / {hour.per_hour(hour.lowers[DEPARTED]):.0f} "
+                f"| {hour.per_hour(hour.raises):.0f} "
+                f"| **{hour.per_hour(hour.pairs[AGENT_LOST]):.0f}** / {hour.per_hour(hour.pairs[DEPARTED]):.0f} |"
             )
         ratio = steady_ratio(results)
-        out += [
-            "",
-            f"Events at INTERVAL={events.interval:g} make {ratio:.3f}× the ECS calls of polling at "
-            f"INTERVAL={polling.interval:g} ({events.per_hour(events.ecs_total):.0f} against "
-            f"{polling.per_hour(polling.ecs_total):.0f} an hour), plus "
-            f"{events.per_hour(events.sqs_total):.0f} SQS calls.",
-            "",
-        ]
+        if math.isnan(ratio):
+            comparison = (
+                f"ECS calls per hour are not compared between the modes: {_not_converged(results)}, so its calls "
+                "are those of a daemon that did not do its job."
+            )
+        else:
+            comparison = (
+                f"Both runs converged. Events at INTERVAL={events.interval:g} make {ratio:.3f}× the ECS calls of "
+                f"polling at INTERVAL={polling.interval:g} ({events.per_hour(events.ecs_total):.0f} against "
+                f"{polling.per_hour(polling.ecs_total):.0f} an hour), plus {events.per_hour(events.sqs_total):.0f} "
+                "SQS calls."
+            )
+        out += ["", comparison, ""]
     return out
 
 
@@ -586,24 +654,25 @@ def render(results: Results) -> str:
             "## Counting: the cheap reading against an exact count on every pass",
             "",
             "Every service in the benchmark has no memberOf constraint, so each pass counts one host filter, the",
-            "whole cluster. *current* (`counting.HostCounter`) counts it exactly on its first pass and on every",
-            f"{EXACT_EVERY}th: the ACTIVE instances, every page (ceil(H/100) LCI), those with a disconnected agent",
-            "(one LCI), and the cheap reading taken alongside (DescribeClusters and the DRAINING listing, one call",
-            "each). On the other passes it takes only the cheap reading (DescribeClusters'",
-            "`registeredContainerInstancesCount`, the DRAINING listing and the disconnected listing: one call each",
-            "in a healthy cluster) and reuses the last exact count while the reading has not changed. *current",
-            "exact* is that pass of the cycle, as measured in the same process. *exact* is the counting of the",
-            "daemon before the cheap reading (`bench/previous.py`: one listing of `agentConnected == true`, every",
-            "page, on every pass; the rest of the pass is the daemon's own), run side by side in its own driver",
-            "process. Counting calls are ListContainerInstances + DescribeClusters; the original's are its",
-            "DescribeClusters, one per service. The per-pass figures over a 10-pass cycle are",
+            "whole cluster. *current* (`counting.Counting` with the daemon's RESYNC=300 and INTERVAL=30) lists it",
+            "exactly on its first pass and at least every RESYNC seconds, in the last pass before RESYNC falls due:",
+            f"every {EXACT_EVERY}th pass, as the driver's clock advances INTERVAL per pass (the loop's schedule).",
+            "An exact listing is the ACTIVE instances, every page (ceil(H/100) LCI), those with a disconnected",
+            "agent (one LCI), and above one page the cheap reading taken alongside to calibrate it (DescribeClusters",
+            "and the DRAINING listing, one call each). On the other passes it takes only the cheap reading",
+            "(DescribeClusters' `registeredContainerInstancesCount`, the DRAINING listing and the disconnected",
+            "listing: one call each in a healthy cluster) and uses the host store while the reading agrees with it",
+            "host for host. *current exact* is that pass of the cycle, as measured in the same process. *exact* is",
+            "the same daemon with a `Counting` whose resync is 0 (as --once and `check` count): every filter listed",
+            "exactly, every page, on every pass, run side by side in its own driver process. Counting calls are",
+            "ListContainerInstances + DescribeClusters; the original's are its DescribeClusters, one per service.",
+            f"The per-pass figures over a {EXACT_EVERY}-pass cycle are",
             f"({EXACT_EVERY - 1} × the cheap median + the exact pass) / {EXACT_EVERY}.",
             "",
             *counting_table(results.rows + results.discovery),
             "",
-            "At 100 hosts or fewer the daemon's exact count is two calls (one page and the disconnected listing)",
-            "and the previous counting one: there the cheap reading's three calls cost more than counting exactly",
-            "on every pass.",
+            "At 100 hosts or fewer every pass lists exactly, in two calls (one page and the disconnected listing):",
+            "the cheap reading's three calls would cost more, so *current* and *exact* make the same calls there.",
             "",
         ]
     if results.paired is not None:
