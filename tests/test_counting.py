@@ -337,7 +337,9 @@ def test_a_reading_whose_lost_agent_is_not_a_known_member_lists(ecs: LocalECS, m
     assert hosts[0] not in counting.store.filters[()].members and new in counting.store.lost()
 
 
-def test_a_reading_takes_in_agents_lost_and_back_without_listing(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reading_takes_in_agents_lost_and_back_without_listing(
+    ecs: LocalECS, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Agents lost and back among known hosts: the cheap reading's complete list of disconnected instances is
     taken in host by host, with no full listing."""
     ecs.create_cluster(CLUSTER)
