@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import __version__
+from .budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
@@ -38,6 +39,7 @@ VARIABLES = (
     "METRICS_ADDR",
     "HEARTBEAT_FILE",
     "EVENTS_QUEUE_URL",
+    "API_BUDGET",
 )
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
@@ -92,6 +94,7 @@ class Config:
     metrics_addr: str = DEFAULT_METRICS_ADDR
     heartbeat_file: str = DEFAULT_HEARTBEAT_FILE
     events_queue_url: str | None = None
+    api_budget: float = DEFAULT_API_BUDGET  # the share of each ECS throttling bucket the manager may spend
     command: str = "run"
     json_output: bool = False
 
@@ -182,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQS queue URL of this cluster's ECS container instance state-change events: react to host "
         "changes in about a second (EVENTS_QUEUE_URL, default off)",
     )
+    parser.add_argument(
+        "--api-budget",
+        help="share of each ECS API throttling bucket the manager may spend, > 0 and <= 1 "
+        f"(API_BUDGET, default {DEFAULT_API_BUDGET:g})",
+    )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
 
@@ -211,6 +219,16 @@ def parse_interval(raw: str, name: str) -> float:
         raise ConfigError(f"{name}: expected a number of seconds > 0, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}: expected a finite number of seconds > 0, got {raw!r}")
+    return value
+
+
+def parse_share(raw: str, name: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}")
     return value
 
 
@@ -366,6 +384,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f"{name}: not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT_ID/QUEUE_NAME): {raw!r}"
         )
 
+    raw, name = pick(args.api_budget, "--api-budget", "API_BUDGET")
+    api_budget = parse_share(raw, name) if raw is not None else DEFAULT_API_BUDGET
+
     return Config(
         cluster=cluster,
         services=services,
@@ -384,6 +405,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         metrics_addr=metrics_addr,
         heartbeat_file=heartbeat_file,
         events_queue_url=events_queue_url,
+        api_budget=api_budget,
         command=command,
         json_output=bool(args.json_output),
     )

@@ -66,7 +66,8 @@ def _get_runtime() -> _Runtime:
         logs.configure(config.log_level, "json")
         # A pass here keeps no scale-down hold, so every agent change can change a decision.
         relevance = events.Relevance(config.cluster, hold=False)
-        _runtime = _Runtime(config=config, api=Api(config.region, config.profile), relevance=relevance)
+        api = Api(config.region, config.profile, api_budget=config.api_budget)
+        _runtime = _Runtime(config=config, api=api, relevance=relevance)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
 

@@ -135,3 +135,28 @@ def test_variables_names_every_setting_load_reads() -> None:
     read |= set(re.findall(r'env\.get\("(\w+)"', source))
     read |= set(re.findall(r'"(\w+)" in env', source))
     assert {name for name in read if not name.startswith("AWS_")} == set(config.VARIABLES)
+
+
+def test_api_budget_defaults_to_half_and_accepts_a_share() -> None:
+    """API_BUDGET is half of each ECS bucket by default; --api-budget wins over the variable."""
+    assert load(**BASE).api_budget == 0.5
+    assert load(API_BUDGET="1", **BASE).api_budget == 1.0
+    assert load(["--api-budget", "0.1"], API_BUDGET="1", **BASE).api_budget == 0.1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "name"),
+    [
+        ([], {"API_BUDGET": "0"}, "API_BUDGET"),
+        ([], {"API_BUDGET": "1.01"}, "API_BUDGET"),
+        ([], {"API_BUDGET": "half"}, "API_BUDGET"),
+        ([], {"API_BUDGET": ""}, "API_BUDGET"),
+        (["--api-budget", "-1"], {}, "--api-budget"),
+    ],
+)
+def test_a_bad_api_budget_is_one_line_naming_it(argv: list[str], env: dict[str, str], name: str) -> None:
+    """A share outside (0, 1] is refused with one line that names the variable or the flag."""
+    with pytest.raises(config.ConfigError) as raised:
+        load(argv, **env, **BASE)
+    message = str(raised.value)
+    assert message.startswith(f"{name}: ") and "\n" not in message and "> 0 and <= 1" in message
