@@ -3,7 +3,9 @@
 With an events queue, an events source (events.py) long-polls it in a thread of
 its own and wakes the loop when a relevant change arrives; the changes that
 arrive together (see EventSource.settle) make one event pass.
-The INTERVAL passes go on as the safety net and the full recount.
+The INTERVAL passes go on as the safety net and the full recount. When the
+API budget deferred some writes, the next pass runs as soon as the budget can
+pay for them, not after INTERVAL.
 
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only the very first pass can end it with exit code 2: a
@@ -101,6 +103,8 @@ def loop(
             monitor.record(report)
             for observer in observers:
                 observer(report)
+            if report.deferred:  # the API budget deferred writes: run the next pass as soon as it can pay for them
+                next_regular = min(next_regular, time.monotonic() + api.writes_ready_in(report.deferred))
             if first and report.cluster_missing:
                 return fail(f"CLUSTER: cluster {config.cluster!r} not found in {where(api)}")
             if first and report.credentials_failed:
