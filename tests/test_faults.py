@@ -251,6 +251,8 @@ def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_met
     every_pass = passes(daemon)
     assert len(every_pass) >= 6
     assert not [e for e in daemon.events if e.get("event") == "pass_failed"]
+    if every_pass[-1][0]["hosts"] == {}:  # SIGTERM came while the last pass waited for a token: it read nothing
+        every_pass.pop()
     for summary, decided in every_pass:
         (counted,) = summary["hosts"].values()
         assert summary["ok"] is True, summary

@@ -136,9 +136,7 @@ def test_a_call_to_a_silent_endpoint_ends_within_the_call_timeout(
     """No attempt starts that could not end within call_timeout: a hung endpoint fails the call in time."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    api = Api(
-        "us-east-1", endpoint_url=silent_endpoint, connect_timeout=0.2, read_timeout=0.5, call_timeout=2.0
-    )
+    api = Api("us-east-1", endpoint_url=silent_endpoint, connect_timeout=0.2, read_timeout=0.5, call_timeout=2.0)
     started = time.monotonic()
     with pytest.raises(TransientError, match="ListServices"):
         api.list_services(CLUSTER)
