@@ -19,6 +19,7 @@ and runs the pass.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ def _get_runtime() -> _Runtime:
     """
     global _runtime
     if _runtime is None:
-        config = settings.load([], os.environ)
+        # One pass per invocation and no loop to run the next one: like --once, a pass sends every write,
+        # each waiting for its token of the API budget, instead of deferring some.
+        config = dataclasses.replace(settings.load([], os.environ), once=True)
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
         # A pass here keeps no scale-down hold, so every agent change can change a decision.

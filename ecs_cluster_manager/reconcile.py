@@ -418,9 +418,9 @@ def _apply(
     assert decision.service_arn is not None and decision.target is not None
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
-    except Throttled:  # throttled through every retry: the next pass, when the budget pays again, decides again
-        return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
     except EcsError as error:
+        if isinstance(error, Throttled) and not config.once:  # the next pass, when the budget pays, decides again
+            return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
         return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
     report.write_times.append(time.time())
     return decision

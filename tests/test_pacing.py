@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from structlog.testing import capture_logs
 
 from ecs_cluster_manager import config as settings
+from ecs_cluster_manager import reconcile
 from ecs_cluster_manager.ecs import Api
 from ecs_cluster_manager.reconcile import DEFERRED_REASON, Memory, run_pass
 from localecs import LocalECS
 
 CLUSTER = "prod"
 DISTINCT = [{"type": "distinctInstance"}]
+
+
+class Log:
+    """Stands in for reconcile's logger: keeps each event with its fields."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.events.append({"event": event, **fields})
+
+    error = info
 
 
 class Clock:
@@ -31,7 +45,9 @@ def local(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> LocalECS:
     return ecs
 
 
-def test_a_pass_writes_what_the_budget_pays_scale_ups_first_then_the_longest_waiting(local: LocalECS) -> None:
+def test_a_pass_writes_what_the_budget_pays_scale_ups_first_then_the_longest_waiting(
+    local: LocalECS, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Write burst 5 (API_BUDGET=0.1): 4 scale-ups and 1 scale-down now, the rest deferred and decided again later."""
     ups, downs = ["up1", "up2", "up3", "up4"], ["down1", "down2", "down3", "down4"]
     for name in downs + ups:  # the scale-downs come first in SERVICES: order alone does not decide
@@ -41,13 +57,14 @@ def test_a_pass_writes_what_the_budget_pays_scale_ups_first_then_the_longest_wai
     config = settings.load([], {"CLUSTER": CLUSTER, "SERVICES": " ".join([*downs, *ups]), "API_BUDGET": "0.1"})
     memory = Memory()
 
-    with capture_logs() as logs:
-        first = run_pass(api, config, memory)
+    log = Log()
+    monkeypatch.setattr(reconcile, "log", log)
+    first = run_pass(api, config, memory)
     assert first.deferred == 3 and first.ok
     assert sorted(d.service for d in first.decisions if d.action == "update") == ["down1", *ups]
     assert sorted(d.service for d in first.decisions if d.reason == DEFERRED_REASON) == ["down2", "down3", "down4"]
     assert {local.desired_count(CLUSTER, name) for name in ups} == {2}
-    assert [e["deferred"] for e in logs if e["event"] == "pass"] == [3]
+    assert [e["deferred"] for e in log.events if e["event"] == "pass"] == [3] and first.summary()["deferred"] == 3
 
     # A service that starts wanting a write later waits behind those deferred before it.
     local.create_service(CLUSTER, "late", desired_count=10, placement_constraints=DISTINCT)
