@@ -2,6 +2,8 @@
 
 Progress goes to stderr, the Markdown to stdout and to --output. `--quick` runs
 a smaller matrix with fewer repetitions, for working on the benchmark itself.
+`--storm-only` runs only the scale-out storm (about 3 minutes) and replaces its
+section of --output, leaving the rest of the file as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from localecs import LocalECS
 
-from . import events, measure, report
+from . import events, measure, report, storm
 from .measure import Repetitions, Row
 
 FULL_HOSTS = (10, 100, 1000, 5000)
@@ -33,6 +35,9 @@ STEADY_HOSTS = 1000
 # the local API fell behind the events' schedule.
 STEADY_SCALE = {events.EVENTS: 100.0, events.POLLING: 100.0}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
+# The scale-out storm of issue 15: 30 services, 200 hosts joining at 5 a second.
+STORM_SERVICES, STORM_HOSTS, STORM_RATE = 30, 200, 5.0
+QUICK_STORM_SERVICES, QUICK_STORM_HOSTS = 10, 40
 
 
 def _sizes(raw: str) -> tuple[int, ...]:
@@ -57,6 +62,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds each (size, algorithm) may spend on passes for memory beyond the timed ones (default 6)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the Markdown")
+    parser.add_argument(
+        "--storm-only",
+        action="store_true",
+        help="run only the scale-out storm and replace its section of --output (about 3 minutes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -285,6 +295,11 @@ def run(args: argparse.Namespace) -> report.Results:
         local.disable_events("steady")  # no cluster publishes events from here on
         steady_hour(events.POLLING, POLLING_INTERVAL)
 
+        # The scale-out storm, while no other daemon runs (its calls are noted by a fault hook).
+        storm_started = time.monotonic()
+        results.storms = run_storms(local, quick, workdir.name, progress)
+        results.storm_elapsed = time.monotonic() - storm_started
+
         # Polling latency at INTERVAL=30: a trial is about 30 s (a random wait, then the rest of the cycle),
         # so it runs on several small clusters at once, alongside the matrix; those daemons' calls carry
         # their own User-Agent app id and are left out of the matrix's counts.
@@ -346,8 +361,34 @@ def run(args: argparse.Namespace) -> report.Results:
     return results
 
 
+def run_storms(local: LocalECS, quick: bool, workdir: str, progress: Clock) -> list[storm.Storm]:
+    services, hosts = (QUICK_STORM_SERVICES, QUICK_STORM_HOSTS) if quick else (STORM_SERVICES, STORM_HOSTS)
+    return storm.storms(local, services, hosts, STORM_RATE, workdir, progress)
+
+
+def storm_only(args: argparse.Namespace) -> int:
+    """Run the storm alone and put its section into --output in place of the old one (or at its end)."""
+    progress = Clock()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir, LocalECS() as local:
+        progress(f"local ECS API at {local.endpoint_url}")
+        section = "\n".join(report.storm_section(run_storms(local, args.quick, workdir, progress)))
+    sys.stdout.write(section)
+    text = args.output.read_text(encoding="utf-8") if args.output.exists() else "# Benchmark results\n"
+    start = text.find(report.STORM_HEADING)
+    if start < 0:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(report.STORM_HEADING))
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
+    args.output.write_text(text.rstrip() + "\n", encoding="utf-8")
+    print(f"wrote the storm section of {args.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.storm_only:
+        return storm_only(args)
     results = run(args)
     markdown = report.render(results)
     sys.stdout.write(markdown)

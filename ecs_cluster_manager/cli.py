@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     try:
-        api = Api(config.region, config.profile, stop=stop)
+        api = Api(config.region, config.profile, stop=stop, api_budget=config.api_budget)
     except CredentialsError as error:
         return _fail(str(error))
 

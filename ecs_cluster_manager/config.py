@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import __version__
+from .budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
@@ -41,13 +42,14 @@ VARIABLES = (
     "HEARTBEAT_FILE",
     "EVENTS_QUEUE_URL",
     "RESYNC",
+    "API_BUDGET",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")  # and the empty value
 # What `check` reads besides the command; any other flag is refused there rather than ignored.
 CHECK_OPTIONS = frozenset(
     {"cluster", "services", "service_regex", "managed_tag", "region", "profile", "log_level", "log_format"}
-    | {"json_output", "help", "version"}
+    | {"json_output", "help", "version", "api_budget"}
 )
 
 # Service names: letters, digits, hyphens and underscores, up to 255 (ECS's own rule).
@@ -101,6 +103,7 @@ class Config:
     heartbeat_file: str = DEFAULT_HEARTBEAT_FILE
     events_queue_url: str | None = None
     resync: float = DEFAULT_RESYNC
+    api_budget: float = DEFAULT_API_BUDGET  # the share of each ECS throttling bucket the manager may spend
     command: str = "run"
     json_output: bool = False
 
@@ -196,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQS queue URL of this cluster's ECS container instance state-change events: react to host "
         "changes in about a second (EVENTS_QUEUE_URL, default off)",
     )
+    parser.add_argument(
+        "--api-budget",
+        help="share of each ECS API throttling bucket the manager may spend, > 0 and <= 1 "
+        f"(API_BUDGET, default {DEFAULT_API_BUDGET:g})",
+    )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
 
@@ -225,6 +233,16 @@ def parse_interval(raw: str, name: str) -> float:
         raise ConfigError(f"{name}: expected a number of seconds > 0, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}: expected a finite number of seconds > 0, got {raw!r}")
+    return value
+
+
+def parse_share(raw: str, name: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}")
     return value
 
 
@@ -417,6 +435,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     raw, name = pick(args.resync, "--resync", "RESYNC")
     resync = parse_interval(raw, name) if raw is not None else DEFAULT_RESYNC
+    raw, name = pick(args.api_budget, "--api-budget", "API_BUDGET")
+    api_budget = parse_share(raw, name) if raw is not None else DEFAULT_API_BUDGET
 
     return Config(
         cluster=cluster,
@@ -437,6 +457,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         heartbeat_file=heartbeat_file,
         events_queue_url=events_queue_url,
         resync=resync,
+        api_budget=api_budget,
         command=command,
         json_output=bool(args.json_output),
     )

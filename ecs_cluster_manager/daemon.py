@@ -1,9 +1,12 @@
 """The loop: a reconcile pass every INTERVAL, and with EVENTS_QUEUE_URL one more whenever events matter.
 
 With an events queue, an events source (events.py) long-polls it in a thread of
-its own and wakes the loop when a relevant change arrives; the changes that
-arrive together (see EventSource.settle) make one event pass.
-The INTERVAL passes go on as the safety net and the full recount.
+its own and hands the changes to this loop, which takes them into the host
+store (the loop's thread is its only writer); the relevant changes that arrive
+together (see `gather`) make one event pass. The INTERVAL passes go on as the
+safety net and the resync, and a due one always runs, however many events
+arrive. When the API budget deferred some writes, a pass that decides again
+from the store runs as soon as the budget can pay for them, not after INTERVAL.
 
 Transient faults never end the loop: a failed pass is logged and the next one
 runs on schedule. Only the very first pass can end it with exit code 2: a
@@ -103,24 +106,33 @@ def loop(
     wake = threading.Event()  # set by the events source when changes wait, and on stop
     source: EventSource | None = None
     next_regular = time.monotonic()
+    followup: float | None = None  # when the API budget can pay for writes a pass deferred
     try:
         while not stop.is_set():
             changes: list[InstanceChange] | None = None
+            due = min(next_regular, followup if followup is not None else next_regular)
             if source is not None and memory is not None:
-                if time.monotonic() < next_regular and wake.wait(max(0.0, next_regular - time.monotonic())):
+                if time.monotonic() < due and wake.wait(max(0.0, due - time.monotonic())):
                     if stop.is_set():
                         break
                     changes = gather(source, memory, stop) or None
-                    if changes is None and time.monotonic() < next_regular:
+                    if changes is None and time.monotonic() < due:
                         continue
-                if changes is None:  # a regular pass is due: it runs whatever arrives, after taking in what waits
+                if changes is None and time.monotonic() >= next_regular:
+                    # A regular pass is due: it runs whatever arrives, after taking in what waits.
                     absorb(source, memory, source.take())
+            if changes is None and followup is not None and time.monotonic() < next_regular:
+                # Deferred writes, decided again from the store as it is now: no listing.
+                changes = []
             if changes is None:
                 next_regular = time.monotonic() + config.interval
+            followup = None
             report = run_pass(api, config, memory, stop=stop, identity=identity, changes=changes)
             monitor.record(report)
             for observer in observers:
                 observer(report)
+            if report.deferred and not config.once:  # the budget deferred writes: run a pass as soon as it can pay
+                followup = time.monotonic() + api.writes_ready_in(report.deferred)
             if first and report.cluster_missing:
                 return fail(f"CLUSTER: cluster {config.cluster!r} not found in {where(api)}")
             if first and report.credentials_failed:
@@ -148,7 +160,7 @@ def loop(
                     return fail(problem)
                 _start_events(source, config, stop, wake, monitor)
             elif source is None:
-                stop.wait(max(0.0, next_regular - time.monotonic()))
+                stop.wait(max(0.0, min(next_regular, followup or next_regular) - time.monotonic()))
     finally:
         if source is not None:
             # A long poll in flight is not waited for: messages it receives come back after their

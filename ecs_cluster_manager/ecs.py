@@ -1,29 +1,26 @@
-"""The thin boto3 wrapper: the only code in the project that talks to AWS.
+"""The ECS gateway: the ECS calls the manager makes, on the one transport (transport.py).
 
-One client per process with botocore's `standard` retry mode, a bounded tenacity
-retry on top for transient faults, complete paging, DescribeServices in batches
-of ten, and botocore errors translated into the small exception types below.
-Everything returned is a plain dataclass, never a raw response.
+Complete paging, DescribeServices in batches of ten, and plain dataclasses out,
+never a raw response. Every call goes through `_call`, so the transport meters
+it, pays for it from the API budget, retries it and translates its errors. The
+CloudFormation and SQS calls have gateways of their own (cloudformation.py,
+sqs.py); `Api` keeps one-line delegates to them so callers need one object.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import structlog
-import tenacity
 
+from .budget import DEFAULT_SHARE, SERVICE_MODIFY, Budget
+from .cloudformation import CloudFormation
 from .models import (
     ContainerInstance,
     PlacementConstraint,
@@ -32,6 +29,24 @@ from .models import (
     ServiceFailure,
     ServiceLookup,
     TaskIdentity,
+)
+from .sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
+from .transport import (
+    DEFAULT_ATTEMPTS,
+    THROTTLING_CODES,
+    TRANSIENT_CODES,
+    AccessDenied,
+    ClusterNotFound,
+    CredentialsError,
+    EcsError,
+    Gateway,
+    RequestRejected,
+    ShuttingDown,
+    Throttled,
+    TransientError,
+    Transport,
+    is_transient,
+    translate,
 )
 
 log = structlog.get_logger(__name__)
@@ -42,60 +57,30 @@ LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
 DESCRIBE_CONTAINER_INSTANCES_BATCH = 100  # the API's limit per call
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
-SQS_MAX_WAIT_SECONDS = 20  # SQS's longest long poll (ReceiveMessage WaitTimeSeconds)
-DELETE_MESSAGE_BATCH = 10  # SQS's limit per DeleteMessageBatch
 AGENT_CONNECTED = "agentConnected == true"
 # Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
 AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
 
-THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestThrottled",
-    }
-)
-TRANSIENT_CODES = THROTTLING_CODES | {
-    "ServerException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-    "InternalError",
-    "InternalServerError",
-    "RequestTimeout",
-    "RequestTimeoutException",
-}
-
-
-class EcsError(Exception):
-    """An AWS call failed; the message says which call and why."""
-
-
-class ShuttingDown(Exception):  # noqa: N818 - a state, not an error
-    """A shutdown was requested, so no new request is sent; the pass ends where it is."""
-
-
-class TransientError(EcsError):
-    """Throttling, a 5xx answer, a timeout or a dropped connection that outlived the retries."""
-
-
-class ClusterNotFound(EcsError):
-    """The cluster does not exist (in this account and region)."""
-
-
-class AccessDenied(EcsError):
-    """The credentials in use may not make this call."""
-
-
-class RequestRejected(EcsError):
-    """The API refused the request itself (invalid parameter, unknown service, ...)."""
-
-
-class CredentialsError(EcsError):
-    """No usable credentials, profile or region: a configuration problem."""
+__all__ = [
+    "AGENT_CONNECTED",
+    "DELETE_MESSAGE_BATCH",
+    "SQS_MAX_WAIT_SECONDS",
+    "THROTTLING_CODES",
+    "TRANSIENT_CODES",
+    "AccessDenied",
+    "Api",
+    "ClusterNotFound",
+    "CredentialsError",
+    "EcsError",
+    "RequestRejected",
+    "ShuttingDown",
+    "Throttled",
+    "TransientError",
+    "host_filter",
+    "is_transient",
+    "task_identity",
+    "translate",
+]
 
 
 def host_filter(member_of: Iterable[str] = ()) -> str:
@@ -104,55 +89,21 @@ def host_filter(member_of: Iterable[str] = ()) -> str:
     return " and ".join(parts)
 
 
-def is_transient(error: BaseException) -> bool:
-    if isinstance(error, botocore.exceptions.ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-        return code in TRANSIENT_CODES or status >= 500
-    return isinstance(
-        error,
-        botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError,
-    )
-
-
-def translate(error: BaseException, operation: str) -> EcsError:
-    """Turn a botocore error into one of the project's exception types."""
-    if isinstance(error, EcsError):
-        return error
-    if isinstance(error, botocore.exceptions.ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        message = error.response.get("Error", {}).get("Message", "") or str(error)
-        text = f"{operation}: {code}: {message}"
-        if code == "ClusterNotFoundException":
-            return ClusterNotFound(text)
-        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException"}:
-            return AccessDenied(text)
-        if code in {"ExpiredTokenException", "InvalidClientTokenId", "InvalidSignatureException"}:
-            return CredentialsError(text)
-        if is_transient(error):
-            return TransientError(text)
-        return RequestRejected(text)
-    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
-        return CredentialsError(f"{operation}: {error}")
-    if is_transient(error):
-        return TransientError(f"{operation}: {type(error).__name__}: {error}")
-    if isinstance(error, botocore.exceptions.BotoCoreError):
-        return EcsError(f"{operation}: {type(error).__name__}: {error}")
-    return EcsError(f"{operation}: {error}")
-
-
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-class Api:
-    """The AWS calls the manager makes, with retries, paging and batching.
+class Api(Gateway):
+    """The ECS calls the manager makes, with paging and batching, on a transport that budgets and retries them.
 
-    Create one per process and keep it: the boto3 client inside is reused.
-    `stop` is an event that, once set, ends waits between retries at once so a
-    SIGTERM is not held up by a backoff.
+    Create one per process and keep it: the transport and its clients are reused.
+    `stop` is an event that, once set, ends waits (for a token, between retries)
+    at once so a SIGTERM is not held up. `api_budget` is the share of each ECS
+    throttling bucket the manager may spend (API_BUDGET); None sends unbudgeted.
     """
+
+    service = "ecs"
 
     def __init__(
         self,
@@ -160,58 +111,89 @@ class Api:
         profile: str | None = None,
         *,
         stop: threading.Event | None = None,
-        attempts: int = 4,
+        attempts: int = DEFAULT_ATTEMPTS,
         max_backoff: float = 8.0,
-        botocore_attempts: int = 2,
+        botocore_attempts: int = 1,
         connect_timeout: float = 5.0,
         read_timeout: float = 10.0,
         endpoint_url: str | None = None,
+        api_budget: float | None = DEFAULT_SHARE,
+        call_timeout: float = 30.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self.stop = stop or threading.Event()
-        self.attempts = attempts
-        self.max_backoff = max_backoff
-        self.calls: Counter[tuple[str, str]] = Counter()  # (operation, outcome) per HTTP attempt
-        self.retries: Counter[str] = Counter()  # tenacity retries by operation
-        self._lock = threading.Lock()
-        self.on_call: Callable[[str, str], None] | None = None
-        # The HTTP attempt on the wire, if any: (operation, monotonic start). Read by the signal handler.
-        self.in_flight: tuple[str, float] | None = None
-        self.read_timeout = read_timeout
-        self.botocore_attempts = botocore_attempts
-        # Per-call DEBUG events cost a few dict lookups per call, so they are only wired when DEBUG is on.
-        self._debug = log.is_enabled_for(logging.DEBUG)
-        self._page_numbers: dict[str, int] = {}
-        try:
-            session = boto3.session.Session(region_name=region, profile_name=profile)
-        except botocore.exceptions.ProfileNotFound as error:
-            raise CredentialsError(f"AWS_PROFILE / --profile: {error}") from None
-        if not session.region_name:
-            raise CredentialsError("AWS_REGION / --region: no AWS region configured")
-        client_config = botocore.config.Config(
-            retries={"mode": "standard", "total_max_attempts": botocore_attempts},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            user_agent_extra="ecs-cluster-manager",
+        budget = None
+        if api_budget is not None:
+            budget = Budget(api_budget, clock) if clock is not None else Budget(api_budget)
+        super().__init__(
+            Transport(
+                region,
+                profile,
+                stop=stop,
+                attempts=attempts,
+                max_backoff=max_backoff,
+                botocore_attempts=botocore_attempts,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                call_timeout=call_timeout,
+                endpoint_url=endpoint_url,
+                budget=budget,
+            )
         )
-        try:
-            self._ecs = session.client("ecs", config=client_config, endpoint_url=endpoint_url)
-        except botocore.exceptions.NoRegionError:
-            raise CredentialsError("AWS_REGION / --region: no AWS region configured") from None
-        except ValueError as error:  # botocore's "Invalid endpoint: ..." for a malformed AWS_ENDPOINT_URL(_ECS)
-            raise CredentialsError(f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECS: {error}") from None
-        self._session = session
-        self._client_config = client_config
-        self._endpoint_url = endpoint_url
-        self._cloudformation: Any = None
-        self._sqs: Any = None
-        self._register_hooks(self._ecs, "ecs")
+        self._ecs = self.transport.client("ecs")
+        self._cloudformation: CloudFormation | None = None
+        self._sqs: Sqs | None = None
 
-    def _register_hooks(self, client: Any, service: str) -> None:
-        events = client.meta.events
-        events.register(f"before-send.{service}.*", self._mark_sent)
-        events.register(f"response-received.{service}.*", self._count_response)
-        if self._debug:
-            events.register(f"before-parameter-build.{service}.*", self._number_page)
+    # -- the transport, as callers knew it -------------------------------------
+
+    @property
+    def stop(self) -> threading.Event:
+        return self.transport.stop
+
+    @property
+    def attempts(self) -> int:
+        return self.transport.attempts
+
+    @property
+    def max_backoff(self) -> float:
+        return self.transport.max_backoff
+
+    @property
+    def read_timeout(self) -> float:
+        return self.transport.read_timeout
+
+    @property
+    def botocore_attempts(self) -> int:
+        return self.transport.botocore_attempts
+
+    @property
+    def budget(self) -> Budget | None:
+        return self.transport.budget
+
+    @property
+    def calls(self) -> Counter[tuple[str, str]]:
+        """HTTP attempts by (operation, outcome), every service included."""
+        return self.transport.calls
+
+    @property
+    def retries(self) -> Counter[str]:
+        return self.transport.retries
+
+    @property
+    def on_call(self) -> Callable[[str, str], None] | None:
+        return self.transport.on_call
+
+    @on_call.setter
+    def on_call(self, hook: Callable[[str, str], None] | None) -> None:
+        self.transport.on_call = hook
+
+    @property
+    def in_flight(self) -> tuple[str, float] | None:
+        return self.transport.in_flight
+
+    @property
+    def total_calls(self) -> int:
+        """The loop's HTTP attempts (ECS and CloudFormation): the events thread's SQS calls are not in it."""
+        return self.transport.total_calls("ecs", "cloudformation")
 
     @property
     def region(self) -> str:
@@ -228,100 +210,15 @@ class Api:
         host = (urllib.parse.urlsplit(self.endpoint).hostname or "").lower()
         return None if host.endswith(AWS_ENDPOINT_SUFFIXES) else self.endpoint
 
-    def _number_page(self, *, params: Mapping[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
-        """DEBUG only: number the pages of a listing (1 for a call without a nextToken)."""
-        operation = kwargs.get("event_name", "").rsplit(".", 1)[-1]
-        if not operation.startswith("List"):
-            return
-        page = self._page_numbers.get(operation, 0) + 1 if params.get("nextToken") or params.get("NextToken") else 1
-        self._page_numbers[operation] = page
-        context["ecm_page"] = page
+    # -- the write budget --------------------------------------------------------
 
-    def _mark_sent(self, *, request: Any, **kwargs: Any) -> None:
-        """Note the attempt going on the wire: its start time (for DEBUG) and what a shutdown waits for."""
-        started = time.monotonic()
-        context = getattr(request, "context", None)
-        if isinstance(context, dict):
-            context["ecm_sent"] = started
-        self.in_flight = (kwargs.get("event_name", "").rsplit(".", 1)[-1], started)
+    def writes_available(self) -> int | None:
+        """UpdateService calls the budget can pay for now without waiting; None without a budget."""
+        return None if self.budget is None else self.budget.available(SERVICE_MODIFY)
 
-    @property
-    def total_calls(self) -> int:
-        with self._lock:
-            return sum(self.calls.values())
-
-    def _count_response(self, *, context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        """Count each HTTP attempt by operation and outcome (ok, throttled, error, unreachable)."""
-        response = kwargs.get("response_dict") or {}
-        parsed = kwargs.get("parsed_response") or {}
-        exception = kwargs.get("exception")
-        operation = (context or {}).get("operation_name") or kwargs.get("event_name", "").rsplit(".", 1)[-1]
-        status = response.get("status_code", 0) or 0
-        code = (parsed.get("Error") or {}).get("Code", "") if isinstance(parsed, Mapping) else ""
-        if exception is not None and not response:
-            outcome = "unreachable"
-        elif code in THROTTLING_CODES:
-            outcome = "throttled"
-        elif 200 <= status < 300:
-            outcome = "ok"
-        else:
-            outcome = "error"
-        with self._lock:
-            self.calls[(operation, outcome)] += 1
-        self.in_flight = None
-        if self._debug:
-            sent = (context or {}).get("ecm_sent")
-            log.debug(
-                "api_call",
-                operation=operation,
-                duration=round(time.monotonic() - sent, 3) if sent is not None else None,
-                outcome=outcome,
-                status=status or None,
-                error=code or (type(exception).__name__ if exception is not None else None),
-                page=(context or {}).get("ecm_page"),
-            )
-        if self.on_call is not None:
-            self.on_call(operation, outcome)
-
-    def _sleep(self, seconds: float) -> None:
-        """Back off between retries, waking at once when a shutdown is requested."""
-        self.stop.wait(seconds)
-
-    def _call(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
-        """One API call with bounded retries of transient faults; errors come out translated."""
-        return self._attempt(operation, function, self.attempts, params)
-
-    def _once(self, operation: str, function: Callable[..., T], /, **params: Any) -> T:
-        """One call with botocore's retries only: the events source backs off on its own."""
-        return self._attempt(operation, function, 1, params)
-
-    def _attempt(self, operation: str, function: Callable[..., T], attempts: int, params: Mapping[str, Any]) -> T:
-        if self.stop.is_set():  # ECS kills the task 30 s after SIGTERM: start nothing new
-            raise ShuttingDown(f"{operation}: not sent, shutting down")
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            self.retries[operation] += 1
-            error = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "api_retry",
-                operation=operation,
-                attempt=state.attempt_number,
-                sleep=round(state.upcoming_sleep, 2),
-                error=str(translate(error, operation)) if error else None,
-            )
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_when_event_set(self.stop),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=self.max_backoff),
-            retry=tenacity.retry_if_exception(is_transient),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(function, **params)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise translate(error, operation) from None
+    def writes_ready_in(self, writes: int = 1) -> float:
+        """Seconds until the budget can pay for `writes` UpdateService calls (at most its burst) at once."""
+        return 0.0 if self.budget is None else self.budget.ready_in(SERVICE_MODIFY, writes)
 
     # -- reads -------------------------------------------------------------
 
@@ -386,22 +283,12 @@ class Api:
 
     def stack_status(self, stack_name: str) -> str | None:
         """The status of a CloudFormation stack, or None when it does not exist."""
+        return self._cloudformation_gateway().stack_status(stack_name)
+
+    def _cloudformation_gateway(self) -> CloudFormation:
         if self._cloudformation is None:
-            try:
-                self._cloudformation = self._session.client(
-                    "cloudformation", config=self._client_config, endpoint_url=self._endpoint_url
-                )
-            except ValueError as error:  # a malformed AWS_ENDPOINT_URL_CLOUDFORMATION: skip, do not crash the pass
-                raise EcsError(f"DescribeStacks: {error}") from None
-            self._register_hooks(self._cloudformation, "cloudformation")
-        try:
-            page = self._call("DescribeStacks", self._cloudformation.describe_stacks, StackName=stack_name)
-        except RequestRejected as error:
-            if "does not exist" in str(error):
-                return None
-            raise
-        stacks = page.get("Stacks", [])
-        return str(stacks[0]["StackStatus"]) if stacks else None
+            self._cloudformation = CloudFormation(self.transport)
+        return self._cloudformation
 
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
         """Describe container instances, 100 per call; instances ECS no longer knows are left out."""
@@ -435,17 +322,11 @@ class Api:
 
     def prepare_events(self) -> None:
         """Create the SQS client now, so a malformed AWS_ENDPOINT_URL(_SQS) is a start-up error."""
-        self._sqs_client()
+        self._sqs_gateway().prepare()
 
-    def _sqs_client(self) -> Any:
+    def _sqs_gateway(self) -> Sqs:
         if self._sqs is None:
-            # The read timeout must outlast the longest long poll, or every quiet poll ends in a timeout.
-            config = self._client_config.merge(botocore.config.Config(read_timeout=SQS_MAX_WAIT_SECONDS + 10))
-            try:
-                self._sqs = self._session.client("sqs", config=config, endpoint_url=self._endpoint_url)
-            except ValueError as error:  # a malformed AWS_ENDPOINT_URL_SQS
-                raise CredentialsError(f"AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS: {error}") from None
-            self._register_hooks(self._sqs, "sqs")
+            self._sqs = Sqs(self.transport)
         return self._sqs
 
     def receive_messages(
@@ -459,38 +340,11 @@ class Api:
 
         `visibility_timeout=0` leaves what it receives visible to the next receive.
         """
-        sqs = self._sqs_client()
-        page = self._once(
-            "ReceiveMessage",
-            sqs.receive_message,
-            QueueUrl=queue_url,
-            WaitTimeSeconds=wait_seconds,
-            MaxNumberOfMessages=max_messages,
-            **({} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}),
-        )
-        return [
-            QueueMessage(m.get("MessageId", "?"), m["ReceiptHandle"], m.get("Body", ""))
-            for m in page.get("Messages", [])
-            if "ReceiptHandle" in m
-        ]
+        return self._sqs_gateway().receive_messages(queue_url, wait_seconds, max_messages, visibility_timeout)
 
     def delete_messages(self, queue_url: str, messages: Sequence[QueueMessage]) -> dict[str, str]:
         """Delete messages, ten per call; returns the ones SQS did not delete (message id -> reason)."""
-        sqs = self._sqs_client()
-        failed: dict[str, str] = {}
-        for batch in _chunks(list(messages), DELETE_MESSAGE_BATCH):
-            by_entry = {str(index): message for index, message in enumerate(batch)}
-            page = self._call(
-                "DeleteMessageBatch",
-                sqs.delete_message_batch,
-                QueueUrl=queue_url,
-                Entries=[{"Id": key, "ReceiptHandle": m.receipt_handle} for key, m in by_entry.items()],
-            )
-            # HTTP 200 still reports failures entry by entry.
-            for failure in page.get("Failed", []):
-                message = by_entry.get(str(failure.get("Id")))
-                failed[message.message_id if message else "?"] = str(failure.get("Message") or failure.get("Code"))
-        return failed
+        return self._sqs_gateway().delete_messages(queue_url, messages)
 
     # -- writes ------------------------------------------------------------
 

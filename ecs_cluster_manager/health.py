@@ -105,6 +105,7 @@ class Monitor:
             self.metrics.observe(report)
             if self.api is not None:
                 self.metrics.count_retries(self.api.retries)
+                self.metrics.count_budget_waits(self.api.transport.budget_waited)
             if self.events is not None:
                 self.metrics.count_events(self.events.snapshot())
         if report.observed:

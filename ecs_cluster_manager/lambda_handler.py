@@ -63,12 +63,15 @@ def _get_runtime() -> _Runtime:
     """
     global _runtime
     if _runtime is None:
-        config = settings.load([], os.environ)
+        # One pass per invocation and no loop to run the next one: like --once, a pass sends every write,
+        # each waiting for its token of the API budget, instead of deferring some.
+        config = dataclasses.replace(settings.load([], os.environ), once=True)
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
         # A pass here keeps no scale-down hold and lists every filter, so every agent change can change a decision.
         memory = reconcile.Memory(hold=0.0, resync=0.0)
-        _runtime = _Runtime(config=config, api=Api(config.region, config.profile), memory=memory)
+        api = Api(config.region, config.profile, api_budget=config.api_budget)
+        _runtime = _Runtime(config=config, api=api, memory=memory)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
 

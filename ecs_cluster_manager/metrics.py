@@ -55,6 +55,7 @@ _REASON_CODES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^schedulingStrategy is ", "unmanageable"),
         (r"^launchType \S+ does not run on container instances", "unmanageable"),
         (r"^shutting down\b", "shutting_down"),
+        (r"^deferred\b", "deferred"),
     )
 )
 REASON_CODES = frozenset({code for _, code in _REASON_CODES} | {OTHER_REASON})
@@ -89,6 +90,7 @@ class Metrics:
         self._hosts_labels: set[str] = set()
         self._service_labels: set[str] = set()
         self._retries_seen: dict[str, int] = {}
+        self._waits_seen: dict[str, float] = {}
         self._events_seen: dict[str, int] = {}
         self._events_lock = threading.Lock()  # the events thread and the loop both report
         r = self.registry
@@ -108,6 +110,23 @@ class Metrics:
         )
         self.api_retries = Counter(
             f"{PREFIX}_api_retries", "Calls retried after a transient fault, by operation.", ["operation"], registry=r
+        )
+        self.api_budget_wait = Counter(
+            f"{PREFIX}_api_budget_wait_seconds",
+            "Seconds ECS calls waited for a token of the API budget (API_BUDGET), by throttling category.",
+            ["category"],
+            registry=r,
+        )
+        self.api_throttled = Counter(
+            f"{PREFIX}_api_throttled",
+            "HTTP attempts the API throttled anyway (ThrottlingException: others share the bucket), by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.writes_deferred = Counter(
+            f"{PREFIX}_writes_deferred",
+            "UpdateService calls a pass deferred to a later pass because the API budget could not pay for them.",
+            registry=r,
         )
         self.hosts = Gauge(
             f"{PREFIX}_hosts", "Eligible container instances per host filter, as of the last successful pass.",
@@ -175,6 +194,16 @@ class Metrics:
     def count_call(self, operation: str, outcome: str) -> None:
         """Api.on_call hook: one HTTP attempt."""
         self.api_calls.labels(operation=operation, outcome=outcome).inc()
+        if outcome == "throttled":
+            self.api_throttled.labels(operation=operation).inc()
+
+    def count_budget_waits(self, waited: Mapping[str, float]) -> None:
+        """Add what the transport's budget_waited (running seconds by category) gained since the last call."""
+        for category, total in list(waited.items()):
+            gained = total - self._waits_seen.get(category, 0.0)
+            if gained > 0:
+                self.api_budget_wait.labels(category=category).inc(gained)
+            self._waits_seen[category] = total
 
     def count_retries(self, retries: Mapping[str, int]) -> None:
         """Add what Api.retries (a running total by operation) gained since the last call."""
@@ -220,6 +249,8 @@ class Metrics:
             for written in report.write_times:
                 self.event_to_update.observe(max(0.0, written - report.event_time))
         self.pass_duration.observe(report.duration)
+        if report.deferred:
+            self.writes_deferred.inc(report.deferred)
         if not report.observed:
             self.passes_failed.inc()
         else:

@@ -20,7 +20,7 @@ import structlog
 from . import plan
 from .config import Config
 from .counting import RESYNC, Counted, Counting
-from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
+from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, Throttled, host_filter
 from .events import InstanceChange, oldest_time
 from .hosts import HostStore
 from .models import Service, TaskIdentity
@@ -42,6 +42,7 @@ class PassReport:
     trigger: str = "interval"  # what started the pass: "interval", or "event" (state-change events)
     event_time: float | None = None  # the oldest event of an event pass (Unix time)
     write_times: list[float] = field(default_factory=list)  # Unix time of each UpdateService that succeeded
+    deferred: int = 0  # writes the API budget could not pay for now: the next pass decides them again
     decisions: list[plan.Decision] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
     cluster_missing: bool = False
@@ -80,6 +81,7 @@ class PassReport:
             "dry_run": self.count(plan.DRY_RUN),
             "skipped": self.count(plan.SKIP),
             "failed_services": self.failed_services,
+            "deferred": self.deferred,
             "errors": list(self.errors),
             "decisions": [
                 {
@@ -127,6 +129,8 @@ class Memory:
         self.counting = Counting(self.store, resync=resync, interval=interval)
         # (service ARN, check code) of each misconfiguration already logged, so each is logged once, not every pass.
         self.misconfigured: set[tuple[str, str]] = set()
+        # Service ARN -> monotonic time since which a write it wants has been deferred: the longest-waiting go first.
+        self.waiting_since: dict[str, float] = {}
 
     @classmethod
     def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
@@ -324,12 +328,23 @@ def _observe_and_act(
         report.active_hosts[expression] = result.count.active
         report.counting[expression] = result.how
 
-    for service, size in sized:
-        decision = plan.decide(
+    planned = {
+        service.arn: plan.decide(
             service, counted[host_filters[service.arn]].count, size, dry_run=config.dry_run, hold=memory.store.hold
         )
-        if decision.writes:
+        for service, size in sized
+    }
+    now_writable = _pace_writes(api, config, memory, [planned[service.arn] for service, _ in sized])
+    for service, _ in sized:
+        decision = planned[service.arn]
+        # A throttle in this pass spends the budget (transport.py): then the rest wait for the next pass too.
+        if decision.writes and (service.arn not in now_writable or (not config.once and api.writes_available() == 0)):
+            decision = dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
+        elif decision.writes:
             decision = _apply(api, config, decision, stop, report)
+        if decision.reason == DEFERRED_REASON:
+            report.deferred += 1
+            memory.waiting_since.setdefault(service.arn, time.monotonic())
         report.decisions.append(decision)
 
 
@@ -374,6 +389,39 @@ def _cloudformation_guard(
     return kept
 
 
+DEFERRED_REASON = "deferred: the API budget pays for no more writes now; the next pass decides again"
+
+
+def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision]) -> set[str]:
+    """The services whose update this pass may send: as many as the service-modify budget pays for now.
+
+    Scale-ups go first, then the services that have waited longest, so none
+    starves; the rest are deferred, never queued: the next pass, which the loop
+    runs as soon as the budget can pay again, decides them from fresh counts.
+    With --once there is no next pass, so every write is sent (each waits for its token).
+    """
+    wanted = [d for d in decisions if d.writes and d.service_arn is not None]
+    now = time.monotonic()
+    waiting = {arn: since for arn, since in memory.waiting_since.items() if arn in {d.service_arn for d in wanted}}
+    for decision in wanted:
+        waiting.setdefault(str(decision.service_arn), now)
+    available = api.writes_available()
+    if config.once or available is None or available >= len(wanted):
+        memory.waiting_since = {}
+        return {str(d.service_arn) for d in wanted}
+    order = sorted(
+        range(len(wanted)),
+        key=lambda i: (
+            not (wanted[i].target or 0) > (wanted[i].current or 0),  # scale-ups first
+            waiting[str(wanted[i].service_arn)],
+            i,
+        ),
+    )
+    chosen = {str(wanted[i].service_arn) for i in order[:available]}
+    memory.waiting_since = {arn: since for arn, since in waiting.items() if arn not in chosen}
+    return chosen
+
+
 def _apply(
     api: Api, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
 ) -> plan.Decision:
@@ -385,6 +433,8 @@ def _apply(
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
+        if isinstance(error, Throttled) and not config.once:  # the next pass, when the budget pays, decides again
+            return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
         return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
     report.write_times.append(time.time())
     return decision
@@ -421,5 +471,6 @@ def _log_report(config: Config, report: PassReport) -> None:
         dry_run=report.count(plan.DRY_RUN),
         skipped=report.count(plan.SKIP),
         failed_services=report.failed_services,
+        deferred=report.deferred,
         ok=report.ok,
     )

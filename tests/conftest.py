@@ -5,7 +5,7 @@
   LocalECS of this process (`daemon_operations`), printed at the end of the run
   and checked against deploy/iam-policy.json by tests/test_iam_coverage.py.
   The daemon's requests are told apart from the tests' own plain clients by the
-  User-Agent suffix `ecs-cluster-manager` that ecs.py sets.
+  User-Agent suffix `ecs-cluster-manager` that transport.py sets.
 - Tests marked `after_all` run after every other test, so that check sees the
   operations of the whole suite.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from localecs import ApiCall, LocalECS
 
-# ecs.py's botocore `user_agent_extra`: the last token of each of the daemon's User-Agent headers.
+# transport.py's botocore `user_agent_extra`: the last token of each of the daemon's User-Agent headers.
 DAEMON_USER_AGENT = "ecs-cluster-manager"
 AFTER_ALL = "after_all"
 
@@ -30,7 +30,7 @@ class OperationRecorder:
 
     @staticmethod
     def is_daemon_call(call: ApiCall) -> bool:
-        """True when the request came from the code under test (ecs.py's client), not from a test's own client."""
+        """True when the request came from the code under test (transport.py's clients), not a test's own client."""
         return DAEMON_USER_AGENT in call.user_agent.split()
 
     def __init__(self) -> None:

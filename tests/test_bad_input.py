@@ -239,6 +239,12 @@ STARTUP = [
     StartupRow("events-queue-arn", [], {"EVENTS_QUEUE_URL": "arn:aws:sqs:us-east-1:1:q"}, "EVENTS_QUEUE_URL"),
     StartupRow("events-queue-name", [], {"EVENTS_QUEUE_URL": "ecm-events"}, "EVENTS_QUEUE_URL"),
     StartupRow("events-queue-flag-scheme", ["--events-queue-url", "sqs://123456789012/q"], {}, "--events-queue-url"),
+    # API_BUDGET / --api-budget: a share of each ECS API bucket, > 0 and <= 1
+    *(
+        StartupRow(f"api-budget-{v}", [], {"API_BUDGET": v}, "API_BUDGET")
+        for v in ("0", "-0.5", "1.5", "half", "nan", "inf", "50%")
+    ),
+    *(StartupRow(f"api-budget-flag-{v}", ["--api-budget", v], {}, "--api-budget") for v in ("0", "2", "x")),
     # CLOUDFORMATION_GUARD / --no-cloudformation-guard
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
@@ -700,6 +706,7 @@ EMPTY = [
     EmptyRow("METRICS_ADDR", also={"METRICS_PORT": FREE_PORT}, check=_default_metrics_addr),
     EmptyRow("HEARTBEAT_FILE", check=_default_heartbeat),
     EmptyRow("EVENTS_QUEUE_URL", check=_acts_on_a_and_b),  # no events source; the pass acts as without it
+    EmptyRow("API_BUDGET", error="API_BUDGET"),
     # AWS_ENDPOINT_URL="" is boto3's business and would mean the real AWS endpoint: never run here.
 ]
 

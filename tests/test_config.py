@@ -171,3 +171,26 @@ def test_check_takes_its_own_flags_and_unique_prefixes() -> None:
     c = load(["check", "--json", "--cluster", "other", "--managed-tag", "k=v", "--reg", "eu-west-1"], **BASE)
     assert (c.command, c.json_output, c.cluster, c.region) == ("check", True, "other", "eu-west-1")
     assert load(["--interv", "5"], **BASE).interval == 5.0
+def test_api_budget_defaults_to_half_and_accepts_a_share() -> None:
+    """API_BUDGET is half of each ECS bucket by default; --api-budget wins over the variable."""
+    assert load(**BASE).api_budget == 0.5
+    assert load(API_BUDGET="1", **BASE).api_budget == 1.0
+    assert load(["--api-budget", "0.1"], API_BUDGET="1", **BASE).api_budget == 0.1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "name"),
+    [
+        ([], {"API_BUDGET": "0"}, "API_BUDGET"),
+        ([], {"API_BUDGET": "1.01"}, "API_BUDGET"),
+        ([], {"API_BUDGET": "half"}, "API_BUDGET"),
+        ([], {"API_BUDGET": ""}, "API_BUDGET"),
+        (["--api-budget", "-1"], {}, "--api-budget"),
+    ],
+)
+def test_a_bad_api_budget_is_one_line_naming_it(argv: list[str], env: dict[str, str], name: str) -> None:
+    """A share outside (0, 1] is refused with one line that names the variable or the flag."""
+    with pytest.raises(config.ConfigError) as raised:
+        load(argv, **env, **BASE)
+    message = str(raised.value)
+    assert message.startswith(f"{name}: ") and "\n" not in message and "> 0 and <= 1" in message

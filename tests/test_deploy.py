@@ -24,7 +24,8 @@ TAG_POLICY = ROOT / "deploy" / "iam-policy-managed-tag.json"
 TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
 RUN_PY = str(ROOT / "run.py")
 
-ECS_PY = ROOT / "ecs_cluster_manager" / "ecs.py"
+# The gateways: the only modules whose calls reach AWS (through transport.py).
+GATEWAYS = [ROOT / "ecs_cluster_manager" / name for name in ("ecs.py", "cloudformation.py", "sqs.py")]
 
 # How the template's Fn::Sub variables read in the documented policy's placeholders.
 SUBSTITUTIONS = {
@@ -57,13 +58,14 @@ def template() -> dict[str, Any]:
 
 
 def actions_used() -> set[str]:
-    """Every AWS call in ecs.py (the only module that talks to AWS), as the IAM action that allows it.
+    """Every AWS call of the gateways (the only code whose calls reach AWS), as the IAM action that allows it.
 
-    ECS and CloudFormation calls go through the clients `self._ecs` and `self._cloudformation`; the queue's
-    through a local `sqs = self._sqs_client(...)`.
+    ECS calls go through the client `self._ecs`; CloudFormation's and the queue's through a local
+    `cloudformation = self._cloudformation()` and `sqs = self._sqs_client()`.
     """
-    source = ECS_PY.read_text()
+    source = "\n".join(path.read_text() for path in GATEWAYS)
     assert re.search(r"\bsqs = self\._sqs_client\(", source), "the SQS client is no longer the local `sqs`"
+    assert re.search(r"\bcloudformation = self\._cloudformation\(", source), "no local `cloudformation` client"
     calls = re.findall(r'_(?:call|pages|once)\(\s*"(\w+)",\s*(?:self\._)?(ecs|cloudformation|sqs)\.', source)
     return {IAM_ACTIONS.get(f"{service}:{operation}", f"{service}:{operation}") for operation, service in calls}
 
