@@ -17,6 +17,7 @@ from . import __version__
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
+DEFAULT_COVERAGE_GRACE = 120.0  # seconds for ECS to place a host's task before it counts as missing
 DEFAULT_METRICS_ADDR = "0.0.0.0"  # noqa: S104 - the metrics port is opt-in and meant to be scraped
 DEFAULT_HEARTBEAT_FILE = "/tmp/ecs-cluster-manager.heartbeat"  # noqa: S108
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -38,6 +39,7 @@ VARIABLES = (
     "METRICS_ADDR",
     "HEARTBEAT_FILE",
     "EVENTS_QUEUE_URL",
+    "COVERAGE_GRACE",
 )
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
@@ -92,6 +94,7 @@ class Config:
     metrics_addr: str = DEFAULT_METRICS_ADDR
     heartbeat_file: str = DEFAULT_HEARTBEAT_FILE
     events_queue_url: str | None = None
+    coverage_grace: float = DEFAULT_COVERAGE_GRACE
     command: str = "run"
     json_output: bool = False
 
@@ -182,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQS queue URL of this cluster's ECS container instance state-change events: react to host "
         "changes in about a second (EVENTS_QUEUE_URL, default off)",
     )
+    parser.add_argument(
+        "--coverage-grace",
+        help="seconds a host may lack its task before coverage_gap is logged and check fails, >= 0 "
+        f"(COVERAGE_GRACE, default {DEFAULT_COVERAGE_GRACE:g})",
+    )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
 
@@ -211,6 +219,17 @@ def parse_interval(raw: str, name: str) -> float:
         raise ConfigError(f"{name}: expected a number of seconds > 0, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}: expected a finite number of seconds > 0, got {raw!r}")
+    return value
+
+
+def parse_seconds(raw: str, name: str) -> float:
+    """A number of seconds >= 0 (0: at once)."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds >= 0, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {raw!r}")
     return value
 
 
@@ -366,6 +385,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f"{name}: not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT_ID/QUEUE_NAME): {raw!r}"
         )
 
+    raw, name = pick(args.coverage_grace, "--coverage-grace", "COVERAGE_GRACE")
+    coverage_grace = parse_seconds(raw, name) if raw is not None and raw.strip() else DEFAULT_COVERAGE_GRACE
+
     return Config(
         cluster=cluster,
         services=services,
@@ -384,6 +406,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         metrics_addr=metrics_addr,
         heartbeat_file=heartbeat_file,
         events_queue_url=events_queue_url,
+        coverage_grace=coverage_grace,
         command=command,
         json_output=bool(args.json_output),
     )

@@ -20,6 +20,7 @@ import structlog
 from . import plan
 from .config import Config
 from .counting import Counted, HostCounter
+from .coverage import GapWatch
 from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
 from .events import InstanceChange, oldest_time
 from .models import HostCount, Service, TaskIdentity
@@ -111,6 +112,7 @@ class Memory:
     """What the loop carries from one pass to the next: the host counts, with how long each lost agent is lost."""
 
     hosts: HostCounter = field(default_factory=HostCounter)
+    coverage: GapWatch = field(default_factory=GapWatch)  # hosts missing their task, and since when
 
 
 @dataclass(frozen=True)
