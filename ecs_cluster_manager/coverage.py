@@ -195,20 +195,21 @@ def read(
     )
 
 
-def hosts_from_memory(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]] | None:
-    """(eligible, ineligible) host ARNs of a host filter as its last exact count left them in the Memory.
+def eligible_hosts(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(eligible, ineligible) host ARNs of a host filter, as its last exact count left them in the Memory.
 
-    Eligible: the filter's usable hosts. Ineligible: every other ACTIVE host the
-    Memory knows (other filters' hosts, hosts whose agent is lost), plus the
-    hosts that were eligible at an earlier reading and are not now (drained,
-    deregistered), which `GapWatch.left` keeps while a task still runs there.
-    None when the filter has no exact count yet. The one place coverage reads
-    the host state from.
+    The one place coverage takes the host state from; call it once per exact
+    count of the filter. Eligible: the filter's usable hosts. Ineligible: every
+    other ACTIVE host the Memory knows (other filters' hosts, hosts whose agent
+    is lost), plus the hosts that were eligible at an earlier count and are not
+    now (drained, deregistered) while a task is left on them (`GapWatch.left`).
+    None when the filter has no exact count yet.
     """
     kept = memory.hosts.filters.get(host_filter)
     if kept is None:
         return None
     eligible = kept.exact.usable
+    memory.coverage.saw_eligible(host_filter, eligible)
     known: set[str] = set(memory.coverage.left)
     for other in memory.hosts.filters.values():
         known |= other.exact.active

@@ -17,10 +17,10 @@ from typing import Any
 
 import structlog
 
-from . import plan
+from . import coverage, plan
 from .config import Config
 from .counting import Counted, HostCounter
-from .coverage import GapWatch
+from .coverage import Coverage, GapWatch
 from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, host_filter
 from .events import InstanceChange, oldest_time
 from .models import HostCount, Service, TaskIdentity
@@ -48,6 +48,8 @@ class PassReport:
     credentials_failed: bool = False  # no usable credentials (none found, expired, invalid)
     managed: int | None = None  # services the selection found and the pass handled; None when unknown
     stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
+    coverage: dict[str, Coverage] = field(default_factory=dict)  # service name -> coverage read in this pass
+    coverage_errors: dict[str, str] = field(default_factory=dict)  # service name -> why its coverage read failed
 
     @property
     def observed(self) -> bool:
@@ -113,6 +115,7 @@ class Memory:
 
     hosts: HostCounter = field(default_factory=HostCounter)
     coverage: GapWatch = field(default_factory=GapWatch)  # hosts missing their task, and since when
+    logged: dict[str, tuple[object, ...]] = field(default_factory=dict)  # service -> its last decision, as logged
 
 
 @dataclass(frozen=True)
@@ -201,16 +204,17 @@ def run_pass(
     calls_before = api.total_calls
     if scale_down_after is None:
         scale_down_after = config.scale_down_after if memory is not None else 1
+    looping = memory is not None
     if memory is None:
         memory = Memory()
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after, changes)
+        _observe_and_act(api, config, memory, report, stop, identity, scale_down_after, changes, looping)
     except ShuttingDown:
         report.stopped = True
     finally:
         report.duration = time.monotonic() - started
         report.api_calls = api.total_calls - calls_before
-        _log_report(config, report)
+        _log_report(config, report, memory.logged if looping else None)
     return report
 
 
@@ -223,6 +227,7 @@ def _observe_and_act(
     identity: TaskIdentity | None,
     scale_down_after: int,
     changes: Sequence[InstanceChange] | None = None,
+    looping: bool = False,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -324,6 +329,53 @@ def _observe_and_act(
             decision = _apply(api, config, decision, stop, report)
         report.decisions.append(decision)
 
+    if looping:  # coverage needs the gap history the loop keeps; --once and the Lambda handler only size
+        exact = {f for f, result in counted.items() if result.exact} | (recount if recount else set())
+        _read_coverage(api, config, memory, report, sized, host_filters, exact)
+
+
+def _read_coverage(
+    api: Api,
+    config: Config,
+    memory: Memory,
+    report: PassReport,
+    sized: Sequence[tuple[Service, plan.Sizing]],
+    host_filters: dict[str, tuple[str, ...]],
+    exact: set[tuple[str, ...]],
+) -> None:
+    """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
+
+    A failed read is logged and recorded for that service only: it never holds
+    up sizing (which is done) or the other services.
+    """
+    hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
+    now, clock = time.time(), time.monotonic()
+    for service, size in sized:
+        found = hosts.get(host_filters[service.arn])
+        if found is None:
+            continue
+        eligible, ineligible = found
+        try:
+            result = coverage.read(
+                api,
+                config.cluster,
+                service,
+                eligible,
+                ineligible=ineligible,
+                tasks_per_host=size.tasks_per_host,
+                now=now,
+            )
+        except EcsError as error:
+            report.coverage_errors[service.name] = str(error)
+            log.warning("coverage_failed", cluster=config.cluster, service=service.name, error=str(error))
+            continue
+        report.coverage[service.name] = result
+        memory.coverage.observe(config.cluster, result, eligible, clock, config.coverage_grace)
+    if hosts:
+        misplaced = {h.container_instance_arn for c in report.coverage.values() for h in c.misplaced}
+        memory.coverage.keep_left(misplaced, set().union(*(eligible for eligible, _ in hosts.values())))
+        memory.coverage.forget({service.name for service, _ in sized})
+
 
 def _cloudformation_guard(
     api: Api, sized: Iterable[tuple[Service, plan.Sizing]], report: PassReport
@@ -382,9 +434,20 @@ def _apply(
     return decision
 
 
-def _log_report(config: Config, report: PassReport) -> None:
+def _log_report(config: Config, report: PassReport, logged: dict[str, tuple[object, ...]] | None = None) -> None:
+    """Log the pass: one `pass` line, and a `decision` line per service at INFO only when it changed.
+
+    With `logged` (the loop's memory of each service's last decision), a
+    decision equal to the last one (a converged service, the same skip) goes
+    to DEBUG; writes, failures, and a hold's every step stay at INFO or ERROR.
+    Without it (--once, the Lambda handler) every decision is at INFO.
+    """
     for decision in report.decisions:
-        emit = log.error if decision.error else log.info
+        key = (decision.action, decision.current, decision.target, decision.reason)
+        changed = logged is None or logged.get(decision.service) != key or decision.writes
+        if logged is not None:
+            logged[decision.service] = key
+        emit = log.error if decision.error else (log.info if changed else log.debug)
         emit(
             "decision",
             cluster=config.cluster,
@@ -396,6 +459,9 @@ def _log_report(config: Config, report: PassReport) -> None:
             reason=decision.reason,
             dry_run=config.dry_run,
         )
+    if logged is not None and report.observed:
+        for service in set(logged) - {d.service for d in report.decisions}:
+            del logged[service]
     for error in report.errors:
         log.error("pass_failed", cluster=config.cluster, error=error)
     log.info(
