@@ -291,16 +291,26 @@ def coverage_findings(
     summary = f"{found.covered}/{found.eligible} eligible host(s) run a task"
     if found.pending:
         summary += f", {len(found.pending)} starting"
-    findings = [Finding(name, INFO if found.complete else WARNING, "coverage", summary)]
+    # Hosts ECS was not asked to cover yet (desiredCount below the host count) are the daemon's to fix: info.
+    unasked = service.desired_count < found.eligible * max(1, tasks_per_host)
+    gaps = bool(found.extra or found.misplaced) or bool(found.missing and not unasked)
+    findings = [Finding(name, WARNING if gaps else INFO, "coverage", summary)]
     if found.missing:
         since = service.placement_failure_since
         overdue = since is not None and now - since >= grace
         reason = f": {found.reason}" if found.reason else " (ECS reports no placement failure yet)"
         how_long = f" for {now - since:.0f}s" if since is not None else ""
+        if unasked and not overdue:
+            severity, reason = INFO, (
+                f": desiredCount {service.desired_count} is below the {found.eligible} eligible host(s); "
+                "the daemon raises it"
+            )
+        else:
+            severity = ERROR if overdue else WARNING
         findings.append(
             Finding(
                 name,
-                ERROR if overdue else WARNING,
+                severity,
                 "missing-task",
                 f"{len(found.missing)} host(s) without a task{how_long} "
                 f"(COVERAGE_GRACE {grace:g}s): {_named(found.missing)}{reason}",
