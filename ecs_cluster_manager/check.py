@@ -275,8 +275,13 @@ def _eligible_hosts(
     return eligible, findings
 
 
-def _named(hosts: Iterable[coverage.Host]) -> str:
-    return ", ".join(host.ec2_instance_id or host.container_instance_arn.rsplit("/", 1)[-1] for host in hosts)
+NAMED_HOSTS = 10  # hosts named in one line; the JSON document lists them all
+
+
+def _named(hosts: Sequence[coverage.Host]) -> str:
+    names = [host.ec2_instance_id or host.container_instance_arn.rsplit("/", 1)[-1] for host in hosts]
+    more = f" and {len(names) - NAMED_HOSTS} more" if len(names) > NAMED_HOSTS else ""
+    return ", ".join(names[:NAMED_HOSTS]) + more
 
 
 def coverage_findings(
@@ -300,22 +305,16 @@ def coverage_findings(
         overdue = since is not None and now - since >= grace
         reason = f": {found.reason}" if found.reason else " (ECS reports no placement failure yet)"
         how_long = f" for {now - since:.0f}s" if since is not None else ""
-        if unasked and not overdue:
-            severity, reason = INFO, (
-                f": desiredCount {service.desired_count} is below the {found.eligible} eligible host(s); "
-                "the daemon raises it"
+        if not unasked or overdue:  # hosts ECS was not asked to cover yet: the `ok` line says what the daemon sets
+            findings.append(
+                Finding(
+                    name,
+                    ERROR if overdue else WARNING,
+                    "missing-task",
+                    f"{len(found.missing)} host(s) without a task{how_long} "
+                    f"(COVERAGE_GRACE {grace:g}s): {_named(found.missing)}{reason}",
+                )
             )
-        else:
-            severity = ERROR if overdue else WARNING
-        findings.append(
-            Finding(
-                name,
-                severity,
-                "missing-task",
-                f"{len(found.missing)} host(s) without a task{how_long} "
-                f"(COVERAGE_GRACE {grace:g}s): {_named(found.missing)}{reason}",
-            )
-        )
     if found.extra:
         advice = (
             '; add placementConstraints [{"type": "distinctInstance"}] so ECS places one task per host'

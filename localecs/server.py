@@ -993,8 +993,12 @@ class LocalECS:
         attributes: dict[str, str] | None = None,
         instance_type: str = "t3.medium",
         availability_zones: list[str] | None = None,
+        reserved_memory: int = 0,
     ) -> list[str]:
         """Launch ``count`` EC2 instances and register them with the cluster; return their ARNs.
+
+        ``reserved_memory`` MiB of each host are taken from the start, as by
+        tasks placed there before any service's (``task_stopped`` frees them).
 
         Hosts are spread over ``availability_zones`` (default: the region's
         first three). Like real ECS, each carries the ``ecs.instance-type``,
@@ -1027,6 +1031,10 @@ class LocalECS:
                     for ec2_instance in reservation.instances:
                         registered = ecs_backend.register_container_instance(cluster_name, ec2_instance.id)
                         registered.attributes.update(attributes or {})
+                        if reserved_memory:
+                            ecs_backend.update_container_instance_resources(
+                                registered, {"CPU": 0, "MEMORY": reserved_memory, "PORTS": []}
+                            )
                         arns.append(registered.container_instance_arn)
                         if self.events.active:
                             cluster_arn = ecs_backend.clusters[cluster_name].arn
