@@ -2,6 +2,8 @@
 
 Progress goes to stderr, the Markdown to stdout and to --output. `--quick` runs
 a smaller matrix with fewer repetitions, for working on the benchmark itself.
+`--only coverage` runs only the coverage read's part (bench/coverage.py) and
+updates its section of --output in place.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from localecs import LocalECS
 
-from . import events, measure, report
+from . import coverage, events, measure, report
 from .measure import Repetitions, Row
 
 FULL_HOSTS = (10, 100, 1000, 5000)
@@ -57,6 +59,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds each (size, algorithm) may spend on passes for memory beyond the timed ones (default 6)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the Markdown")
+    parser.add_argument(
+        "--only",
+        choices=("coverage",),
+        help="run only this part and update its section of --output (coverage: the coverage read's calls and time)",
+    )
     return parser.parse_args(argv)
 
 
@@ -348,8 +355,10 @@ def run(args: argparse.Namespace) -> report.Results:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only == "coverage":
+        return coverage.main(["--output", str(args.output)])
     results = run(args)
-    markdown = report.render(results)
+    markdown = report.render(results) + "\n" + coverage.render(coverage.measure())
     sys.stdout.write(markdown)
     args.output.write_text(markdown, encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)

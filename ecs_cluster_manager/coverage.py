@@ -34,6 +34,17 @@ RUNNING = "RUNNING"
 STARTING = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 # How many hosts one coverage read looks up for their EC2 ids: one DescribeContainerInstances call.
 DESCRIBED_HOSTS = 100
+# The calls one pass may spend on coverage reads: half the burst of ECS's cluster resource read bucket
+# (100, 20/s), which host counting and every other tool of the account share. Services beyond it are read
+# at the next exact counts, those read longest ago first; the first read of a pass is always made.
+CALLS_PER_PASS = 50
+PAGE = 100  # ListTasks' page and DescribeTasks' batch
+
+
+def read_cost(eligible: int, tasks_per_host: int = 1) -> int:
+    """The calls one coverage read is expected to make: ListTasks pages, DescribeTasks calls, one lookup."""
+    tasks = max(1, eligible * max(1, tasks_per_host))
+    return 2 * -(-tasks // PAGE) + 1
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,7 @@ class GapWatch:
     """
 
     gaps: dict[tuple[str, str], _Gap] = field(default_factory=dict)
+    last_read: dict[str, float] = field(default_factory=dict)  # service -> monotonic time of its last reading
     eligible_before: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
     left: set[str] = field(default_factory=set)
 
@@ -289,7 +301,23 @@ class GapWatch:
                 )
         return overdue
 
+    def due(self, costs: Mapping[str, int], budget: int = CALLS_PER_PASS) -> list[str]:
+        """The services to read in this pass: those read longest ago (never first), within `budget` calls.
+
+        The first is always included, so a service whose read alone exceeds the budget is still read.
+        """
+        chosen: list[str] = []
+        spent = 0
+        for service in sorted(costs, key=lambda name: (self.last_read.get(name, float("-inf")), name)):
+            if chosen and spent + costs[service] > budget:
+                break
+            chosen.append(service)
+            spent += costs[service]
+        return chosen
+
     def forget(self, services: Collection[str]) -> None:
-        """Drop the gaps of services no longer managed."""
+        """Drop the gaps and reading times of services no longer managed."""
         for key in [key for key in self.gaps if key[0] not in services]:
             del self.gaps[key]
+        for service in [name for name in self.last_read if name not in services]:
+            del self.last_read[service]

@@ -345,16 +345,25 @@ def _read_coverage(
 ) -> None:
     """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
 
-    A failed read is logged and recorded for that service only: it never holds
+    At most coverage.CALLS_PER_PASS calls' worth of services per pass, those
+    read longest ago first (GapWatch.due); the others wait for the next exact
+    count. A failed read is logged and recorded for that service only: it never holds
     up sizing (which is done) or the other services.
     """
     hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
     now, clock = time.time(), time.monotonic()
+    readable = {
+        service.name: coverage.read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
+        for service, size in sized
+        if host_filters[service.arn] in hosts
+    }
+    due = set(memory.coverage.due(readable))  # within the pass's share of the API budget
     for service, size in sized:
         found = hosts.get(host_filters[service.arn])
-        if found is None:
+        if found is None or service.name not in due:
             continue
         eligible, ineligible = found
+        memory.coverage.last_read[service.name] = clock
         try:
             result = coverage.read(
                 api,
@@ -446,7 +455,11 @@ def _log_report(config: Config, report: PassReport, logged: dict[str, tuple[obje
         key = (decision.action, decision.current, decision.target, decision.reason)
         changed = logged is None or logged.get(decision.service) != key or decision.writes
         if logged is not None:
-            logged[decision.service] = key
+            # After a write, the next pass finding the service converged at its target is no news.
+            written = decision.action == plan.UPDATE
+            logged[decision.service] = (
+                (plan.UNCHANGED, decision.target, decision.target, "converged") if written else key
+            )
         emit = log.error if decision.error else (log.info if changed else log.debug)
         emit(
             "decision",

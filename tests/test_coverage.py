@@ -183,3 +183,26 @@ def test_left_hosts_stay_known_while_a_task_runs_there() -> None:
     assert watch.left == {"h2"}
     watch.keep_left(set(), {"h1"})
     assert watch.left == set()
+
+
+@pytest.mark.parametrize(
+    ("eligible", "tasks_per_host", "calls"),
+    [(0, 1, 3), (1, 1, 3), (100, 1, 3), (101, 1, 5), (1000, 1, 21), (5000, 1, 101), (60, 2, 5)],
+)
+def test_read_cost_counts_pages_and_the_lookup(eligible: int, tasks_per_host: int, calls: int) -> None:
+    """A read is ListTasks pages plus DescribeTasks calls (100 tasks each) plus one DescribeContainerInstances."""
+    assert coverage.read_cost(eligible, tasks_per_host) == calls
+
+
+def test_reads_are_spread_over_passes_within_the_budget() -> None:
+    """Each pass reads the services read longest ago within the budget; every service gets its turn."""
+    watch = GapWatch()
+    costs = {f"s{i}": 21 for i in range(5)}  # 1,000 hosts each
+    seen: list[list[str]] = []
+    for clock in range(3):
+        due = watch.due(costs, budget=50)
+        seen.append(due)
+        for name in due:
+            watch.last_read[name] = float(clock)
+    assert seen == [["s0", "s1"], ["s2", "s3"], ["s4", "s0"]]
+    assert watch.due({"huge": 101}, budget=50) == ["huge"]  # the first read of a pass is always made

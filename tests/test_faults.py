@@ -250,10 +250,13 @@ def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_met
     every_pass = passes(daemon)
     assert len(every_pass) >= 6
     assert not [e for e in daemon.events if e.get("event") == "pass_failed"]
+    if not every_pass[-1][0]["hosts"]:
+        every_pass.pop()  # SIGTERM came during the last pass (its coverage reads make passes longer): it stopped
     for summary, decided in every_pass:
         (counted,) = summary["hosts"].values()
         assert summary["ok"] is True, summary
-        assert sorted(d["service"] for d in decided) == names
+        # A pass logs a service's decision at INFO only when it differs from the last one: each update, for all.
+        assert sorted(d["service"] for d in decided) == (names if summary["updated"] else [])
         assert all(d["action"] in ("update", "unchanged") and d["target"] == counted for d in decided), decided
     assert sum(summary["updated"] for summary, _ in every_pass) == 4 * len(names)  # 0->2->3->4->5, once each
 
