@@ -236,6 +236,12 @@ STARTUP = [
     StartupRow("events-queue-arn", [], {"EVENTS_QUEUE_URL": "arn:aws:sqs:us-east-1:1:q"}, "EVENTS_QUEUE_URL"),
     StartupRow("events-queue-name", [], {"EVENTS_QUEUE_URL": "ecm-events"}, "EVENTS_QUEUE_URL"),
     StartupRow("events-queue-flag-scheme", ["--events-queue-url", "sqs://123456789012/q"], {}, "--events-queue-url"),
+    # COVERAGE_GRACE / --coverage-grace: seconds >= 0
+    *(
+        StartupRow(f"coverage-grace-{v}", [], {"COVERAGE_GRACE": v}, "COVERAGE_GRACE")
+        for v in ("-1", "abc", "nan", "inf", "2m")
+    ),
+    StartupRow("coverage-grace-flag", ["--coverage-grace", "-5"], {}, "--coverage-grace"),
     # CLOUDFORMATION_GUARD / --no-cloudformation-guard
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
@@ -665,6 +671,7 @@ EMPTY = [
     EmptyRow("METRICS_ADDR", also={"METRICS_PORT": FREE_PORT}, check=_default_metrics_addr),
     EmptyRow("HEARTBEAT_FILE", check=_default_heartbeat),
     EmptyRow("EVENTS_QUEUE_URL", check=_acts_on_a_and_b),  # no events source; the pass acts as without it
+    EmptyRow("COVERAGE_GRACE", check=_acts_on_a_and_b),  # the default grace
     # AWS_ENDPOINT_URL="" is boto3's business and would mean the real AWS endpoint: never run here.
 ]
 
