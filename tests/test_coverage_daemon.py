@@ -170,7 +170,7 @@ def test_task_left_on_a_drained_host_is_misplaced(scheduling: LocalECS, tmp_path
         local.scheduler.hold_stops = True  # a deployment waiting on its minimum healthy percent
         drained = hosts(local)[0]
         local.drain(CLUSTER, drained["containerInstanceArn"])
-        expected = [{"containerInstanceArn": drained["containerInstanceArn"], "ec2InstanceId": drained["ec2InstanceId"]}]
+        expected = [{key: drained[key] for key in ("containerInstanceArn", "ec2InstanceId")}]
         assert daemon.wait_for(lambda: status(port)["services"]["agent"]["coverage"]["misplaced"] == expected), (
             status(port)
         )
