@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env, free_port, http_get
-from localecs import LocalECS
+from localecs import Fault, LocalECS, fault_on
 
 CLUSTER = "cover"
 DISTINCT = [{"type": "distinctInstance"}]
@@ -199,3 +199,27 @@ def test_old_tasks_are_outdated_until_replaced(scheduling: LocalECS) -> None:
     _, checked = check_json(local, SERVICES="agent")
     assert checked["coverage"]["agent"]["outdated"] == []
     assert checked["coverage"]["agent"]["covered"] == 3
+
+
+def test_a_failing_coverage_read_never_holds_up_sizing(scheduling: LocalECS, tmp_path: Path) -> None:
+    """ListTasks denied: the services are still sized, the failure is logged per service and shown in /status."""
+    local = scheduling
+    for name in ("a", "b"):
+        local.create_service(CLUSTER, name, placement_constraints=DISTINCT, deployment_configuration=ROLLING)
+    local.fault_hook = fault_on("ListTasks", Fault.error(400, "AccessDeniedException", "not authorized"))
+    port = free_port()
+    with Daemon(
+        local,
+        CLUSTER=CLUSTER,
+        SERVICES="a b",
+        INTERVAL="0.3",
+        METRICS_PORT=str(port),
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+        assert daemon.wait_for(lambda: [local.desired_count(CLUSTER, n) for n in ("a", "b")] == [3, 3])
+        assert daemon.wait_for(lambda: (status(port)["services"].get("b") or {}).get("coverageError") is not None)
+        failed = {e["service"] for e in daemon.events if e.get("event") == "coverage_failed"}
+        assert failed == {"a", "b"}
+        assert all(e["ok"] for e in daemon.events if e.get("event") == "pass")
+        assert (tmp_path / "hb").exists()  # a pass whose coverage read failed still counts as successful
+        assert daemon.stop() == 0
