@@ -347,8 +347,9 @@ def _read_coverage(
 
     At most coverage.CALLS_PER_PASS calls' worth of services per pass, those
     read longest ago first (GapWatch.due); the others wait for the next exact
-    count. A failed read is logged and recorded for that service only: it never holds
-    up sizing (which is done) or the other services.
+    count. A failed read is logged and recorded for that service, and ends the
+    pass's coverage reads (the rest wait for the next exact count), so a failing
+    API never stretches the pass; sizing is already done by then.
     """
     hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
     now, clock = time.time(), time.monotonic()
@@ -357,12 +358,12 @@ def _read_coverage(
         for service, size in sized
         if host_filters[service.arn] in hosts
     }
-    due = set(memory.coverage.due(readable))  # within the pass's share of the API budget
-    for service, size in sized:
-        found = hosts.get(host_filters[service.arn])
-        if found is None or service.name not in due:
-            continue
-        eligible, ineligible = found
+    order = memory.coverage.due(readable)  # read longest ago first, within the pass's share of the API budget
+    due = set(order)
+    by_name = {service.name: (service, size) for service, size in sized}
+    for name in order:
+        service, size = by_name[name]
+        eligible, ineligible = hosts[host_filters[service.arn]]
         memory.coverage.last_read[service.name] = clock
         try:
             result = coverage.read(
@@ -376,8 +377,12 @@ def _read_coverage(
             )
         except EcsError as error:
             report.coverage_errors[service.name] = str(error)
-            log.warning("coverage_failed", cluster=config.cluster, service=service.name, error=str(error))
-            continue
+            left = sorted(due - set(report.coverage) - set(report.coverage_errors))
+            log.warning(
+                "coverage_failed", cluster=config.cluster, service=service.name, error=str(error), deferred=left
+            )
+            # The API is failing: the other reads wait for the next exact count rather than stretch this pass.
+            break
         report.coverage[service.name] = result
         memory.coverage.observe(config.cluster, result, eligible, clock, config.coverage_grace)
     if hosts:

@@ -235,8 +235,13 @@ def test_a_lost_agent_lowers_only_after_scale_down_after_passes(
         assert daemon.wait_passes(2)
         ecs.set_agent_connected(CLUSTER, four_hosts[1], False)
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=30)
-        reasons = [e["reason"] for e in _decision(daemon, "agent", 0) if e["target"] == 3]
-        assert reasons[:3] == [
+
+        def reasons() -> list[str]:
+            return [e["reason"] for e in _decision(daemon, "agent", 0) if e["target"] == 3]
+
+        # The pass logs its decisions when it ends, after its coverage read: wait for the write's line.
+        assert daemon.wait_for(lambda: len(reasons()) >= 3, timeout=10)
+        assert reasons()[:3] == [
             "agent lost, scale down held (1/3 passes)",
             "agent lost, scale down held (2/3 passes)",
             "scale down: agent lost, held 3/3 passes",

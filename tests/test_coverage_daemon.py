@@ -202,7 +202,8 @@ def test_old_tasks_are_outdated_until_replaced(scheduling: LocalECS) -> None:
 
 
 def test_a_failing_coverage_read_never_holds_up_sizing(scheduling: LocalECS, tmp_path: Path) -> None:
-    """ListTasks denied: the services are still sized, the failure is logged per service and shown in /status."""
+    """ListTasks denied: the services are still sized, the failure is logged and shown in /status, and the
+    pass's remaining coverage reads are deferred rather than each failing in turn."""
     local = scheduling
     for name in ("a", "b"):
         local.create_service(CLUSTER, name, placement_constraints=DISTINCT, deployment_configuration=ROLLING)
@@ -218,8 +219,10 @@ def test_a_failing_coverage_read_never_holds_up_sizing(scheduling: LocalECS, tmp
     ) as daemon:
         assert daemon.wait_for(lambda: [local.desired_count(CLUSTER, n) for n in ("a", "b")] == [3, 3])
         assert daemon.wait_for(lambda: (status(port)["services"].get("b") or {}).get("coverageError") is not None)
-        failed = {e["service"] for e in daemon.events if e.get("event") == "coverage_failed"}
-        assert failed == {"a", "b"}
+        failed = [e for e in daemon.events if e.get("event") == "coverage_failed"]
+        # One failure ends the pass's coverage reads; the services take turns, so each one's failure shows.
+        assert {e["service"] for e in failed} == {"a", "b"}
+        assert all(len(e["deferred"]) <= 1 for e in failed)
         assert all(e["ok"] for e in daemon.events if e.get("event") == "pass")
         assert (tmp_path / "hb").exists()  # a pass whose coverage read failed still counts as successful
         assert daemon.stop() == 0
