@@ -4,6 +4,8 @@ Progress goes to stderr, the Markdown to stdout and to --output. `--quick` runs
 a smaller matrix with fewer repetitions, for working on the benchmark itself.
 `--storm-only` runs only the scale-out storm (about 3 minutes) and replaces its
 section of --output, leaving the rest of the file as it was.
+`--only coverage` runs only the coverage read's part (bench/coverage.py) and
+updates its section of --output in place.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from localecs import LocalECS
 
-from . import events, measure, report, storm
+from . import coverage, events, measure, report, storm
 from .measure import Repetitions, Row
 
 FULL_HOSTS = (10, 100, 1000, 5000)
@@ -66,6 +68,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--storm-only",
         action="store_true",
         help="run only the scale-out storm and replace its section of --output (about 3 minutes)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("coverage",),
+        help="run only this part and update its section of --output (coverage: the coverage read's calls and time)",
     )
     return parser.parse_args(argv)
 
@@ -389,8 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.storm_only:
         return storm_only(args)
+    if args.only == "coverage":
+        return coverage.main(["--output", str(args.output)])
     results = run(args)
-    markdown = report.render(results)
+    markdown = report.render(results) + "\n" + coverage.render(coverage.measure())
     sys.stdout.write(markdown)
     args.output.write_text(markdown, encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)

@@ -6,7 +6,18 @@ a missing or inactive service, a DAEMON or Fargate service, a malformed sizing
 tag, a placement that lets tasks stack on one host, a deployment configuration
 that deadlocks a rolling deployment, and a CloudFormation stack that may reset
 desiredCount (unless the service's template says it leaves DesiredCount out).
-Every managed service gets at least one line, `ok` when clean.
+Every managed service gets at least one line, `ok` when clean, and a
+`coverage` line saying how many of its eligible hosts run its task, with the
+hosts that lack it (EC2 id and ECS's placement failure), the hosts with more
+than one task, the tasks on hosts that are not eligible and the tasks of an
+older task definition.
+
+check keeps no memory between runs, so "missing its task longer than
+COVERAGE_GRACE" is read from ECS itself: a missing host is an error when the
+service's unbroken run of placement-failure events (newer than its last
+"steady state" event) began more than COVERAGE_GRACE ago; a missing host with
+no such failure (ECS has not tried yet, or desiredCount is still below the
+host count) is a warning.
 
 The rules are pure functions over `ecs.Service` (`findings_for`); `main` only
 reads the cluster and prints. Exit 1 when any finding is an error, else 0.
@@ -18,13 +29,15 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
-from . import logs, plan
+from . import coverage, logs, plan
 from .config import Config
-from .counting import count_exactly
+from .counting import usable_exactly
+from .coverage import Coverage
 from .ecs import (
     Api,
     ClusterNotFound,
@@ -232,13 +245,15 @@ def skipped_finding(decision: plan.Decision) -> Finding:
     return Finding(decision.service, ERROR, "describe-failed", decision.reason)
 
 
-def _count_hosts(api: Api, config: Config, services: Iterable[Service]) -> tuple[dict[str, int], list[Finding]]:
-    """Eligible hosts per service ARN, counted once per distinct filter expression.
+def _eligible_hosts(
+    api: Api, config: Config, services: Iterable[Service]
+) -> tuple[dict[str, frozenset[str]], list[Finding]]:
+    """Eligible host ARNs per service ARN, listed once per distinct filter expression.
 
     A filter ECS rejects (a memberOf expression it cannot parse) becomes an error
     finding for each service using it, not a failed check.
     """
-    counts: dict[str, int] = {}
+    eligible: dict[str, frozenset[str]] = {}
     findings: list[Finding] = []
     by_filter: dict[tuple[str, ...], list[Service]] = {}
     for service in services:
@@ -246,8 +261,8 @@ def _count_hosts(api: Api, config: Config, services: Iterable[Service]) -> tuple
     for member_of, users in by_filter.items():
         expression = host_filter(member_of)
         try:
-            # The daemon's own counting, with nothing held: what a pass would size for now.
-            hosts = count_exactly(api, config.cluster, [member_of])[member_of].usable
+            # The daemon's own counting, with nothing held: the hosts a pass would size for now.
+            hosts = usable_exactly(api, config.cluster, member_of)
         except RequestRejected as error:
             findings.extend(
                 Finding(
@@ -259,16 +274,97 @@ def _count_hosts(api: Api, config: Config, services: Iterable[Service]) -> tuple
                 for service in users
             )
             continue
-        counts.update((service.arn, hosts) for service in users)
-    return counts, findings
+        eligible.update((service.arn, hosts) for service in users)
+    return eligible, findings
+
+
+NAMED_HOSTS = 10  # hosts named in one line; the JSON document lists them all
+
+
+def _named(hosts: Sequence[coverage.Host]) -> str:
+    names = [host.ec2_instance_id or host.container_instance_arn.rsplit("/", 1)[-1] for host in hosts]
+    more = f" and {len(names) - NAMED_HOSTS} more" if len(names) > NAMED_HOSTS else ""
+    return ", ".join(names[:NAMED_HOSTS]) + more
+
+
+def coverage_findings(
+    service: Service, found: Coverage, now: float, grace: float, tasks_per_host: int = 1
+) -> list[Finding]:
+    """The coverage lines of one service: `covered/eligible`, then each kind of gap.
+
+    A missing host is an error once the service's placement failures have gone
+    on for longer than `grace` seconds (see the module docstring), else a warning.
+    """
+    name = service.name
+    summary = f"{found.covered}/{found.eligible} eligible host(s) run a task"
+    if found.pending:
+        summary += f", {len(found.pending)} starting"
+    # Hosts ECS was not asked to cover yet (desiredCount below the host count) are the daemon's to fix: info.
+    unasked = service.desired_count < found.eligible * max(1, tasks_per_host)
+    gaps = bool(found.extra or found.misplaced) or bool(found.missing and not unasked)
+    findings = [Finding(name, WARNING if gaps else INFO, "coverage", summary)]
+    if found.missing:
+        since = service.placement_failure_since
+        overdue = since is not None and now - since >= grace
+        reason = f": {found.reason}" if found.reason else " (ECS reports no placement failure yet)"
+        how_long = f" for {now - since:.0f}s" if since is not None else ""
+        if not unasked or overdue:  # hosts ECS was not asked to cover yet: the `ok` line says what the daemon sets
+            findings.append(
+                Finding(
+                    name,
+                    ERROR if overdue else WARNING,
+                    "missing-task",
+                    f"{len(found.missing)} host(s) without a task{how_long} "
+                    f"(COVERAGE_GRACE {grace:g}s): {_named(found.missing)}{reason}",
+                )
+            )
+    if found.extra:
+        advice = (
+            '; add placementConstraints [{"type": "distinctInstance"}] so ECS places one task per host'
+            if not service.distinct_instance
+            else ""
+        )
+        findings.append(
+            Finding(
+                name,
+                WARNING,
+                "extra-tasks",
+                f"{len(found.extra)} host(s) run more than {max(1, tasks_per_host)} task(s): "
+                f"{_named(found.extra)}{advice}",
+            )
+        )
+    if found.misplaced:
+        findings.append(
+            Finding(
+                name,
+                WARNING,
+                "misplaced-tasks",
+                f"{len(found.misplaced)} task(s) on hosts that are not eligible (draining, outside the filter, "
+                f"agent lost): {_named(found.misplaced)}; the manager never stops tasks, ECS replaces them",
+            )
+        )
+    if found.outdated:
+        findings.append(
+            Finding(
+                name,
+                INFO,
+                "outdated-tasks",
+                f"{len(found.outdated)} task(s) run an older task definition than the PRIMARY deployment's "
+                f"({service.task_definition}): a deployment is in progress or stuck",
+            )
+        )
+    return findings
 
 
 def _countable(service: Service) -> bool:
     return plan.unmanageable(service) is None
 
 
-def collect(api: Api, config: Config) -> list[Finding]:
-    """Read the cluster and return every finding, cluster-wide ones first. Makes no change."""
+def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = None) -> list[Finding]:
+    """Read the cluster and return every finding, cluster-wide ones first. Makes no change.
+
+    `coverages`, when given, receives each service's coverage by name.
+    """
     identity = task_identity(os.environ)
     try:
         managed = discover(api, config, identity)
@@ -298,8 +394,15 @@ def collect(api: Api, config: Config) -> list[Finding]:
         )
     findings.extend(skipped_finding(decision) for decision in managed.skipped)
 
+    countable = [s for s in managed.services if _countable(s)]
     try:
-        hosts, filter_findings = _count_hosts(api, config, [s for s in managed.services if _countable(s)])
+        eligible, filter_findings = _eligible_hosts(api, config, countable)
+        ineligible: frozenset[str] = frozenset()
+        if eligible:
+            ineligible = frozenset(
+                api.list_container_instances(config.cluster, "ACTIVE")
+                + api.list_container_instances(config.cluster, "DRAINING")
+            )
     except ClusterNotFound:
         return [
             *findings,
@@ -307,14 +410,33 @@ def collect(api: Api, config: Config) -> list[Finding]:
         ]
     except EcsError as error:
         # The services were read; report them without host counts rather than not at all.
-        hosts, filter_findings = {}, [Finding(None, ERROR, "api-error", f"could not count hosts: {error}")]
+        eligible, filter_findings = {}, [Finding(None, ERROR, "api-error", f"could not count hosts: {error}")]
     findings.extend(filter_findings)
     rejected = {f.service for f in filter_findings if f.code == "host-filter"}
+    now = time.time()
     for service in managed.services:
-        per_service = findings_for(service, hosts.get(service.arn))
+        hosts = eligible.get(service.arn)
+        per_service = findings_for(service, len(hosts) if hosts is not None else None)
         if service.name in rejected:
             per_service = [f for f in per_service if f.code != "ok"]
         findings.extend(per_service)
+        if hosts is None:
+            continue
+        try:
+            size = plan.sizing(service.tags)
+        except plan.SizingError:
+            size = plan.Sizing()
+        try:
+            found = coverage.read(
+                api, config.cluster, service, hosts, ineligible=ineligible - hosts, tasks_per_host=size.tasks_per_host,
+                now=now,
+            )
+        except EcsError as error:
+            findings.append(Finding(service.name, ERROR, "coverage-failed", f"could not read its tasks: {error}"))
+            continue
+        if coverages is not None:
+            coverages[service.name] = found
+        findings.extend(coverage_findings(service, found, now, config.coverage_grace, size.tasks_per_host))
     return findings
 
 
@@ -322,8 +444,13 @@ def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.severity == ERROR for f in findings)
 
 
-def as_json(cluster: str, findings: Sequence[Finding]) -> str:
-    document = {"cluster": cluster, "ok": not has_errors(findings), "findings": [asdict(f) for f in findings]}
+def as_json(cluster: str, findings: Sequence[Finding], coverages: dict[str, Coverage] | None = None) -> str:
+    document = {
+        "cluster": cluster,
+        "ok": not has_errors(findings),
+        "findings": [asdict(f) for f in findings],
+        "coverage": {name: found.as_json() for name, found in (coverages or {}).items()},
+    }
     return json.dumps(document, indent=2)
 
 
@@ -350,9 +477,11 @@ def main(api: Api, config: Config, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     # stdout carries the report (JSON must stay parseable), so log lines such as API retries go to stderr.
     logs.configure(config.log_level, config.log_format, stream=sys.stderr)
-    findings = collect(api, config)
+    coverages: dict[str, Coverage] = {}
+    findings = collect(api, config, coverages)
+    text = as_json(config.cluster, findings, coverages) if config.json_output else as_table(config.cluster, findings)
     try:
-        print(as_json(config.cluster, findings) if config.json_output else as_table(config.cluster, findings), file=out)
+        print(text, file=out)
         out.flush()
     except BrokenPipeError:
         # The reader went away (`check --json | head -3`): it has what it wanted. Point stdout at the null

@@ -20,6 +20,7 @@ from .budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
 DEFAULT_RESYNC = 300.0
+DEFAULT_COVERAGE_GRACE = 120.0  # seconds for ECS to place a host's task before it counts as missing
 DEFAULT_METRICS_ADDR = "0.0.0.0"  # noqa: S104 - the metrics port is opt-in and meant to be scraped
 DEFAULT_HEARTBEAT_FILE = "/tmp/ecs-cluster-manager.heartbeat"  # noqa: S108
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -43,13 +44,14 @@ VARIABLES = (
     "EVENTS_QUEUE_URL",
     "RESYNC",
     "API_BUDGET",
+    "COVERAGE_GRACE",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")  # and the empty value
 # What `check` reads besides the command; any other flag is refused there rather than ignored.
 CHECK_OPTIONS = frozenset(
     {"cluster", "services", "service_regex", "managed_tag", "region", "profile", "log_level", "log_format"}
-    | {"json_output", "help", "version", "api_budget"}
+    | {"json_output", "help", "version", "api_budget", "coverage_grace"}
 )
 
 # Service names: letters, digits, hyphens and underscores, up to 255 (ECS's own rule).
@@ -104,6 +106,7 @@ class Config:
     events_queue_url: str | None = None
     resync: float = DEFAULT_RESYNC
     api_budget: float = DEFAULT_API_BUDGET  # the share of each ECS throttling bucket the manager may spend
+    coverage_grace: float = DEFAULT_COVERAGE_GRACE
     command: str = "run"
     json_output: bool = False
 
@@ -204,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of each ECS API throttling bucket the manager may spend, > 0 and <= 1 "
         f"(API_BUDGET, default {DEFAULT_API_BUDGET:g})",
     )
+    parser.add_argument(
+        "--coverage-grace",
+        help="seconds a host may lack its task before coverage_gap is logged and check fails, >= 0 "
+        f"(COVERAGE_GRACE, default {DEFAULT_COVERAGE_GRACE:g})",
+    )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
 
@@ -243,6 +251,17 @@ def parse_share(raw: str, name: str) -> float:
         raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}") from None
     if not math.isfinite(value) or not 0 < value <= 1:
         raise ConfigError(f"{name}: expected a share of each ECS API bucket, > 0 and <= 1, got {raw!r}")
+    return value
+
+
+def parse_seconds(raw: str, name: str) -> float:
+    """A number of seconds >= 0 (0: at once)."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds >= 0, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a finite number of seconds >= 0, got {raw!r}")
     return value
 
 
@@ -437,6 +456,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     resync = parse_interval(raw, name) if raw is not None else DEFAULT_RESYNC
     raw, name = pick(args.api_budget, "--api-budget", "API_BUDGET")
     api_budget = parse_share(raw, name) if raw is not None else DEFAULT_API_BUDGET
+    raw, name = pick(args.coverage_grace, "--coverage-grace", "COVERAGE_GRACE")
+    coverage_grace = parse_seconds(raw, name) if raw is not None and raw.strip() else DEFAULT_COVERAGE_GRACE
 
     return Config(
         cluster=cluster,
@@ -458,6 +479,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         events_queue_url=events_queue_url,
         resync=resync,
         api_budget=api_budget,
+        coverage_grace=coverage_grace,
         command=command,
         json_output=bool(args.json_output),
     )

@@ -236,3 +236,10 @@ def count_exactly(api: Api, cluster: str, host_filters: Iterable[HostFilter]) ->
     """List each filter exactly into a new store and count it: what `check` and a memoryless pass see."""
     counting = Counting(HostStore(), resync=0)
     return {f: counted.count for f, counted in counting.regular(api, cluster, host_filters).items()}
+
+
+def usable_exactly(api: Api, cluster: str, host_filter: HostFilter) -> frozenset[str]:
+    """List one filter exactly into a new store: the ARNs of its usable hosts, as `check` sees them."""
+    counting = Counting(HostStore(), resync=0)
+    counting.regular(api, cluster, [host_filter])
+    return counting.store.usable(host_filter)

@@ -28,6 +28,7 @@ from .models import (
     Service,
     ServiceFailure,
     ServiceLookup,
+    Task,
     TaskIdentity,
 )
 from .sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
@@ -57,6 +58,11 @@ LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
 DESCRIBE_CONTAINER_INSTANCES_BATCH = 100  # the API's limit per call
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
+LIST_TASKS_PAGE = 100  # the API's maximum
+DESCRIBE_TASKS_BATCH = 100  # the API's limit per call
+# The start of ECS's service event for a task it could not place, and of the event that says all is placed.
+PLACEMENT_FAILURE = "was unable to place a task"
+STEADY_STATE = "has reached a steady state"
 AGENT_CONNECTED = "agentConnected == true"
 # Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
 AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
@@ -281,18 +287,29 @@ class Api(Gateway):
             )
         return ServiceLookup(tuple(found), tuple(failures))
 
-    def stack_status(self, stack_name: str) -> str | None:
-        """The status of a CloudFormation stack, or None when it does not exist."""
-        return self._cloudformation_gateway().stack_status(stack_name)
+    def list_tasks(self, cluster: str, service_name: str) -> list[str]:
+        """The ARNs of the service's tasks whose desired status is RUNNING, across every page."""
+        return self._pages(
+            "ListTasks",
+            self._ecs.list_tasks,
+            "taskArns",
+            cluster=cluster,
+            serviceName=service_name,
+            desiredStatus="RUNNING",
+            maxResults=LIST_TASKS_PAGE,
+        )
 
-    def _cloudformation_gateway(self) -> CloudFormation:
-        if self._cloudformation is None:
-            self._cloudformation = CloudFormation(self.transport)
-        return self._cloudformation
+    def describe_tasks(self, cluster: str, arns: Sequence[str]) -> list[Task]:
+        """Describe tasks, 100 per call; a task ECS no longer knows is left out (it stopped meanwhile)."""
+        tasks: list[Task] = []
+        for batch in _chunks(list(arns), DESCRIBE_TASKS_BATCH):
+            page = self._call("DescribeTasks", self._ecs.describe_tasks, cluster=cluster, tasks=list(batch))
+            tasks.extend(_task(raw) for raw in page.get("tasks", []))
+        return tasks
 
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
-        """Describe container instances, 100 per call; instances ECS no longer knows are left out."""
-        found: list[ContainerInstance] = []
+        """Describe container instances, 100 per call; one ECS no longer knows is left out."""
+        instances: list[ContainerInstance] = []
         for batch in _chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
             page = self._call(
                 "DescribeContainerInstances",
@@ -300,7 +317,7 @@ class Api(Gateway):
                 cluster=cluster,
                 containerInstances=list(batch),
             )
-            found.extend(
+            instances.extend(
                 ContainerInstance(
                     arn=raw["containerInstanceArn"],
                     ec2_instance_id=raw.get("ec2InstanceId"),
@@ -311,7 +328,16 @@ class Api(Gateway):
                 for raw in page.get("containerInstances", [])
                 if "containerInstanceArn" in raw
             )
-        return found
+        return instances
+
+    def stack_status(self, stack_name: str) -> str | None:
+        """The status of a CloudFormation stack, or None when it does not exist."""
+        return self._cloudformation_gateway().stack_status(stack_name)
+
+    def _cloudformation_gateway(self) -> CloudFormation:
+        if self._cloudformation is None:
+            self._cloudformation = CloudFormation(self.transport)
+        return self._cloudformation
 
     def has_instance(self, cluster: str, filter_expression: str, ec2_instance_id: str) -> bool:
         """Whether one ACTIVE container instance (by EC2 instance id) matches a filter: one call, any cluster size."""
@@ -357,6 +383,8 @@ class Api(Gateway):
 
 def _service(raw: Mapping[str, Any]) -> Service:
     deployment = raw.get("deploymentConfiguration") or {}
+    primary: Mapping[str, Any] = next((d for d in raw.get("deployments") or [] if d.get("status") == "PRIMARY"), {})
+    failures = _placement_failures(raw.get("events") or [])
     tags = {t["key"]: t.get("value", "") for t in raw.get("tags") or [] if "key" in t}
     return Service(
         arn=raw["serviceArn"],
@@ -376,6 +404,43 @@ def _service(raw: Mapping[str, Any]) -> Service:
         maximum_percent=deployment.get("maximumPercent"),
         deployment_controller=(raw.get("deploymentController") or {}).get("type", "ECS"),
         tags=tags,
+        task_definition=primary.get("taskDefinition") or raw.get("taskDefinition"),
+        placement_failure=failures[0][1] if failures else None,
+        placement_failure_since=failures[-1][0] if failures else None,
+    )
+
+
+def _unix(value: Any) -> float | None:
+    """A timestamp from botocore (a datetime) or a raw answer (epoch seconds) as Unix time."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    timestamp = getattr(value, "timestamp", None)
+    return float(timestamp()) if callable(timestamp) else None
+
+
+def _placement_failures(events: Iterable[Mapping[str, Any]]) -> list[tuple[float | None, str]]:
+    """The current run of placement failures, newest first: the failure events newer than the newest steady state."""
+    failures: list[tuple[float | None, str]] = []
+    for event in events:  # ECS lists them newest first
+        message = str(event.get("message") or "")
+        if STEADY_STATE in message:
+            break
+        if PLACEMENT_FAILURE in message:
+            failures.append((_unix(event.get("createdAt")), message))
+    return failures
+
+
+def _task(raw: Mapping[str, Any]) -> Task:
+    return Task(
+        arn=raw.get("taskArn", "?"),
+        container_instance_arn=raw.get("containerInstanceArn"),
+        last_status=raw.get("lastStatus", "UNKNOWN"),
+        task_definition_arn=raw.get("taskDefinitionArn", ""),
+        desired_status=raw.get("desiredStatus", "RUNNING"),
+        started_at=_unix(raw.get("startedAt")),
+        created_at=_unix(raw.get("createdAt")),
     )
 
 

@@ -1,4 +1,4 @@
-"""Liveness of the loop: the heartbeat file, /healthz, and the metrics behind METRICS_PORT.
+"""Liveness of the loop: the heartbeat file, /healthz, /status, and the metrics behind METRICS_PORT.
 
 The loop hands every PassReport to a Monitor. A pass that read the cluster
 (report.observed) counts as a success: the Monitor touches HEARTBEAT_FILE, which
@@ -6,6 +6,8 @@ The loop hands every PassReport to a Monitor. A pass that read the cluster
 while the last success ended less than 3 x INTERVAL ago. Until the first pass
 has had that long to run, both count as healthy only through their own grace:
 /healthz from the Monitor's start, the Docker check through its start period.
+/status is a JSON document: per managed service, its decision of the last pass
+and its coverage as last read, each with the time it was read.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .config import Config
+from .coverage import Coverage
 from .liveness import Liveness
 from .reconcile import PassReport
 
@@ -57,6 +61,11 @@ class Monitor:
         self._previous_on_call = None if api is None else api.on_call
         self.managed: int | None = None  # services the last successful pass managed
         self.events: EventSource | None = None  # the events source, when EVENTS_QUEUE_URL is set
+        # /status: per service, its last decision (with the pass's time) and its last coverage reading.
+        self._status_lock = threading.Lock()  # the loop writes, the metrics server's threads read
+        self._decisions: dict[str, dict[str, Any]] = {}
+        self._coverage: dict[str, Coverage] = {}
+        self._coverage_errors: dict[str, dict[str, Any]] = {}
 
     def start(self) -> None:
         """Start the grace period, and the metrics server when METRICS_PORT is set.
@@ -77,7 +86,13 @@ class Monitor:
         from .metrics import Metrics, Server
 
         metrics = Metrics(self.config.interval, liveness=self.liveness)
-        server = Server(metrics.registry, self.status, self.config.metrics_port, self.config.metrics_addr)
+        server = Server(
+            metrics.registry,
+            self.status,
+            self.config.metrics_port,
+            self.config.metrics_addr,
+            status=self.status_document,
+        )
         server.start()
         self.metrics, self.server = metrics, server
         if self.api is not None:
@@ -101,6 +116,7 @@ class Monitor:
         self.liveness.record(report.observed, "; ".join(report.errors) or None)
         if report.observed and report.managed is not None:
             self.managed = report.managed
+        self._keep_status(report)
         if self.metrics is not None:
             self.metrics.observe(report)
             if self.api is not None:
@@ -110,6 +126,43 @@ class Monitor:
                 self.metrics.count_events(self.events.snapshot())
         if report.observed:
             self._touch_heartbeat()
+
+    def _keep_status(self, report: PassReport) -> None:
+        read_at = report.started_at + report.duration
+        with self._status_lock:
+            for d in report.decisions:
+                self._decisions[d.service] = {
+                    "action": d.action,
+                    "current": d.current,
+                    "target": d.target,
+                    "hosts": d.hosts,
+                    "reason": d.reason,
+                    "error": d.error,
+                    "readAt": round(read_at, 3),
+                }
+            self._coverage.update(report.coverage)
+            for service in report.coverage:
+                self._coverage_errors.pop(service, None)
+            for service, error in report.coverage_errors.items():
+                self._coverage_errors[service] = {"error": error, "readAt": round(read_at, 3)}
+            if report.observed:  # a complete pass knows every managed service: forget the others
+                current = {d.service for d in report.decisions}
+                for kept in (self._decisions, self._coverage, self._coverage_errors):
+                    for service in set(kept) - current:
+                        del kept[service]
+
+    def status_document(self) -> dict[str, Any]:
+        """The /status document: per service, the last decision and the last coverage, each with its read time."""
+        with self._status_lock:
+            services = {
+                name: {
+                    "decision": self._decisions.get(name),
+                    "coverage": self._coverage[name].as_json() if name in self._coverage else None,
+                    "coverageError": self._coverage_errors.get(name),
+                }
+                for name in sorted({*self._decisions, *self._coverage})
+            }
+        return {"cluster": self.config.cluster, "services": services}
 
     def _touch_heartbeat(self) -> None:
         try:

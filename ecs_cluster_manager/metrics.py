@@ -1,4 +1,4 @@
-"""Prometheus metrics of the loop, and the small HTTP server for /metrics and /healthz.
+"""Prometheus metrics of the loop, and the small HTTP server for /metrics, /healthz and /status.
 
 Only used when METRICS_PORT is set. The metrics live in their own
 CollectorRegistry (not prometheus_client's global one), so importing this module
@@ -10,12 +10,14 @@ serves them, plus a health answer it asks for on each /healthz request.
 from __future__ import annotations
 
 import errno
+import json
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -148,6 +150,39 @@ class Metrics:
             f"{PREFIX}_service_skips", "Passes that left a managed service alone, by reason code.",
             ["service", "reason"], registry=r,
         )
+        # Coverage, as of the last reading of each service (each exact count of its hosts).
+        self.hosts_eligible = Gauge(
+            f"{PREFIX}_hosts_eligible", "Hosts that should run the service's task, at its last coverage reading.",
+            ["service"], registry=r,
+        )
+        self.hosts_covered = Gauge(
+            f"{PREFIX}_hosts_covered", "Eligible hosts running a RUNNING task of the service.", ["service"], registry=r
+        )
+        self.hosts_missing_task = Gauge(
+            f"{PREFIX}_hosts_missing_task", "Eligible hosts with no task of the service at all.", ["service"],
+            registry=r,
+        )
+        self.hosts_extra_tasks = Gauge(
+            f"{PREFIX}_hosts_extra_tasks", "Hosts running more tasks of the service than their share.", ["service"],
+            registry=r,
+        )
+        self.tasks_misplaced = Gauge(
+            f"{PREFIX}_tasks_misplaced", "Tasks of the service on hosts that are not eligible (draining, filtered).",
+            ["service"], registry=r,
+        )
+        self.tasks_outdated = Gauge(
+            f"{PREFIX}_tasks_outdated", "Tasks of the service not on its PRIMARY deployment's task definition.",
+            ["service"], registry=r,
+        )
+        self._coverage_gauges = (
+            self.hosts_eligible,
+            self.hosts_covered,
+            self.hosts_missing_task,
+            self.hosts_extra_tasks,
+            self.tasks_misplaced,
+            self.tasks_outdated,
+        )
+        self._coverage_labels: set[str] = set()
         self.managed_services = Gauge(
             f"{PREFIX}_managed_services",
             "Services the last successful pass found through SERVICES, SERVICE_REGEX and MANAGED_TAG and handled.",
@@ -268,6 +303,18 @@ class Metrics:
                 self.service_desired.labels(service=decision.service).set(desired)
             if decision.target is not None:
                 self.service_target.labels(service=decision.service).set(decision.target)
+        for service, found in report.coverage.items():
+            values = (
+                found.eligible,
+                found.covered,
+                len(found.missing),
+                len(found.extra),
+                len(found.misplaced),
+                len(found.outdated),
+            )
+            for gauge, value in zip(self._coverage_gauges, values, strict=True):
+                gauge.labels(service=service).set(value)
+            self._coverage_labels.add(service)
         if report.observed:
             # Only a complete pass knows the whole set of managed services; a
             # service that left it stops being exported instead of going stale.
@@ -276,6 +323,10 @@ class Metrics:
                 self.service_desired.remove(service)
                 self.service_target.remove(service)
             self._service_labels = current
+            for service in self._coverage_labels - current:
+                for gauge in self._coverage_gauges:
+                    gauge.remove(service)
+            self._coverage_labels &= current
 
     def _set_hosts(self, hosts: Mapping[str, int]) -> None:
         for expression, count in hosts.items():
@@ -286,10 +337,11 @@ class Metrics:
 
 
 HealthCheck = Callable[[], tuple[bool, str]]
+StatusDocument = Callable[[], Mapping[str, Any]]
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """GET /metrics and /healthz; anything else is a 404."""
+    """GET /metrics, /healthz and /status; anything else is a 404."""
 
     server: _HttpServer
     protocol_version = "HTTP/1.1"
@@ -309,8 +361,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             healthy, text = self.server.health()
             self._send(200 if healthy else 503, f"{text}\n".encode(), "text/plain; charset=utf-8", body)
+        elif path == "/status":
+            document = json.dumps(self.server.status(), indent=2, sort_keys=True) + "\n"
+            self._send(200, document.encode(), "application/json", body)
         else:
-            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8", body)
+            self._send(404, b"not found: try /metrics, /healthz or /status\n", "text/plain; charset=utf-8", body)
 
     def _send(self, status: int, payload: bytes, content_type: str, body: bool) -> None:
         self.send_response(status)
@@ -330,6 +385,7 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True  # a slow scraper never holds up shutdown
     registry: CollectorRegistry
     health: HealthCheck
+    status: StatusDocument
 
 
 class _HttpServer6(_HttpServer):
@@ -337,11 +393,19 @@ class _HttpServer6(_HttpServer):
 
 
 class Server:
-    """/metrics and /healthz on METRICS_ADDR:METRICS_PORT, served from a daemon thread."""
+    """/metrics, /healthz and /status on METRICS_ADDR:METRICS_PORT, served from a daemon thread."""
 
-    def __init__(self, registry: CollectorRegistry, health: HealthCheck, port: int, addr: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: HealthCheck,
+        port: int,
+        addr: str,
+        status: StatusDocument | None = None,
+    ) -> None:
         self.registry = registry
         self.health = health
+        self.status: StatusDocument = status or dict
         self.port = port
         self.addr = addr
         self._server: _HttpServer | None = None
@@ -362,6 +426,7 @@ class Server:
             raise MetricsError(_bind_message(error, self.addr, self.port)) from None
         server.registry = self.registry
         server.health = self.health
+        server.status = self.status
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="metrics-server", daemon=True

@@ -36,6 +36,12 @@ class Service:
     maximum_percent: int | None = None
     deployment_controller: str = "ECS"
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The task definition of the PRIMARY deployment: the one every task should run.
+    task_definition: str | None = None
+    # The newest "was unable to place a task" event message, unless a newer event says the service reached a
+    # steady state (then the failure is over), and the Unix time of the first failure of that unbroken run.
+    placement_failure: str | None = None
+    placement_failure_since: float | None = None
 
     @property
     def member_of(self) -> tuple[str, ...]:
@@ -71,6 +77,30 @@ class TaskIdentity:
 
 
 @dataclass(frozen=True)
+class Task:
+    """What coverage needs of one task: where it runs, its state and its task definition."""
+
+    arn: str
+    container_instance_arn: str | None
+    last_status: str
+    task_definition_arn: str
+    desired_status: str = "RUNNING"
+    started_at: float | None = None  # Unix time the task started RUNNING, when ECS says
+    created_at: float | None = None  # Unix time the task was created, when ECS says
+
+
+@dataclass(frozen=True)
+class ContainerInstance:
+    """One container instance as DescribeContainerInstances returns it."""
+
+    arn: str
+    ec2_instance_id: str | None
+    status: str
+    agent_connected: bool
+    version: int
+
+
+@dataclass(frozen=True)
 class HostCount:
     """The container instances of one host filter: ACTIVE ones, and of those the usable (agent connected).
 
@@ -89,17 +119,6 @@ class HostCount:
     def counted(self) -> int:
         """The hosts a service is sized for: the usable ones and the held ones."""
         return self.usable + self.held
-
-
-@dataclass(frozen=True)
-class ContainerInstance:
-    """One container instance as DescribeContainerInstances returned it."""
-
-    arn: str
-    ec2_instance_id: str | None
-    status: str
-    agent_connected: bool
-    version: int
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from typing import Any
 
 import structlog
 
-from . import plan
+from . import coverage, plan
 from .config import Config
 from .counting import RESYNC, Counted, Counting
+from .coverage import Coverage, GapWatch
 from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, Throttled, host_filter
 from .events import InstanceChange, oldest_time
 from .hosts import HostStore
@@ -49,6 +50,8 @@ class PassReport:
     credentials_failed: bool = False  # no usable credentials (none found, expired, invalid)
     managed: int | None = None  # services the selection found and the pass handled; None when unknown
     stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
+    coverage: dict[str, Coverage] = field(default_factory=dict)  # service name -> coverage read in this pass
+    coverage_errors: dict[str, str] = field(default_factory=dict)  # service name -> why its coverage read failed
 
     @property
     def observed(self) -> bool:
@@ -131,6 +134,8 @@ class Memory:
         self.misconfigured: set[tuple[str, str]] = set()
         # Service ARN -> monotonic time since which a write it wants has been deferred: the longest-waiting go first.
         self.waiting_since: dict[str, float] = {}
+        self.coverage = GapWatch()  # hosts missing their task, and since when
+        self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
 
     @classmethod
     def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
@@ -244,10 +249,11 @@ def run_pass(
         report.trigger = "event"
         report.event_time = oldest_time(changes)
     calls_before = api.total_calls
+    looping = memory is not None
     if memory is None:
         memory = Memory(hold=0.0, resync=0.0)
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, changes is not None)
+        _observe_and_act(api, config, memory, report, stop, identity, changes is not None, looping)
     except ShuttingDown:
         report.stopped = True
     finally:
@@ -255,7 +261,7 @@ def run_pass(
         report.api_calls = api.total_calls - calls_before
         if report.trigger == "event" and report.write_times:
             memory.store.events_wrote = True
-        _log_report(config, report)
+        _log_report(config, report, memory.logged if looping else None)
     return report
 
 
@@ -267,6 +273,7 @@ def _observe_and_act(
     stop: threading.Event | None,
     identity: TaskIdentity | None,
     event_pass: bool,
+    looping: bool = False,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -346,6 +353,67 @@ def _observe_and_act(
             report.deferred += 1
             memory.waiting_since.setdefault(service.arn, time.monotonic())
         report.decisions.append(decision)
+
+    if looping:  # coverage needs the gap history the loop keeps; --once and the Lambda handler only size
+        exact = {f for f, result in counted.items() if result.exact}
+        _read_coverage(api, config, memory, report, sized, host_filters, exact)
+
+
+def _read_coverage(
+    api: Api,
+    config: Config,
+    memory: Memory,
+    report: PassReport,
+    sized: Sequence[tuple[Service, plan.Sizing]],
+    host_filters: dict[str, tuple[str, ...]],
+    exact: set[tuple[str, ...]],
+) -> None:
+    """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
+
+    At most coverage.CALLS_PER_PASS calls' worth of services per pass, those
+    read longest ago first (GapWatch.due); the others wait for the next exact
+    count. A failed read is logged and recorded for that service, and ends the
+    pass's coverage reads (the rest wait for the next exact count), so a failing
+    API never stretches the pass; sizing is already done by then.
+    """
+    hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
+    now, clock = time.time(), time.monotonic()
+    readable = {
+        service.name: coverage.read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
+        for service, size in sized
+        if host_filters[service.arn] in hosts
+    }
+    order = memory.coverage.due(readable)  # read longest ago first, within the pass's share of the API budget
+    due = set(order)
+    by_name = {service.name: (service, size) for service, size in sized}
+    for name in order:
+        service, size = by_name[name]
+        eligible, ineligible = hosts[host_filters[service.arn]]
+        memory.coverage.last_read[service.name] = clock
+        try:
+            result = coverage.read(
+                api,
+                config.cluster,
+                service,
+                eligible,
+                ineligible=ineligible,
+                tasks_per_host=size.tasks_per_host,
+                now=now,
+            )
+        except EcsError as error:
+            report.coverage_errors[service.name] = str(error)
+            left = sorted(due - set(report.coverage) - set(report.coverage_errors))
+            log.warning(
+                "coverage_failed", cluster=config.cluster, service=service.name, error=str(error), deferred=left
+            )
+            # The API is failing: the other reads wait for the next exact count rather than stretch this pass.
+            break
+        report.coverage[service.name] = result
+        memory.coverage.observe(config.cluster, result, eligible, clock, config.coverage_grace)
+    if hosts:
+        misplaced = {h.container_instance_arn for c in report.coverage.values() for h in c.misplaced}
+        memory.coverage.keep_left(misplaced, set().union(*(eligible for eligible, _ in hosts.values())))
+        memory.coverage.forget({service.name for service, _ in sized})
 
 
 def _cloudformation_guard(
@@ -440,9 +508,24 @@ def _apply(
     return decision
 
 
-def _log_report(config: Config, report: PassReport) -> None:
+def _log_report(config: Config, report: PassReport, logged: dict[str, tuple[object, ...]] | None = None) -> None:
+    """Log the pass: one `pass` line, and a `decision` line per service at INFO only when it changed.
+
+    With `logged` (the loop's memory of each service's last decision), a
+    decision equal to the last one (a converged service, the same skip) goes
+    to DEBUG; writes, failures, and a hold's every step stay at INFO or ERROR.
+    Without it (--once, the Lambda handler) every decision is at INFO.
+    """
     for decision in report.decisions:
-        emit = log.error if decision.error else log.info
+        key = (decision.action, decision.current, decision.target, decision.reason)
+        changed = logged is None or logged.get(decision.service) != key or decision.writes
+        if logged is not None:
+            # After a write, the next pass finding the service converged at its target is no news.
+            written = decision.action == plan.UPDATE
+            logged[decision.service] = (
+                (plan.UNCHANGED, decision.target, decision.target, "converged") if written else key
+            )
+        emit = log.error if decision.error else (log.info if changed else log.debug)
         emit(
             "decision",
             cluster=config.cluster,
@@ -454,6 +537,9 @@ def _log_report(config: Config, report: PassReport) -> None:
             reason=decision.reason,
             dry_run=config.dry_run,
         )
+    if logged is not None and report.observed:
+        for service in set(logged) - {d.service for d in report.decisions}:
+            del logged[service]
     for error in report.errors:
         log.error("pass_failed", cluster=config.cluster, error=error)
     log.info(

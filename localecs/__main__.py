@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--region", default="us-east-1", help="region (default us-east-1)")
     serve.add_argument(
+        "--no-schedule",
+        dest="schedule",
+        action="store_false",
+        help="services place no tasks (as in moto); by default each places one per host it may run on",
+    )
+    serve.add_argument(
         "--events",
         action="store_true",
         help="send the cluster's container instance state-change events to an SQS queue (EVENTS_QUEUE_URL)",
@@ -93,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        local = LocalECS(host=args.host, port=args.port, region=args.region).start()
+        local = LocalECS(host=args.host, port=args.port, region=args.region, schedule=args.schedule).start()
     except OSError as error:
         reason = error.strerror or error
         print(f"python -m localecs serve: --port {args.port}: cannot listen: {reason}", file=sys.stderr)

@@ -6,7 +6,9 @@ to an SQS queue, as AWS does), creates a cluster with a few hosts and some
 services, runs `ecs-cluster-manager check`, then the real daemon (`ecs-cluster-manager`, pointed at
 the local API through AWS_ENDPOINT_URL, with EVENTS_QUEUE_URL and a long
 INTERVAL) while hosts come and go, and prints the services' desiredCount after
-each change with the time it took. Stops by itself after the scenario, or on Ctrl-C.
+each change with the time it took. The local API places each service's tasks,
+so a host too full to take its task shows in `check` as missing, with ECS's
+reason, until room is made. Stops by itself after the scenario, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .shell import manager_argv, manager_command
 
 CLUSTER = "demo"
 DEFAULT_INTERVAL = 300.0  # with events, INTERVAL is only the safety net
+HOST_MEMORY = 7482  # MiB a local host registers: all of it taken leaves no room for any task
 MANAGED = {"ecs-cluster-manager:managed": "true"}
 DISTINCT = [{"type": "distinctInstance"}]
 ROLLING = {"minimumHealthyPercent": 50, "maximumPercent": 100}
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     daemon: subprocess.Popen[bytes] | None = None
-    with LocalECS() as local:
+    with LocalECS(schedule=True) as local:
         try:
             say(f"local ECS API on {local.endpoint_url}; cluster {CLUSTER!r} with 4 hosts (2 with role=web)")
             local.create_cluster(CLUSTER)
@@ -167,10 +170,22 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+            say("a new host joins, but tasks already there took all its memory: no service task fits on it")
+            started = time.monotonic()
+            full = local.add_hosts(CLUSTER, 1, attributes={"role": "batch"}, reserved_memory=HOST_MEMORY)[0]
+            follow(local, "log-shipper", 6, started)
+            coverage_check = {**env, "SERVICES": "log-shipper", "SERVICE_REGEX": "", "MANAGED_TAG": ""}
+            say(f"{manager_command()} check   (SERVICES=log-shipper): the full host lacks its task, with ECS's reason")
+            subprocess.run([*manager_argv(), "check"], env=coverage_check, check=False)
+            say("room is made on that host (its other tasks stop): ECS places log-shipper there")
+            local.task_stopped(CLUSTER, full, memory=HOST_MEMORY)
+            subprocess.run([*manager_argv(), "check"], env=coverage_check, check=False)
+            hosts.append(full)
+
             say("a host is drained: removed on purpose, so the services shrink at once")
             started = time.monotonic()
             local.drain(CLUSTER, hosts[2])
-            follow(local, "log-shipper", 4, started)
+            follow(local, "log-shipper", 5, started)
 
             say("a web host is deregistered: web-cache follows the web hosts (2 left)")
             started = time.monotonic()

@@ -12,6 +12,16 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
 - DescribeContainerInstances: at most 100 container instances a call.
 - DescribeClusters: ``registeredContainerInstancesCount`` counts the ACTIVE
   and DRAINING instances registered now (moto never lowers it on deregister).
+- ListTasks: the ``serviceName`` filter (moto ignores it; a service's tasks
+  have the group ``service:NAME``), ``maxResults`` 1-100 and paging.
+- DescribeTasks: at most 100 tasks a call, answered without moving moto's
+  task state manager on (ECS tasks do not change because they are read).
+- CreateService keeps placementConstraints, placementStrategy,
+  deploymentConfiguration and capacityProviderStrategy (moto drops them);
+  UpdateService with a new taskDefinition starts a new PRIMARY deployment.
+- With ``schedule=True``, services place their tasks on the hosts
+  (scheduler.py): one per eligible host with room, placement failures as
+  service events, tasks leaving drained and deregistered hosts.
 
 With ``enable_events(cluster)``, every change of a container instance also
 publishes ECS's "Container Instance State Change" event through EventBridge
@@ -55,6 +65,7 @@ from ecs_cluster_manager.config import VARIABLES
 
 from .events import WATCHED_OPERATIONS, InstanceEvents
 from .querylang import Expr, QuerySyntaxError, parse
+from .scheduler import Scheduler, rotate_deployments
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -79,6 +90,15 @@ _HOST_IMAGE_ID = "ami-0e1c5ca1e0000000a"
 _HOST_BATCH = 250
 _MAX_PAGE = 100
 _DESCRIBE_CONTAINER_INSTANCES_LIMIT = 100
+_DESCRIBE_TASKS_LIMIT = 100
+_TASK_STATUSES = ("RUNNING", "PENDING", "STOPPED")
+# CreateService parameters moto drops (it keeps them from UpdateService): request key -> moto attribute.
+_KEPT_ON_CREATE = {
+    "placementConstraints": "placement_constraints",
+    "placementStrategy": "placement_strategy",
+    "deploymentConfiguration": "deployment_configuration",
+    "capacityProviderStrategy": "capacity_provider_strategy",
+}
 _CREDENTIAL_SCOPE_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
@@ -343,6 +363,10 @@ class _EnforcingApp:
             "DescribeServices": self.describe_services,
             "DescribeContainerInstances": self.describe_container_instances,
             "DescribeClusters": self.describe_clusters,
+            "ListTasks": self.list_tasks,
+            "DescribeTasks": self.describe_tasks,
+            "CreateService": self.create_service,
+            "UpdateService": self.update_service,
         }
 
     # -- plumbing ----------------------------------------------------------
@@ -350,6 +374,7 @@ class _EnforcingApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = self._read_body(environ)
         if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            self.owner.scheduler.changed()
             return self._respond(start_response, self.forward(environ, body))
         if environ.get("PATH_INFO", "").startswith(CONTROL_PATH):
             from .control import handle
@@ -367,6 +392,12 @@ class _EnforcingApp:
         if fault is not None and fault.kind == "delay":
             # Sleep outside the moto lock so other requests go on meanwhile.
             time.sleep(fault.seconds)
+        reads = operation.startswith(("Describe", "List"))
+        if service == "ecs" and reads and self.owner.scheduler.enabled and (fault is None or fault.kind == "delay"):
+            # Lazy scheduling: place and stop tasks before a read shows them (a no-op when nothing changed).
+            backend = self.ecs_backend(environ)
+            with self.owner._moto_lock:
+                self.owner.scheduler.run(backend, str(params.get("cluster") or "default"))
         if fault is not None and fault.kind != "delay":
             reply = _fault_reply(fault, service, json_protocol=target is not None)
         elif service == "ecs" and operation in self.handlers:
@@ -380,6 +411,8 @@ class _EnforcingApp:
             reply = self.owner.events.forward_api_call(self, environ, body, operation, params)
         else:
             reply = self.forward(environ, body)
+        if service == "ecs" and not reads:
+            self.owner.scheduler.changed()
 
         if not harness:
             user_agent = str(environ.get("HTTP_USER_AGENT", ""))
@@ -574,6 +607,99 @@ class _EnforcingApp:
                 )
         return _json_reply(answer)
 
+    def list_tasks(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """ListTasks as ECS answers it: the filters moto ignores (serviceName), maxResults and nextToken paging."""
+        limit = _page_size(params, _MAX_PAGE)
+        cluster = str(params.get("cluster") or "default").split("/")[-1]
+        desired = params.get("desiredStatus") or "RUNNING"
+        if desired not in _TASK_STATUSES:
+            raise _ApiError("InvalidParameterException", f"desiredStatus must be one of {_TASK_STATUSES}: {desired}")
+        service_name = params.get("serviceName")
+        group = f"service:{str(service_name).split('/')[-1]}" if service_name else None
+        instance = str(params.get("containerInstance") or "").split("/")[-1] or None
+        family = params.get("family")
+        started_by = params.get("startedBy")
+        scope = _token_scope("ListTasks", cluster, desired, service_name, instance, family, started_by)
+        after = _read_token(params.get("nextToken"), scope)
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            if cluster not in backend.clusters:
+                raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+            if group is not None and f"{cluster}:{group.split(':', 1)[1]}" not in backend.services:
+                raise _ApiError("ServiceNotFoundException", "Service not found.")
+            arns = sorted(
+                task.task_arn
+                for task in backend.tasks.get(cluster, {}).values()
+                if task.desired_status == desired
+                and (group is None or task.group == group)
+                and (instance is None or (task.container_instance_arn or "").endswith(f"/{instance}"))
+                and (family is None or task.task_definition_arn.split("/")[-1].split(":")[0] == family)
+                and (started_by is None or task.started_by == started_by)
+            )
+        page, token = _page(arns, after, limit, scope)
+        return _json_reply(_with_token({"taskArns": page}, token))
+
+    def describe_tasks(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """DescribeTasks with ECS's limit of 100, answered without moving the task state on (ECS does not)."""
+        wanted = params.get("tasks") or []
+        if not wanted:
+            raise _ApiError("InvalidParameterException", "Tasks cannot be empty.")
+        if len(wanted) > _DESCRIBE_TASKS_LIMIT:
+            raise _ApiError(
+                "InvalidParameterException",
+                f"A maximum of {_DESCRIBE_TASKS_LIMIT} tasks can be described at a time; {len(wanted)} were given.",
+            )
+        cluster = str(params.get("cluster") or "default").split("/")[-1]
+        backend = self.ecs_backend(environ)
+        found: list[dict[str, Any]] = []
+        failures: list[dict[str, str]] = []
+        with self.owner._moto_lock:
+            if cluster not in backend.clusters:
+                raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+            by_id = {task.task_arn.split("/")[-1]: task for task in backend.tasks.get(cluster, {}).values()}
+            for reference in wanted:
+                task = by_id.get(str(reference).split("/")[-1])
+                if task is None:
+                    failures.append({"arn": str(reference), "reason": "MISSING"})
+                else:
+                    found.append(_task_json(task))
+        return _json_reply({"tasks": found, "failures": failures})
+
+    def create_service(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """moto's CreateService, keeping what it drops: placement constraints and strategy, deployment
+        configuration, capacity provider strategy (ECS returns and keeps them)."""
+        reply = self.forward_json(environ, params)
+        if reply.status != 200:
+            return reply
+        answer = json.loads(reply.body)
+        arn = answer.get("service", {}).get("serviceArn")
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            service = next((s for s in backend.services.values() if s.arn == arn), None)
+            if service is None:
+                return reply
+            for key, attribute in _KEPT_ON_CREATE.items():
+                if params.get(key) is not None:
+                    setattr(service, attribute, params[key])
+                    answer["service"][key] = params[key]
+        return _json_reply(answer)
+
+    def update_service(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """moto's UpdateService; a new taskDefinition also starts a new PRIMARY deployment, as in ECS."""
+        reply = self.forward_json(environ, params)
+        if reply.status != 200 or not params.get("taskDefinition"):
+            return reply
+        answer = json.loads(reply.body)
+        arn = answer.get("service", {}).get("serviceArn")
+        backend = self.ecs_backend(environ)
+        with self.owner._moto_lock:
+            service = next((s for s in backend.services.values() if s.arn == arn), None)
+            if service is None:
+                return reply
+            rotate_deployments(backend, service)
+            answer["service"]["taskDefinition"] = service.task_definition
+        return _json_reply(answer)
+
     def describe_container_instances(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
         instances = params.get("containerInstances") or []
         if len(instances) > _DESCRIBE_CONTAINER_INSTANCES_LIMIT:
@@ -607,6 +733,36 @@ def _instance_fields(instance: Any, task_groups: list[str]) -> dict[str, Any]:
     }
 
 
+def _epoch(value: Any) -> float | None:
+    timestamp = getattr(value, "timestamp", None)
+    return float(timestamp()) if callable(timestamp) else None
+
+
+def _task_json(task: Any) -> dict[str, Any]:
+    """A moto Task in DescribeTasks' shape (the fields the project and its tests read)."""
+    document: dict[str, Any] = {
+        "taskArn": task.task_arn,
+        "clusterArn": task.cluster_arn,
+        "taskDefinitionArn": task.task_definition_arn,
+        "lastStatus": task.last_status,
+        "desiredStatus": task.desired_status,
+        "group": task.group,
+        "startedBy": task.started_by,
+        "launchType": task.launch_type or "EC2",
+        "containers": [],
+        "tags": list(task.tags or []),
+    }
+    if task.container_instance_arn:
+        document["containerInstanceArn"] = task.container_instance_arn
+    started = _epoch(getattr(task, "started_at", None))
+    if started is not None:
+        document["startedAt"] = started
+        document["createdAt"] = started
+    if task.stopped_reason:
+        document["stoppedReason"] = task.stopped_reason
+    return document
+
+
 def _mark_harness(request: Any, **_: Any) -> None:
     request.headers[_HARNESS_HEADER] = "1"
 
@@ -633,6 +789,7 @@ class LocalECS:
         describe_services_limit: int = 10,
         list_services_page: int = 10,
         default_amis: bool = False,
+        schedule: bool = False,
     ) -> None:
         """Configure, without starting.
 
@@ -640,6 +797,10 @@ class LocalECS:
         process while the server runs (unless already set): moto matches each
         new EC2 instance against its ~1,300 default AMIs, which makes
         ``add_hosts`` several times slower, and nothing here needs them.
+
+        ``schedule=True`` makes services place their tasks (scheduler.py);
+        off by default, services have no tasks, as in moto. ``reset()`` puts
+        it back to this value.
         """
         self.host = host
         self.port = port
@@ -664,6 +825,8 @@ class LocalECS:
         self._zones: list[str] | None = None
         # ECS state-change events to SQS, off until enable_events().
         self.events = InstanceEvents(self)
+        self._schedule = schedule
+        self.scheduler = Scheduler(self, enabled=schedule)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -728,6 +891,7 @@ class LocalECS:
             response.read()
         self.fault_hook = None
         self.events.clear()
+        self.scheduler.reset(self._schedule)
         self.clear_calls()
 
     # -- call log ------------------------------------------------------------
@@ -838,8 +1002,12 @@ class LocalECS:
         attributes: dict[str, str] | None = None,
         instance_type: str = "t3.medium",
         availability_zones: list[str] | None = None,
+        reserved_memory: int = 0,
     ) -> list[str]:
         """Launch ``count`` EC2 instances and register them with the cluster; return their ARNs.
+
+        ``reserved_memory`` MiB of each host are taken from the start, as by
+        tasks placed there before any service's (``task_stopped`` frees them).
 
         Hosts are spread over ``availability_zones`` (default: the region's
         first three). Like real ECS, each carries the ``ecs.instance-type``,
@@ -872,11 +1040,16 @@ class LocalECS:
                     for ec2_instance in reservation.instances:
                         registered = ecs_backend.register_container_instance(cluster_name, ec2_instance.id)
                         registered.attributes.update(attributes or {})
+                        if reserved_memory:
+                            ecs_backend.update_container_instance_resources(
+                                registered, {"CPU": 0, "MEMORY": reserved_memory, "PORTS": []}
+                            )
                         arns.append(registered.container_instance_arn)
                         if self.events.active:
                             cluster_arn = ecs_backend.clusters[cluster_name].arn
                             events.append(self.events.capture(registered, cluster_arn))
                 self.events.publish(events)
+                self.scheduler.changed()
         return arns
 
     def hosts(self, cluster: str) -> list[dict[str, Any]]:
@@ -913,6 +1086,7 @@ class LocalECS:
                 events.append(self.events.capture(instance, self._cluster_arn(cluster)))
             elif changed:
                 self.events.bump(container_instance_arn)  # the version moves with or without a rule
+            self.scheduler.changed()
         self.events.publish(events)
 
     def task_placed(self, cluster: str, container_instance_arn: str, *, cpu: int = 128, memory: int = 32) -> None:
@@ -941,6 +1115,7 @@ class LocalECS:
             )
             if self.events.active:
                 events.append(self.events.capture(instance, self._cluster_arn(cluster)))
+            self.scheduler.changed()
         self.events.publish(events)
 
     def _cluster_arn(self, cluster: str) -> str:
@@ -1013,39 +1188,72 @@ class LocalECS:
         deployment_configuration: dict[str, Any] | None = None,
         scheduling_strategy: str = "REPLICA",
         launch_type: str = "EC2",
+        task_definition: str | None = None,
     ) -> str:
-        """Create a service running a small task definition; return its ARN.
+        """Create a service running a small task definition (or `task_definition`); return its ARN.
 
-        moto's CreateService drops placement constraints, placement strategy
-        and deployment configuration, so they are stored with a following
-        UpdateService (which moto keeps and DescribeServices returns). That
-        UpdateService also sets runningCount to desiredCount, as every moto
-        UpdateService does.
+        The layer keeps the placement constraints, placement strategy and
+        deployment configuration that moto's CreateService drops. Like every
+        moto UpdateService, the desiredCount sets runningCount here (unless
+        scheduling is on, where the tasks placed do).
         """
         ecs = self._admin_client("ecs")
-        task_definition = self._task_definition()
         request: dict[str, Any] = {
             "cluster": cluster,
             "serviceName": name,
-            "taskDefinition": task_definition,
+            "taskDefinition": task_definition or self._task_definition(),
             "desiredCount": desired_count,
             "schedulingStrategy": scheduling_strategy,
             "launchType": launch_type,
         }
         if tags:
             request["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
-        arn = str(ecs.create_service(**request)["service"]["serviceArn"])
-        dropped: dict[str, Any] = {}
         if placement_constraints is not None:
-            dropped["placementConstraints"] = placement_constraints
+            request["placementConstraints"] = placement_constraints
         if placement_strategy is not None:
-            dropped["placementStrategy"] = placement_strategy
+            request["placementStrategy"] = placement_strategy
         if deployment_configuration is not None:
-            dropped["deploymentConfiguration"] = deployment_configuration
-        if dropped:
-            # desiredCount again, or moto's UpdateService zeroes the cluster's task counts.
-            ecs.update_service(cluster=cluster, service=name, desiredCount=desired_count, **dropped)
+            request["deploymentConfiguration"] = deployment_configuration
+        arn = str(ecs.create_service(**request)["service"]["serviceArn"])
+        if placement_constraints is not None or placement_strategy is not None or deployment_configuration is not None:
+            # As before the layer kept them: moto's UpdateService makes runningCount the desiredCount.
+            ecs.update_service(cluster=cluster, service=name, desiredCount=desired_count)
         return arn
+
+    def register_task_definition(self, family: str, *, memory: int = 32, cpu: int = 0) -> str:
+        """Register a one-container task definition reserving `memory` MiB and `cpu` units; return its ARN."""
+        container: dict[str, Any] = {
+            "name": "main",
+            "image": "public.ecr.aws/docker/library/busybox",
+            "memory": memory,
+            "command": ["sleep", "3600"],
+        }
+        if cpu:
+            container["cpu"] = cpu
+        registered = self._admin_client("ecs").register_task_definition(
+            family=family, containerDefinitions=[container]
+        )
+        return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+    def update_task_definition(self, cluster: str, service: str, task_definition: str) -> None:
+        """Deploy another task definition to a service (UpdateService), as a release does."""
+        self._admin_client("ecs").update_service(cluster=cluster, service=service, taskDefinition=task_definition)
+
+    def tasks(self, cluster: str, service: str) -> list[dict[str, Any]]:
+        """The service's tasks whose desired status is RUNNING: task ARN, host ARN, status, task definition."""
+        ecs_backend, _ = self._backends()
+        with self._moto_lock:
+            self.scheduler.run(ecs_backend, cluster)
+            return [
+                {
+                    "taskArn": task.task_arn,
+                    "containerInstanceArn": task.container_instance_arn,
+                    "lastStatus": task.last_status,
+                    "taskDefinitionArn": task.task_definition_arn,
+                }
+                for task in ecs_backend.tasks.get(cluster.split("/")[-1], {}).values()
+                if task.group == f"service:{service}" and task.desired_status == "RUNNING"
+            ]
 
     def _task_definition(self) -> str:
         family = "localecs-sleep"

@@ -245,6 +245,12 @@ STARTUP = [
         for v in ("0", "-0.5", "1.5", "half", "nan", "inf", "50%")
     ),
     *(StartupRow(f"api-budget-flag-{v}", ["--api-budget", v], {}, "--api-budget") for v in ("0", "2", "x")),
+    # COVERAGE_GRACE / --coverage-grace: seconds >= 0
+    *(
+        StartupRow(f"coverage-grace-{v}", [], {"COVERAGE_GRACE": v}, "COVERAGE_GRACE")
+        for v in ("-1", "abc", "nan", "inf", "2m")
+    ),
+    StartupRow("coverage-grace-flag", ["--coverage-grace", "-5"], {}, "--coverage-grace"),
     # CLOUDFORMATION_GUARD / --no-cloudformation-guard
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
@@ -707,6 +713,7 @@ EMPTY = [
     EmptyRow("HEARTBEAT_FILE", check=_default_heartbeat),
     EmptyRow("EVENTS_QUEUE_URL", check=_acts_on_a_and_b),  # no events source; the pass acts as without it
     EmptyRow("API_BUDGET", error="API_BUDGET"),
+    EmptyRow("COVERAGE_GRACE", check=_acts_on_a_and_b),  # the default grace
     # AWS_ENDPOINT_URL="" is boto3's business and would mean the real AWS endpoint: never run here.
 ]
 

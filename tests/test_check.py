@@ -173,13 +173,14 @@ def test_table_is_aligned_and_summarised() -> None:
 
 
 def test_json_document_shape() -> None:
-    """--json prints the cluster, ok (false when any finding is an error) and every finding's four fields."""
+    """--json prints the cluster, ok (false when any finding is an error), every finding's four fields, and coverage."""
     findings = [check.Finding("a", check.WARNING, "cloudformation", "omit DesiredCount")]
     document = json.loads(check.as_json(CLUSTER, findings))
     assert document == {
         "cluster": CLUSTER,
         "ok": True,
         "findings": [{"service": "a", "severity": "warning", "code": "cloudformation", "message": "omit DesiredCount"}],
+        "coverage": {},
     }
     findings.append(check.Finding(None, check.ERROR, "cluster-not-found", "no such cluster"))
     assert json.loads(check.as_json(CLUSTER, findings))["ok"] is False
@@ -190,7 +191,8 @@ def test_json_document_shape() -> None:
 
 @pytest.fixture
 def audited(ecs: LocalECS) -> LocalECS:
-    """A cluster with 3 hosts, a clean service and one whose rolling deployment would deadlock."""
+    """A cluster with 3 hosts, a clean service and one whose rolling deployment would deadlock, each task placed."""
+    ecs.scheduler.enabled = True
     ecs.create_cluster(CLUSTER)
     ecs.add_hosts(CLUSTER, 3)
     distinct = [{"type": "distinctInstance"}]
@@ -232,8 +234,13 @@ def test_deadlock_prone_service_fails_the_check(audited: LocalECS) -> None:
     """A distinctInstance service with minimumHealthyPercent 100 is reported as an error and the exit code is 1."""
     result = run_check(audited, CLUSTER=CLUSTER, SERVICES="deadlocked clean")
     assert result.returncode == 1, result.stdout + result.stderr
-    rows = [line.split(maxsplit=3) for line in result.stdout.splitlines()[1:3]]
-    assert [row[:3] for row in rows] == [["deadlocked", "error", "deployment-deadlock"], ["clean", "info", "ok"]]
+    rows = [line.split(maxsplit=3) for line in result.stdout.splitlines()[1:5]]
+    assert [row[:3] for row in rows] == [
+        ["deadlocked", "error", "deployment-deadlock"],
+        ["deadlocked", "info", "coverage"],
+        ["clean", "info", "ok"],
+        ["clean", "info", "coverage"],
+    ]
     assert "below 100" in rows[0][3]
 
 
@@ -247,8 +254,11 @@ def test_json_output_and_no_change(audited: LocalECS) -> None:
     assert codes == {
         ("gone", "error", "not-found"),
         ("deadlocked", "error", "deployment-deadlock"),
+        ("deadlocked", "info", "coverage"),
         ("clean", "info", "ok"),
+        ("clean", "info", "coverage"),
     }
+    assert document["coverage"]["clean"]["covered"] == document["coverage"]["clean"]["eligible"] == 3
     assert audited.count("UpdateService") == 0
     assert [audited.desired_count(CLUSTER, name) for name in ("clean", "deadlocked")] == [3, 3]
 

@@ -229,6 +229,10 @@ def test_a_lost_agent_lowers_only_after_scale_down_after_passes(
         ecs.set_agent_connected(CLUSTER, four_hosts[1], False)
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=30)
         assert time.monotonic() - lost_at >= 0.9
+        # The pass logs its decisions when it ends, after its coverage read: wait for the write's line.
+        assert daemon.wait_for(
+            lambda: any(e["action"] == "update" for e in _decision(daemon, "agent", 0) if e["target"] == 3), timeout=10
+        )
         reasons = [str(e["reason"]) for e in _decision(daemon, "agent", 0) if e["action"] != "skip"]
         held = [r for r in reasons if "scale down held" in r]
         assert held and all(r.startswith("1 agent(s) lost, scale down held (") for r in held)

@@ -393,7 +393,8 @@ def _create_stack_service(ecs: LocalECS, cluster: str, logical_id: str, properti
 @pytest.mark.parametrize("hosts", [1, 2, 10])
 def test_stack_services_pass_check_at_any_host_count(template: dict[str, Any], ecs: LocalECS, hosts: int) -> None:
     """The stack's services, created in a local cluster of 1, 2 or 10 hosts and found with the manager's own
-    MANAGED_TAG, get only `ok` from `run.py check`: no deadlock, no CloudFormation warning, exit 0."""
+    MANAGED_TAG, get `ok` and no warning from `run.py check`: no deadlock, no CloudFormation warning, exit 0."""
+    ecs.scheduler.enabled = True  # the services place their tasks, so coverage has hosts to report
     parameters: dict[str, Any] = _defaults(template)
     parameters |= {name: name for name in template["Resources"]}  # a Ref to a resource: its logical id will do
     parameters |= {"ClusterName": "prod", "AWS::StackName": "ecs-cluster-manager", "AWS::Region": ecs.region}
@@ -414,7 +415,8 @@ def test_stack_services_pass_check_at_any_host_count(template: dict[str, Any], e
     assert result.returncode == 0, result.stdout + result.stderr
     findings = json.loads(result.stdout)["findings"]
     found = [(f["service"], f["severity"], f["code"]) for f in findings]
-    assert found == [("ecs-cluster-manager-log-shipper", "info", "ok")], findings
+    assert ("ecs-cluster-manager-log-shipper", "info", "ok") in found, findings
+    assert [f for f in found if f[1] != "info"] == [], findings
 
 
 @pytest.mark.parametrize(("parameters", "dry_run"), [({}, "false"), ({"DryRun": "true"}, "true")])

@@ -53,6 +53,7 @@ def events_daemon(ecs: LocalECS, tmp_path: Path, request: pytest.FixtureRequest)
         HEARTBEAT_FILE=str(tmp_path / "hb"),
     ) as daemon:
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == hosts, timeout=120)
+        assert daemon.wait_passes(1)  # the first pass has ended (its coverage read follows the write)
         assert daemon.wait_for(lambda: any(e.get("event") == "events_start" for e in daemon.events))
         yield daemon, queue_url
         assert daemon.stop() == 0
@@ -258,6 +259,10 @@ def test_an_agent_back_after_its_hold_raises_at_once(ecs: LocalECS, tmp_path: Pa
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 4, timeout=30)
         ecs.set_agent_connected(CLUSTER, hosts[1], False)
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 3, timeout=15)
+        # The lowering pass logs its `pass` line when it ends, after its coverage read: count it too.
+        assert daemon.wait_for(
+            lambda: any(p["updated"] and list(p["hosts"].values()) == [3] for p in passes(daemon, "interval"))
+        )
         lowered = len(passes(daemon, "interval"))
         ecs.set_agent_connected(CLUSTER, hosts[1], True)
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == 4, timeout=1.9)

@@ -251,12 +251,14 @@ def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_met
     every_pass = passes(daemon)
     assert len(every_pass) >= 6
     assert not [e for e in daemon.events if e.get("event") == "pass_failed"]
-    if every_pass[-1][0]["hosts"] == {}:  # SIGTERM came while the last pass waited for a token: it read nothing
+    if not every_pass[-1][0]["hosts"]:
+        # SIGTERM came during the last pass (waiting for a token, or in its coverage reads): it read nothing.
         every_pass.pop()
     for summary, decided in every_pass:
         (counted,) = summary["hosts"].values()
         assert summary["ok"] is True, summary
-        assert sorted(d["service"] for d in decided) == names
+        # A pass logs a service's decision at INFO only when it differs from the last one.
+        assert set(d["service"] for d in decided) <= set(names)
         # A throttle halves the write budget: an update it cannot pay for waits for a later pass (deferred).
         assert all(
             (d["action"] in ("update", "unchanged") or d["reason"].startswith("deferred")) and d["target"] == counted

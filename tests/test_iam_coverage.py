@@ -40,6 +40,7 @@ IAM_ACTION_NAMES = {("sqs", "DeleteMessageBatch"): "DeleteMessage"}
 CLUSTER = "prod"
 # More than one page of hosts, so the count also takes its cheap reading (DescribeClusters, the DRAINING listing).
 HOSTS = 101
+FULL_MEMORY = 7482  # every MiB a local host registers
 STACK_TAG = "aws:cloudformation:stack-name"
 
 Operation = tuple[str, str]
@@ -137,11 +138,15 @@ def scenario(
     local_ecs: LocalECS, daemon_operations: OperationRecorder, tmp_path_factory: pytest.TempPathFactory
 ) -> Scenario:
     """One `run.py --once` with SERVICES, SERVICE_REGEX, MANAGED_TAG and a CloudFormation-tagged service; then
-    `run.py` with EVENTS_QUEUE_URL, which receives a new host's event from the queue and deletes it."""
+    `run.py` with EVENTS_QUEUE_URL, which reads its services' coverage (tasks, and the host missing its task),
+    receives a new host's event from the queue and deletes it."""
     local = local_ecs
     local.reset()
+    local.scheduler.enabled = True  # services place their tasks, so the loop's coverage read describes them
     local.create_cluster(CLUSTER)
-    local.add_hosts(CLUSTER, HOSTS)
+    hosts = local.add_hosts(CLUSTER, HOSTS)
+    # One host too full for a task: coverage looks up the EC2 id of the host missing it.
+    local.task_placed(CLUSTER, hosts[0], memory=FULL_MEMORY)
     template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
     local.client("cloudformation").create_stack(StackName="calm", TemplateBody=json.dumps(template))
     distinct = [{"type": "distinctInstance"}]
@@ -259,7 +264,7 @@ def test_a_policy_copy_without_an_action_is_caught(scenario: Scenario, tmp_path:
 
 def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> None:
     """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched.
-    Its events daemon receives from the queue and deletes what it received."""
+    Its events daemon reads coverage, receives from the queue and deletes what it received."""
     assert scenario.desired == {"named": HOSTS, "agent-logs": HOSTS, "tagged": HOSTS, "stacked": HOSTS, "bystander": 0}
     assert scenario.operations == {
         ("ecs", "ListServices"),
@@ -268,6 +273,9 @@ def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> No
         ("ecs", "DescribeClusters"),
         ("ecs", "DescribeContainerInstances"),
         ("ecs", "UpdateService"),
+        ("ecs", "ListTasks"),
+        ("ecs", "DescribeTasks"),
+        ("ecs", "DescribeContainerInstances"),
         ("cloudformation", "DescribeStacks"),
         ("sqs", "ReceiveMessage"),
         ("sqs", "DeleteMessageBatch"),

@@ -12,7 +12,8 @@ from daemon_helpers import ROOT
 
 def test_sandbox_scenario_shows_services_following_hosts() -> None:
     """The demo's daemon (events on, INTERVAL=300) sizes every managed service within seconds of each host
-    change, starts no pass for a routine agent reconnect, and exits 0 on SIGTERM."""
+    change, starts no pass for a routine agent reconnect, shows a host too full for its task as missing in
+    check until room is made, and exits 0 on SIGTERM."""
     result = subprocess.run(
         [sys.executable, "-m", "localecs.demo"],
         cwd=ROOT,
@@ -37,16 +38,21 @@ def test_sandbox_scenario_shows_services_following_hosts() -> None:
     # An agent that disconnects and reconnects, and a task placed, change nothing and start no pass.
     assert counts[3] == counts[2]
     assert "=== passes started by those events: 0" in result.stdout
-    assert counts[4]["log-shipper"] == "4" and counts[4]["proxy"] == "8"  # a drained host: at once
+    # A host too full for any task: sized for, listed by check as missing with ECS's reason, then covered.
+    assert counts[4]["log-shipper"] == "6"
+    full_check, room_check = result.stdout.split("room is made on that host")
+    assert "5/6 eligible host(s) run a task" in full_check and "insufficient memory" in full_check
+    assert "6/6 eligible host(s) run a task" in room_check.split("a host is drained")[0]
+    assert counts[5]["log-shipper"] == "5" and counts[5]["proxy"] == "10"  # a drained host: at once
     # Each change was followed through its event, in seconds, not INTERVAL (300 s).
     took = [float(seconds) for seconds in re.findall(r"=== followed in ([\d.]+)s", result.stdout)]
-    assert len(took) == 4 and max(took) < 5, took
+    assert len(took) == 5 and max(took) < 5, took
     assert counts[-1] == {
-        "log-shipper": "3",
-        "node-agent": "3",
-        "proxy": "6",
+        "log-shipper": "4",
+        "node-agent": "4",
+        "proxy": "8",
         "web-cache": "2",
-        "legacy-agent": "3",
+        "legacy-agent": "4",
         "billing-api": "3",
     }
     assert "deployment-deadlock" in result.stdout  # `check` flags legacy-agent
