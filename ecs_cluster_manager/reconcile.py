@@ -249,7 +249,9 @@ def run_pass(
         report.trigger = "event"
         report.event_time = oldest_time(changes)
     calls_before = api.total_calls
-    looping = memory is not None
+    # The daemon's loop: it keeps coverage's gap history and logs unchanged decisions at DEBUG. --once has no
+    # memory, and the Lambda handler's warm memory (config.once) only spares it listings of known hosts.
+    looping = memory is not None and not config.once
     if memory is None:
         memory = Memory(hold=0.0, resync=0.0)
     try:
