@@ -62,6 +62,6 @@ def test_sandbox_scenario_shows_services_following_hosts() -> None:
     assert "the deliberate misconfiguration of legacy-agent was found" in result.stdout[failed:]
     assert "daemon exited with 0" in result.stdout
     # It prints the command README leads with, as a new shell in the checkout can run it, and runs that one.
-    [program] = re.findall(r"=== sandbox: (\S+) check ", result.stdout)
+    [program] = set(re.findall(r"=== sandbox: (\S+) check ", result.stdout))
     assert Path(program).name == "ecs-cluster-manager" and (ROOT / program).exists(), program
     assert f"starting the daemon: {program} " in result.stdout
