@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecs_cluster_manager import coverage, logs
-from ecs_cluster_manager.counting import EXACT_EVERY
+from ecs_cluster_manager.config import DEFAULT_RESYNC
 from ecs_cluster_manager.ecs import Api
 from localecs import LocalECS
 
 HOSTS = (1000, 5000)
 RUNS = 3
 BURST, REFILL = 100, 20.0  # ECS's cluster resource read bucket: burst, tokens a second
-RESYNC = 300.0  # the default resync: INTERVAL 30 s x EXACT_EVERY
+RESYNC = DEFAULT_RESYNC  # the default resync: every host filter listed, and coverage read, at least this often
 HOST_MEMORY = 7482  # what a local host registers: all taken leaves no room for a task
 CLUSTER = "coverage"
 BEGIN, END = "<!-- coverage-read -->", "<!-- /coverage-read -->"
@@ -101,7 +101,7 @@ def render(rows: Sequence[Row]) -> str:
         f"on the local API; median of {RUNS} reads. The share is of ECS's cluster resource read bucket "
         f"({BURST} burst, {REFILL:g}/s), which ListTasks, DescribeTasks and DescribeContainerInstances share "
         f"with host counting: a read spends the burst share at once, and at the default resync "
-        f"(INTERVAL 30 s x EXACT_EVERY {EXACT_EVERY} = {RESYNC:g} s, when the daemon reads coverage) "
+        f"(RESYNC {RESYNC:g} s: the daemon reads coverage on each full listing) "
         "the refill share of the bucket's tokens over that time. Run only this part with "
         '`make bench BENCH_ARGS="--only coverage"`.',
         "",
