@@ -243,6 +243,19 @@ class GapWatch:
     last_read: dict[str, float] = field(default_factory=dict)  # service -> monotonic time of its last reading
     eligible_before: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
     left: set[str] = field(default_factory=set)
+    read_eligible: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> eligible hosts at its reading
+
+    def worth_reading(self, service: Service, eligible: frozenset[str], now: float, every: float) -> bool:
+        """Whether a service's coverage may have changed since its last reading, or is due again after `every` s."""
+        last = self.last_read.get(service.name)
+        return (
+            last is None
+            or now - last >= every
+            or any(key[0] == service.name for key in self.gaps)
+            or self.read_eligible.get(service.name) != eligible
+            or service.running_count != service.desired_count
+            or service.pending_count > 0
+        )
 
     def saw_eligible(self, host_filter: tuple[str, ...], eligible: frozenset[str]) -> None:
         """Note a filter's eligible hosts at this reading; the ones that dropped out join `left`."""

@@ -372,6 +372,11 @@ def _read_coverage(
 ) -> None:
     """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
 
+    A small filter is listed on every pass, so a service is read only when its
+    coverage may have changed (GapWatch.worth_reading): never read, a gap open,
+    its eligible hosts changed, its tasks not all running, or RESYNC since its
+    last reading.
+
     At most coverage.CALLS_PER_PASS calls' worth of services per pass, those
     read longest ago first (GapWatch.due); the others wait for the next exact
     count. A failed read is logged and recorded for that service, and ends the
@@ -384,6 +389,9 @@ def _read_coverage(
         service.name: coverage.read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
         for service, size in sized
         if host_filters[service.arn] in hosts
+        and memory.coverage.worth_reading(
+            service, hosts[host_filters[service.arn]][0], clock, memory.counting.resync - memory.counting.interval
+        )
     }
     order = memory.coverage.due(readable)  # read longest ago first, within the pass's share of the API budget
     due = set(order)
@@ -392,6 +400,7 @@ def _read_coverage(
         service, size = by_name[name]
         eligible, ineligible = hosts[host_filters[service.arn]]
         memory.coverage.last_read[service.name] = clock
+        memory.coverage.read_eligible[service.name] = eligible
         try:
             result = coverage.read(
                 api,
