@@ -245,13 +245,19 @@ class GapWatch:
     left: set[str] = field(default_factory=set)
     read_eligible: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> eligible hosts at its reading
 
-    def worth_reading(self, service: Service, eligible: frozenset[str], now: float, every: float) -> bool:
-        """Whether a service's coverage may have changed since its last reading, or is due again after `every` s."""
+    def worth_reading(
+        self, service: Service, eligible: frozenset[str], now: float, every: float, grace: float
+    ) -> bool:
+        """Whether a service's coverage may have changed since its last reading, or is due again after `every` s.
+
+        While a gap is open it is read again every quarter of the grace, so the gap is reported (or found
+        closed) within about a quarter of COVERAGE_GRACE of the moment it should be, at a bounded cost.
+        """
         last = self.last_read.get(service.name)
         return (
             last is None
             or now - last >= every
-            or any(key[0] == service.name for key in self.gaps)
+            or (any(key[0] == service.name for key in self.gaps) and now - last >= grace / 4)
             or self.read_eligible.get(service.name) != eligible
             or service.running_count != service.desired_count
             or service.pending_count > 0

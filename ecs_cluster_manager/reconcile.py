@@ -373,9 +373,9 @@ def _read_coverage(
     """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
 
     A small filter is listed on every pass, so a service is read only when its
-    coverage may have changed (GapWatch.worth_reading): never read, a gap open,
-    its eligible hosts changed, its tasks not all running, or RESYNC since its
-    last reading.
+    coverage may have changed (GapWatch.worth_reading): never read, a gap open
+    (every quarter of COVERAGE_GRACE), its eligible hosts changed, its tasks not
+    all running, or RESYNC since its last reading.
 
     At most coverage.CALLS_PER_PASS calls' worth of services per pass, those
     read longest ago first (GapWatch.due); the others wait for the next exact
@@ -390,7 +390,11 @@ def _read_coverage(
         for service, size in sized
         if host_filters[service.arn] in hosts
         and memory.coverage.worth_reading(
-            service, hosts[host_filters[service.arn]][0], clock, memory.counting.resync - memory.counting.interval
+            service,
+            hosts[host_filters[service.arn]][0],
+            clock,
+            memory.counting.resync - memory.counting.interval,
+            config.coverage_grace,
         )
     }
     order = memory.coverage.due(readable)  # read longest ago first, within the pass's share of the API budget
