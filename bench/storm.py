@@ -43,6 +43,9 @@ UNBUDGETED_MODULE = "bench.unbudgeted"
 _clusters = itertools.count(1)
 
 
+ARRIVAL_SLACK = 0.1  # tokens
+
+
 @dataclass
 class Storm:
     """One daemon through one storm."""
@@ -73,7 +76,9 @@ class Storm:
         return peaks
 
     def short(self, share: float) -> dict[str, int]:
-        return budget.shortfall(self.calls, share)
+        # A request reaches ECS a few milliseconds after its token was taken: the replay forgives a tenth of a
+        # token of that (as tests/test_budget_daemon.py does), so a budget spent exactly at its rate reads as within.
+        return budget.shortfall(self.calls, share, slack=ARRIVAL_SLACK)
 
     @property
     def updates(self) -> int:
