@@ -302,8 +302,9 @@ def test_endpoint_unreachable_for_30s_daemon_survives_reports_unhealthy_and_conv
         AWS_ENDPOINT_URL=proxy.url,
     ) as daemon:
         assert daemon.wait_for(lambda: desired(ecs, "web", "batch") == [3, 3], timeout=30), daemon.lines
+        # The writing pass records its success when it ends, after its coverage reads: wait for that.
+        assert daemon.wait_for(lambda: healthcheck(ecs, tmp_path, f"{interval:g}").returncode == 0, timeout=10)
         assert scrape(port, "/healthz")[0] == 200
-        assert healthcheck(ecs, tmp_path, f"{interval:g}").returncode == 0
 
         proxy.down = True
         down_at = time.monotonic()
