@@ -15,6 +15,7 @@ The manager never stops or moves a task: coverage only reports.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -178,7 +179,9 @@ def read(
     """
     arns = api.list_tasks(cluster, service.name)
     tasks = api.describe_tasks(cluster, arns) if arns else []
-    first = compute(
+    # The same computation twice: first to learn which hosts to name, then with their EC2 ids.
+    measure = functools.partial(
+        compute,
         service.name,
         eligible,
         tasks,
@@ -188,22 +191,13 @@ def read(
         tasks_per_host=tasks_per_host,
         read_at=now,
     )
+    first = measure()
     wanted = list(dict.fromkeys(h.container_instance_arn for h in (*first.missing, *first.extra, *first.misplaced)))
     if not wanted:
         return first
     described = api.describe_container_instances(cluster, wanted[:DESCRIBED_HOSTS])
     ec2_ids = {instance.arn: instance.ec2_instance_id for instance in described if instance.ec2_instance_id}
-    return compute(
-        service.name,
-        eligible,
-        tasks,
-        primary_task_definition=service.task_definition,
-        placement_failure=service.placement_failure,
-        ineligible=ineligible,
-        tasks_per_host=tasks_per_host,
-        ec2_ids=ec2_ids,
-        read_at=now,
-    )
+    return measure(ec2_ids=ec2_ids)
 
 
 def eligible_hosts(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]] | None:
