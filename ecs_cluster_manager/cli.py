@@ -60,20 +60,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check.main(api, config)
 
-    def request_stop(signum: int, _frame: object) -> None:
-        if stop.is_set():  # the second signal: the operator will not wait for the call on the wire
-            os.write(2, f"ecs-cluster-manager: {signal.Signals(signum).name} again, exiting now\n".encode())
-            os._exit(128 + signum)
-        stop.set()
-        # structlog's writer holds a lock the interrupted code may own: log from another thread.
-        threading.Thread(target=_log_stopping, args=(api, signum), name="stopping").start()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    _watch_signals(stop, api)
 
     from .daemon import loop
 
     return loop(api, config, stop, os.environ, fail=_fail)
+
+
+def _watch_signals(stop: threading.Event, api: Api) -> None:
+    """SIGTERM/SIGINT set `stop`; a second one exits at once with 128 + its number.
+
+    The signal handler itself does nothing: Python runs it in the main thread
+    between two bytecodes, perhaps while that thread holds the very lock
+    `stop.set()` takes (inside `stop.wait()`), which would hang the process for
+    good. Its C half writes the signal's number to a pipe instead, and a thread
+    of its own reads the pipe and acts.
+    """
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+
+    def ignore(_signum: int, _frame: object) -> None:
+        """The number is already in the pipe."""
+
+    signal.signal(signal.SIGTERM, ignore)
+    signal.signal(signal.SIGINT, ignore)
+
+    def watch() -> None:
+        while True:
+            signum = os.read(reader, 1)[0]
+            if signum not in (signal.SIGTERM, signal.SIGINT):
+                continue
+            if stop.is_set():  # the second signal: the operator will not wait for the call on the wire
+                os.write(2, f"ecs-cluster-manager: {signal.Signals(signum).name} again, exiting now\n".encode())
+                os._exit(128 + signum)
+            _log_stopping(api, signum)  # first: this thread does not keep the process alive once the loop ends
+            stop.set()
+
+    threading.Thread(target=watch, name="signals", daemon=True).start()
 
 
 def _log_stopping(api: Api, signum: int) -> None:

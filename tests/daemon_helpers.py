@@ -85,13 +85,26 @@ class Daemon:
             text=True,
         )
         self.lines: list[str] = []
+        self.errors: list[str] = []  # stderr, read as it comes so a full pipe never blocks the daemon
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._error_reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._error_reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
+
+    def stderr(self) -> str:
+        """What the daemon wrote to stderr; call once it has exited."""
+        self._error_reader.join(timeout=5)
+        return "".join(self.errors)
+
+    def _read_errors(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.errors.append(line)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -116,7 +129,14 @@ class Daemon:
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.terminate()
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = "".join(self.lines[-40:])
+            errors = "".join(self.errors[-20:])
+            raise AssertionError(
+                f"the daemon did not exit within {timeout}s of SIGTERM; its last output:\n{tail}\nstderr:\n{errors}"
+            ) from None
         self._reader.join(timeout=5)
         return code
 

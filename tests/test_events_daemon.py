@@ -215,8 +215,7 @@ def test_a_queue_that_does_not_exist_is_a_startup_error(ecs: LocalECS, tmp_path:
         ecs, CLUSTER=CLUSTER, SERVICES="agent", EVENTS_QUEUE_URL=typo, HEARTBEAT_FILE=str(tmp_path / "hb")
     ) as daemon:
         assert daemon.process.wait(timeout=30) == 2
-        assert daemon.process.stderr is not None
-        lines = daemon.process.stderr.read().strip().splitlines()
+        lines = daemon.stderr().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ecs-cluster-manager: error: EVENTS_QUEUE_URL: "), lines
     assert "no-such-queue" in lines[0]
     assert ecs.desired_count(CLUSTER, "agent") == 0

@@ -244,7 +244,7 @@ def test_soak_360_passes_with_hosts_coming_and_going(ecs: LocalECS, tmp_path: Pa
         metrics = scrape(port)
         daemon.process.send_signal(signal.SIGTERM)
         code = daemon.process.wait(timeout=30)
-        stderr = daemon.process.stderr.read() if daemon.process.stderr else ""
+        stderr = daemon.stderr()
 
     mib = 1024 * 1024
     print(
