@@ -134,7 +134,7 @@ class Counting:
             before = api.total_calls
             started = store.clock()
             described = api.describe_container_instances(cluster, lost)
-            store.observe_descriptions(described, lost, started)
+            store.observe_descriptions(described, lost, started, seen=store.clock())
             calls[filters[0]] += api.total_calls - before
         if all(mode == EXACT for mode in how.values()):
             store.events_wrote = False
@@ -187,18 +187,19 @@ class Counting:
         """
         state = self.store.filters[host_filter]
         started = self.store.clock()
-        active, disconnected = self._reading(api, cluster, host_filter, state.side, shared)
+        active, disconnected, seen = self._reading(api, cluster, host_filter, state.side, shared)
         if state.unresolved or active - state.offset != len(state.members) or not disconnected <= state.members:
             return False
-        self.store.observe_agents(host_filter, disconnected, started)
+        self.store.observe_agents(host_filter, disconnected, started, seen=seen)
         return True
 
     def _list(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
         expression = member_expression(host_filter)
         started = self.store.clock()
         active = frozenset(api.list_container_instances(cluster, "ACTIVE", expression))
+        # Listed after every ACTIVE page: an agent lost meanwhile is lost since this answer, not since `started`.
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
-        state = self.store.observe_listing(host_filter, active, disconnected, started)
+        state = self.store.observe_listing(host_filter, active, disconnected, started, seen=self.store.clock())
         state.side, state.offset = SMALL, 0
         if self.resync <= 0 or len(active) <= self.small:
             return
@@ -209,11 +210,11 @@ class Counting:
             return
         else:
             state.side = COMPLEMENT
-        reading, _ = self._reading(api, cluster, host_filter, state.side, shared, disconnected=disconnected)
+        reading, _, _ = self._reading(api, cluster, host_filter, state.side, shared, disconnected=disconnected)
         state.offset = reading - len(active)
 
-    @staticmethod
     def _reading(
+        self,
         api: Api,
         cluster: str,
         host_filter: HostFilter,
@@ -221,15 +222,17 @@ class Counting:
         shared: _ClusterReading,
         *,
         disconnected: frozenset[str] | None = None,
-    ) -> tuple[int, frozenset[str]]:
-        """(R - DRAINING - outside: the ACTIVE instances before the offset, the disconnected ones' ARNs)."""
+    ) -> tuple[int, frozenset[str], float]:
+        """(R - DRAINING - outside: the ACTIVE instances before the offset, the disconnected ones' ARNs,
+        when those were answered)."""
         expression = member_expression(host_filter)
         if disconnected is None:
             disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
+        seen = self.store.clock()
         active = shared.registered() - shared.draining()
         if side == COMPLEMENT:
             active -= len(api.list_container_instances(cluster, "ACTIVE", f"not ({expression})"))
-        return active, disconnected
+        return active, disconnected, seen
 
 
 def count_exactly(api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, HostCount]:

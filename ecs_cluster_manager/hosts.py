@@ -23,7 +23,9 @@ never overwrites it:
 
 Holds measure time: a host whose agent is lost counts as held until it has been
 lost for `hold` seconds without a break (SCALE_DOWN_AFTER x INTERVAL in the
-daemon), then it is lost for good and the services are lowered for it.
+daemon), then it is lost for good and the services are lowered for it. A loss
+starts when the answer that showed it came back (or the event arrived), never
+earlier: a hold may run a little long, never short.
 
 The store forgets an instance once it is INACTIVE, or once it belongs to no
 filter and every filter has been listed since it was last seen, so its memory
@@ -113,8 +115,14 @@ class HostStore:
     # -- inputs ------------------------------------------------------------------
 
     def observe_listing(self, host_filter: HostFilter, active: Iterable[str], disconnected: Iterable[str],
-                        started: float) -> FilterHosts:
-        """Take in a filter's complete ACTIVE listing (and its disconnected part) that started at `started`."""
+                        started: float, seen: float | None = None) -> FilterHosts:
+        """Take in a filter's complete ACTIVE listing (and its disconnected part) that started at `started`.
+
+        `seen` is when the disconnected part was answered (default `started`): a
+        loss first seen there starts then. A listing of many pages takes a while,
+        and an agent lost while it ran must not count as lost since its start.
+        """
+        seen = started if seen is None else seen
         listed = set(active)
         lost = set(disconnected) & listed
         previous = self.filters.get(host_filter)
@@ -127,11 +135,11 @@ class HostStore:
                 continue
             connected = arn not in lost
             if host is None:
-                self.hosts[arn] = Host(ACTIVE, connected, None, started, None if connected else started)
+                self.hosts[arn] = Host(ACTIVE, connected, None, started, None if connected else seen)
                 members.add(arn)
                 continue
             # A host that comes back ACTIVE starts any loss again, as it would after a reconnect.
-            self._set_agent(host, connected, started, restart=host.status != ACTIVE)
+            self._set_agent(host, connected, seen, restart=host.status != ACTIVE)
             host.status = ACTIVE
             host.as_of = started
             members.add(arn)
@@ -157,14 +165,19 @@ class HostStore:
         self.filters[host_filter] = state
         return state
 
-    def observe_agents(self, host_filter: HostFilter, disconnected: Iterable[str], started: float) -> None:
-        """Take in the complete listing of a filter's disconnected ACTIVE instances, started at `started`."""
+    def observe_agents(self, host_filter: HostFilter, disconnected: Iterable[str], started: float,
+                       seen: float | None = None) -> None:
+        """Take in the complete listing of a filter's disconnected ACTIVE instances, started at `started`.
+
+        `seen` is when it was answered (default `started`): a loss first seen in it starts then.
+        """
+        seen = started if seen is None else seen
         lost = set(disconnected)
         for arn in self.filters[host_filter].members:
             host = self.hosts[arn]
             if host.as_of > started:  # an event that came after the reading started knows better
                 continue
-            self._set_agent(host, arn not in lost, started, restart=False)
+            self._set_agent(host, arn not in lost, seen, restart=False)
             host.as_of = started
 
     def observe_event(self, change: EventChange, now: float | None = None) -> str | None:
@@ -209,8 +222,12 @@ class HostStore:
         return None if was_out else AGENT_BACK
 
     def observe_descriptions(self, described: Iterable[ContainerInstance], asked: Iterable[str],
-                             started: float) -> None:
-        """Take in DescribeContainerInstances of `asked`, made at `started`: those not returned are gone."""
+                             started: float, seen: float | None = None) -> None:
+        """Take in DescribeContainerInstances of `asked`, made at `started`: those not returned are gone.
+
+        `seen` is when it was answered (default `started`): a loss that starts again starts then.
+        """
+        seen = started if seen is None else seen
         found = {instance.arn: instance for instance in described}
         for arn in asked:
             host = self.hosts.get(arn)
@@ -225,7 +242,7 @@ class HostStore:
             if host.version is not None and instance.version <= host.version:
                 continue
             moved = host.version is not None  # a newer version while lost: it may have reconnected in between
-            self._set_agent(host, instance.agent_connected, started, restart=moved)
+            self._set_agent(host, instance.agent_connected, seen, restart=moved)
             host.version = instance.version
             host.as_of = max(host.as_of, started)
             host.ec2_instance_id = instance.ec2_instance_id or host.ec2_instance_id

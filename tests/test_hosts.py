@@ -114,6 +114,21 @@ def test_the_hold_measures_one_continuous_loss() -> None:
     assert s.count(EVERY_HOST, now=3.0).held == 0  # now lost for the whole hold
 
 
+def test_a_loss_starts_when_the_answer_showed_it_not_when_the_call_began() -> None:
+    """A listing, a reading or a description that takes a while: the agent may have been lost only just before
+    its answer, so the loss counts from the answer (`seen`). Counting from the start cut the hold short."""
+    s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A, B, C], [A], started=0.0, seen=1.5)
+    assert s.hosts[A].lost_since == 1.5 and s.hosts[A].as_of == 0.0  # as_of stays the listing's start
+    assert s.count(EVERY_HOST, now=3.0).held == 1  # 1.5 s since the answer, 3 s since the start: held
+    s.observe_agents(EVERY_HOST, [A, B], started=4.0, seen=4.5)
+    assert s.hosts[B].lost_since == 4.5
+    s.observe_descriptions([ContainerInstance(A, "i-a", "ACTIVE", False, 10)], [A], started=5.0, seen=5.2)
+    s.observe_descriptions([ContainerInstance(A, "i-a", "ACTIVE", False, 12)], [A], started=6.0, seen=6.4)
+    assert s.hosts[A].lost_since == 6.4  # reconnected and lost again before the answer: from the answer
+    assert s.count(EVERY_HOST, now=8.3).held == 1 and s.count(EVERY_HOST, now=8.4).held == 0
+
+
 def test_a_steady_loss_is_not_restarted_by_an_unchanged_version() -> None:
     s, _ = store(hold=2.0)
     s.observe_listing(EVERY_HOST, [A], [A], started=0.0)
