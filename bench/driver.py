@@ -99,6 +99,7 @@ def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Cal
         return {
             "ok": report.ok,
             "updated": report.count(plan.UPDATE),
+            "deferred": report.deferred,
             "decisions": len(report.decisions),
             "counting": dict(report.counting),
         }

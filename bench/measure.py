@@ -117,6 +117,7 @@ class PassSample:
     updated: int
     calls: Mapping[str, int]
     failed_calls: int  # answers other than HTTP 200
+    deferred: int = 0  # writes the API budget deferred to a later pass
     counting: Mapping[str, str] = field(default_factory=dict)  # host filter -> "exact" or "cheap" (the daemon's)
 
     @property
@@ -298,10 +299,14 @@ def _sample(local: LocalECS, driver: Driver, command: str = "pass") -> PassSampl
         rss=answer["rss"],
         clients=answer["clients"],
         updated=answer["updated"],
+        deferred=answer.get("deferred", 0),
         calls=Counter(call.operation for call in calls),
         failed_calls=sum(1 for call in calls if call.status != 200),
         counting=answer.get("counting", {}),
     )
+
+
+WARM_UP_LIMIT = 120.0  # seconds of warm-up passes at most (100 writes at the default budget take about 30 s)
 
 
 @dataclass(frozen=True)
@@ -327,12 +332,19 @@ def measure(
 ) -> AlgorithmRun:
     """Time converged passes, then passes that change every managed service, then keep passing for memory.
 
-    The first pass is a warm-up that brings every service to its target. A
+    Every service is set to its target first, and warm-up passes run until one
+    writes nothing and (for `current`) every service's coverage has been read
+    once, at most WARM_UP_LIMIT seconds, so no timed converged pass carries a
+    write the API budget deferred or a first coverage read. A
     "changed" pass follows setting every managed service's desiredCount to 0.
     Memory passes (converged) continue to `reps.memory_passes` or until the
     budget is spent, whichever is first; at least 10 passes are always run.
     """
     run = AlgorithmRun(algorithm)
+    # Every managed service at its target (one task per usable host) before the warm-up, through the local API:
+    # writes the budget would spread over the warm-up's passes are not what this measures.
+    target = sum(1 for host in local.hosts(cluster) if host["status"] == "ACTIVE" and host["agentConnected"])
+    set_desired(local, cluster, managed, target)
     driver = Driver(algorithm, cluster, env, () if service_regex else managed, service_regex)
     try:
         run.setup_rss = driver.ready["rss"]
@@ -343,13 +355,21 @@ def measure(
             run.clients = sample.clients
             return sample
 
-        record(_sample(local, driver))  # warm-up
+        warm_up_until = time.monotonic() + WARM_UP_LIMIT
+        while True:  # warm-up
+            warm = record(_sample(local, driver))
+            # `current` reads each service's coverage once (at most 50 calls a pass), then when it may have
+            # changed; `exact` reads it on every pass by design.
+            first_reads = algorithm == "current" and warm.calls.get("ListTasks", 0) > 0
+            if not (warm.updated or warm.deferred or first_reads) or time.monotonic() > warm_up_until:
+                break
         started = time.monotonic()
         for _ in range(reps.converged):
             run.converged.append(record(_sample(local, driver)))
         for _ in range(reps.changed):
             set_desired(local, cluster, managed, 0)
             run.changed.append(record(_sample(local, driver)))
+        set_desired(local, cluster, managed, target)  # what the budget deferred is not left to the memory passes
         if profile_to is not None:
             record(_sample(local, driver, f"profile {profile_to}"))
         while run.passes < reps.memory_passes and (run.passes < 10 or time.monotonic() - started < reps.memory_budget):
