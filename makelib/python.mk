@@ -59,7 +59,7 @@ run: $(DEMO_STAMP) ## Run the daemon with your environment (ARGS=...)
 check: $(DEMO_STAMP) ## Run the check subcommand of run.py (ARGS=...)
 	@$(VENV_PYTHON) run.py check $(ARGS)
 
-bench: $(VENV_STAMP) ## Run the benchmark, about 16 minutes (BENCH_ARGS=--quick for a smaller matrix)
+bench: $(VENV_STAMP) ## Run the benchmark, about 17 minutes (BENCH_ARGS=--quick for a smaller matrix)
 	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
 
 all:: lint test
