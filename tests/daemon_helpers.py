@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from localecs import LocalECS
 
@@ -73,6 +73,13 @@ def decisions(output: str) -> dict[str, dict[str, Any]]:
     return {e["service"]: e for e in events(output) if e.get("event") == "decision"}
 
 
+def _collect(stream: IO[str] | None, lines: list[str]) -> None:
+    """Append a child's output lines as they come, until it closes the stream."""
+    assert stream is not None
+    for line in stream:
+        lines.append(line)
+
+
 class Daemon:
     """A `python run.py` loop in the background, its stdout collected as JSON events."""
 
@@ -86,25 +93,15 @@ class Daemon:
         )
         self.lines: list[str] = []
         self.errors: list[str] = []  # stderr, read as it comes so a full pipe never blocks the daemon
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader = threading.Thread(target=_collect, args=(self.process.stdout, self.lines), daemon=True)
         self._reader.start()
-        self._error_reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._error_reader = threading.Thread(target=_collect, args=(self.process.stderr, self.errors), daemon=True)
         self._error_reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
 
     def stderr(self) -> str:
         """What the daemon wrote to stderr; call once it has exited."""
         self._error_reader.join(timeout=5)
         return "".join(self.errors)
-
-    def _read_errors(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.errors.append(line)
 
     @property
     def events(self) -> list[dict[str, Any]]:
