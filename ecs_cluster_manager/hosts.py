@@ -25,11 +25,23 @@ Holds measure time: a host whose agent is lost counts as held until it has been
 lost for `hold` seconds without a break (SCALE_DOWN_AFTER x INTERVAL in the
 daemon), then it is lost for good and the services are lowered for it. A loss
 starts when the answer that showed it came back (or the event arrived), never
-earlier: a hold may run a little long, never short.
+earlier: a hold may run a little long, never short. Only a host the store has
+seen usable since it became ACTIVE is held: one already lost when first seen
+(after a restart, say) was never counted, so nothing is raised for it.
+
+Each observation supersedes only the fields it looked at: a reading of
+disconnected agents stamps the agents it read (`agent_as_of`), not their
+status (`status_as_of`), so an event about a status that arrived while the
+reading ran still counts.
 
 The store forgets an instance once it is INACTIVE, or once it belongs to no
 filter and every filter has been listed since it was last seen, so its memory
-follows the cluster's size, not its history.
+follows the cluster's size, not its history. A host known to match none of a
+memberOf filter (`outside`, from a listing of the hosts that do not match it,
+or from matching a new one) is remembered until the next such listing, so
+their routine events start no pass and cost no call. A filter no managed service uses is kept for `retain`
+seconds (one skipped pass forgets nothing); with no filter left, no host is
+kept at all.
 
 Nothing here does I/O: counting.py reads the cluster and feeds the store.
 """
@@ -64,9 +76,21 @@ class Host:
     status: str
     agent_connected: bool
     version: int | None  # the newest ECS detail.version known; None when only listings have seen it
-    as_of: float  # store clock: when the observation it holds was made (a listing's start, an event's arrival)
+    status_as_of: float  # store clock: when the observation of its status was made (a listing's start, ...)
+    agent_as_of: float  # store clock: when the observation of its agent was made
     lost_since: float | None = None  # store clock: since when its agent has been lost without a break
     ec2_instance_id: str | None = None
+    # Seen usable since it last became ACTIVE: only then is a loss held (it was counted before the loss).
+    holdable: bool = True
+
+    @property
+    def as_of(self) -> float:
+        """When the newest observation of it was made."""
+        return max(self.status_as_of, self.agent_as_of)
+
+
+def _new_host(status: str, connected: bool, version: int | None, at: float, lost_since: float | None = None) -> Host:
+    return Host(status, connected, version, at, at, lost_since, holdable=connected)
 
 
 @dataclass
@@ -76,8 +100,11 @@ class FilterHosts:
     members: set[str]
     listed_at: float  # store clock: when the last exact listing of the filter started
     unresolved: set[str] = field(default_factory=set)  # new ACTIVE instances not yet known to match (memberOf)
+    outside: set[str] = field(default_factory=set)  # ACTIVE instances known not to match it (memberOf)
+    outside_at: float | None = None  # store clock: when `outside` was last listed in full
     side: str = ""  # how a cheap reading of it is taken (counting.py)
-    offset: int = 0  # counting.py's constant for that reading
+    offset: int | None = 0  # counting.py's constant for that reading (None: not measured yet)
+    used_at: float = 0.0  # store clock: when a managed service last used it
 
 
 class EventChange(Protocol):
@@ -101,11 +128,15 @@ class HostStore:
     """Per container instance, the newest state known; per host filter, its ACTIVE members.
 
     `hold` is how long a lost agent keeps counting, in seconds (0: not at all).
+    `retain` is how long a filter no managed service uses is kept (its hosts' holds with it).
     `clock` is a monotonic clock, injected in tests.
     """
 
-    def __init__(self, hold: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, hold: float = 0.0, clock: Callable[[], float] = time.monotonic, *, retain: float = 0.0
+    ) -> None:
         self.hold = hold
+        self.retain = retain
         self.clock = clock
         self.hosts: dict[str, Host] = {}
         self.filters: dict[HostFilter, FilterHosts] = {}
@@ -128,97 +159,118 @@ class HostStore:
         previous = self.filters.get(host_filter)
         members: set[str] = set()
         for arn in listed:
-            host = self.hosts.get(arn)
-            if host is not None and host.as_of > started:
-                if host.status == ACTIVE:  # an event that came after the listing started knows better
-                    members.add(arn)
-                continue
             connected = arn not in lost
+            host = self.hosts.get(arn)
             if host is None:
-                self.hosts[arn] = Host(ACTIVE, connected, None, started, None if connected else seen)
+                self.hosts[arn] = _new_host(ACTIVE, connected, None, started, None if connected else seen)
                 members.add(arn)
                 continue
-            # A host that comes back ACTIVE starts any loss again, as it would after a reconnect.
-            self._set_agent(host, connected, seen, restart=host.status != ACTIVE)
-            host.status = ACTIVE
-            host.as_of = started
-            members.add(arn)
+            # A field an event observed after the listing started is newer than the listing's.
+            if host.agent_as_of <= started:
+                self._set_agent(host, connected, seen, restart=False)
+                host.agent_as_of = started
+            if host.status_as_of <= started:
+                self._set_status(host, ACTIVE, started)
+            if host.status == ACTIVE:
+                members.add(arn)
         unresolved: set[str] = set()
+        outside: set[str] = set()
         if previous is not None:
             # Members an event added after the listing started are still members; others it missed are gone.
             for arn in previous.members - listed:
                 host = self.hosts.get(arn)
-                if host is not None and host.as_of > started and host.status == ACTIVE:
+                if host is not None and host.status_as_of > started and host.status == ACTIVE:
                     members.add(arn)
             unresolved = {arn for arn in previous.unresolved - listed if self._newer(arn, started)}
+            outside = previous.outside - listed  # until the next listing of the outside replaces it
         if host_filter == EVERY_HOST:
             # Every ACTIVE host is in this listing: one that is not is no longer ACTIVE.
             for arn, host in self.hosts.items():
-                if arn not in listed and host.status == ACTIVE and host.as_of <= started:
+                if arn not in listed and host.status == ACTIVE and host.status_as_of <= started:
                     host.status = "NOT_ACTIVE"
-                    host.as_of = started
+                    host.status_as_of = started
             for other in self.filters.values():
                 other.members = {arn for arn in other.members if self._is_active(arn)}
-        state = FilterHosts(members, started, unresolved)
+        state = FilterHosts(members, started, unresolved, outside)
         if previous is not None:
-            state.side, state.offset = previous.side, previous.offset
+            state.side, state.offset, state.used_at = previous.side, previous.offset, previous.used_at
+            state.outside_at = previous.outside_at
         self.filters[host_filter] = state
         return state
+
+    def observe_outside(self, host_filter: HostFilter, outside: Iterable[str], started: float) -> None:
+        """Take in the complete listing of the ACTIVE instances that do not match a memberOf filter: their events
+        change nothing for it."""
+        state = self.filters[host_filter]
+        state.outside = set(outside) - state.members
+        state.unresolved -= state.outside
+        state.outside_at = started
 
     def observe_agents(self, host_filter: HostFilter, disconnected: Iterable[str], started: float,
                        seen: float | None = None) -> None:
         """Take in the complete listing of a filter's disconnected ACTIVE instances, started at `started`.
 
         `seen` is when it was answered (default `started`): a loss first seen in it starts then.
+        It observes agents only: the hosts' status keeps its own, possibly newer, observation.
         """
         seen = started if seen is None else seen
         lost = set(disconnected)
         for arn in self.filters[host_filter].members:
             host = self.hosts[arn]
-            if host.as_of > started:  # an event that came after the reading started knows better
+            if host.agent_as_of > started:  # an event that came after the reading started knows better
                 continue
             self._set_agent(host, arn not in lost, seen, restart=False)
-            host.as_of = started
+            host.agent_as_of = started
 
     def observe_event(self, change: EventChange, now: float | None = None) -> str | None:
         """Take in one event: None when it can change a decision now, else the reason it cannot."""
         now = self.clock() if now is None else now
         arn = change.container_instance_arn
         host = self.hosts.get(arn)
+        if not self.filters:
+            return NO_CHANGE  # no managed service counts any host: nothing to keep
         if host is not None and host.version is not None and change.version <= host.version:
             return DUPLICATE if change.version == host.version else STALE
-        if host is not None and change.arrived < host.as_of:
+        if host is not None and change.arrived < host.status_as_of and change.arrived < host.agent_as_of:
             # A listing that started after this event arrived has been taken in since: it is newer.
             host.version = change.version
             return STALE
         was_active = host is not None and host.status == ACTIVE
         was_connected = host.agent_connected if host is not None else True
         was_out = host is not None and self._counted_out(host, now)
-        if change.status == INACTIVE or (host is None and change.status != ACTIVE):
-            # Deregistered (or never known ACTIVE): keep only its version, to tell later copies stale.
-            self.hosts[arn] = Host(change.status, change.agent_connected, change.version, change.arrived)
-            self._leave(arn)
-            return None if was_active else NO_CHANGE
+        was_counted = self._counted_anywhere(arn)
         if host is None:
-            host = self.hosts[arn] = Host(change.status, change.agent_connected, change.version, change.arrived)
-            host.lost_since = None if change.agent_connected else change.arrived
+            if change.status != ACTIVE:
+                # Never known ACTIVE: keep only its version, to tell later copies stale.
+                self.hosts[arn] = _new_host(change.status, change.agent_connected, change.version, change.arrived)
+                return NO_CHANGE
+            host = self.hosts[arn] = _new_host(
+                ACTIVE, change.agent_connected, change.version, change.arrived,
+                None if change.agent_connected else change.arrived,
+            )
         else:
+            take_status = change.arrived >= host.status_as_of
+            take_agent = change.arrived >= host.agent_as_of
             # A version skipped (a change not seen, maybe a reconnect) or a return to ACTIVE starts a loss again.
             skipped = host.version is not None and change.version > host.version + 1
-            rejoined = host.status != ACTIVE and change.status == ACTIVE
-            self._set_agent(host, change.agent_connected, change.arrived, restart=skipped or rejoined)
-            host.status, host.version, host.as_of = change.status, change.version, change.arrived
+            rejoined = take_status and host.status != ACTIVE and change.status == ACTIVE
+            if take_agent:
+                self._set_agent(host, change.agent_connected, change.arrived, restart=skipped or rejoined)
+                host.agent_as_of = change.arrived
+            if take_status:
+                self._set_status(host, change.status, change.arrived)
+            host.version = change.version
         host.ec2_instance_id = change.ec2_instance_id or host.ec2_instance_id
-        if change.status != ACTIVE:
-            self._leave(arn)
-            return None if was_active else NO_CHANGE
+        if host.status != ACTIVE:
+            self._leave(arn, gone=host.status == INACTIVE)
+            return None if was_active and was_counted else NO_CHANGE
         if not was_active:
             self._join(arn)
-            return None
-        if change.agent_connected == was_connected:
-            return NO_CHANGE
-        if not change.agent_connected:
-            return None if self.hold <= 0 else AGENT_LOST
+            return None if self._counted_anywhere(arn) else NO_CHANGE
+        if not was_counted or host.agent_connected == was_connected:
+            return NO_CHANGE  # outside every filter, or nothing a count reads changed
+        if not host.agent_connected:
+            return None if self._counted_out(host, now) else AGENT_LOST
         return None if was_out else AGENT_BACK
 
     def observe_descriptions(self, described: Iterable[ContainerInstance], asked: Iterable[str],
@@ -235,23 +287,25 @@ class HostStore:
                 continue
             instance = found.get(arn)
             if instance is None:
-                if host.as_of <= started:
-                    host.status, host.as_of = INACTIVE, started
-                    self._leave(arn)
+                if host.status_as_of <= started:
+                    host.status, host.status_as_of = INACTIVE, started
+                    self._leave(arn, gone=True)
                 continue
             if host.version is not None and instance.version <= host.version:
                 continue
             moved = host.version is not None  # a newer version while lost: it may have reconnected in between
-            self._set_agent(host, instance.agent_connected, seen, restart=moved)
             host.version = instance.version
-            host.as_of = max(host.as_of, started)
             host.ec2_instance_id = instance.ec2_instance_id or host.ec2_instance_id
-            if instance.status != host.status:
-                host.status = instance.status
-                if instance.status == ACTIVE:
+            if host.agent_as_of <= started:
+                self._set_agent(host, instance.agent_connected, seen, restart=moved)
+                host.agent_as_of = started
+            if host.status_as_of <= started and instance.status != host.status:
+                joined = instance.status == ACTIVE
+                self._set_status(host, instance.status, started)
+                if joined:
                     self._join(arn)
                 else:
-                    self._leave(arn)
+                    self._leave(arn, gone=instance.status == INACTIVE)
 
     def resolve(self, host_filter: HostFilter, arn: str, member: bool) -> None:
         """Say whether an unresolved new instance matches a memberOf filter."""
@@ -259,24 +313,38 @@ class HostStore:
         if state is None:
             return
         state.unresolved.discard(arn)
-        if member and self._is_active(arn):
+        if not self._is_active(arn):
+            return
+        if member:
             state.members.add(arn)
+            state.outside.discard(arn)
+        else:
+            state.outside.add(arn)
 
-    def keep_only(self, host_filters: Iterable[HostFilter]) -> None:
-        """Forget the filters no managed service uses any more, and the hosts no listing has."""
+    def keep_only(self, host_filters: Iterable[HostFilter], now: float | None = None) -> None:
+        """Mark the filters the managed services use now; forget those unused for `retain`, and the hosts no
+        filter needs."""
+        now = self.clock() if now is None else now
         wanted = set(host_filters)
-        for host_filter in [f for f in self.filters if f not in wanted]:
-            del self.filters[host_filter]
+        for host_filter, state in list(self.filters.items()):
+            if host_filter in wanted:
+                state.used_at = now
+            elif now - state.used_at > self.retain:
+                del self.filters[host_filter]
         self.forget()
 
     def forget(self) -> None:
-        """Drop the instances that are INACTIVE, or in no filter with every filter listed since they were seen."""
+        """Drop the instances that are INACTIVE, or in no filter with every filter listed since they were seen.
+
+        With no filter at all, no instance is kept.
+        """
         if not self.filters:
+            self.hosts.clear()
             return
         oldest = min(state.listed_at for state in self.filters.values())
         kept: set[str] = set()
         for state in self.filters.values():
-            kept |= state.members | state.unresolved
+            kept |= state.members | state.unresolved | state.outside
         for arn in [a for a, host in self.hosts.items() if a not in kept and host.as_of <= oldest]:
             del self.hosts[arn]
 
@@ -314,7 +382,15 @@ class HostStore:
     # -- internals ---------------------------------------------------------------
 
     def _counted_out(self, host: Host, now: float) -> bool:
-        return not host.agent_connected and host.lost_since is not None and now - host.lost_since >= self.hold
+        if host.agent_connected:
+            return False
+        if not host.holdable:
+            return True  # never seen usable since it became ACTIVE: it was never counted
+        return host.lost_since is not None and now - host.lost_since >= self.hold
+
+    def _counted_anywhere(self, arn: str) -> bool:
+        """Whether any filter has it as a member, or has yet to match it."""
+        return any(arn in state.members or arn in state.unresolved for state in self.filters.values())
 
     def _is_active(self, arn: str) -> bool:
         host = self.hosts.get(arn)
@@ -322,25 +398,35 @@ class HostStore:
 
     def _newer(self, arn: str, started: float) -> bool:
         host = self.hosts.get(arn)
-        return host is not None and host.as_of > started and host.status == ACTIVE
+        return host is not None and host.status_as_of > started and host.status == ACTIVE
 
     @staticmethod
     def _set_agent(host: Host, connected: bool, at: float, *, restart: bool) -> None:
         if connected:
             host.lost_since = None
+            host.holdable = True
         elif host.agent_connected or host.lost_since is None or restart:
             host.lost_since = at
         host.agent_connected = connected
 
+    @staticmethod
+    def _set_status(host: Host, status: str, at: float) -> None:
+        if status == ACTIVE and host.status != ACTIVE:
+            host.holdable = host.agent_connected  # back to ACTIVE: counted again only once seen usable
+        host.status, host.status_as_of = status, at
+
     def _join(self, arn: str) -> None:
-        """A host became ACTIVE: a member of every host, to be resolved for memberOf filters."""
+        """A host became ACTIVE: a member of every host, to be resolved for memberOf filters it is not known
+        to be outside of."""
         for host_filter, state in self.filters.items():
             if host_filter == EVERY_HOST:
                 state.members.add(arn)
-            elif arn not in state.members:
+            elif arn not in state.members and arn not in state.outside:
                 state.unresolved.add(arn)
 
-    def _leave(self, arn: str) -> None:
+    def _leave(self, arn: str, *, gone: bool = False) -> None:
         for state in self.filters.values():
             state.members.discard(arn)
             state.unresolved.discard(arn)
+            if gone:
+                state.outside.discard(arn)

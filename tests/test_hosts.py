@@ -38,6 +38,7 @@ def store(hold: float = 3.0) -> tuple[HostStore, Clock]:
 def test_a_listing_sets_members_and_agents() -> None:
     """A filter's listing makes its ACTIVE hosts members; the disconnected ones are lost from that moment."""
     s, _ = store()
+    s.observe_listing(EVERY_HOST, [A, B, C], [], started=-1.0)
     s.observe_listing(EVERY_HOST, [A, B, C], [C], started=0.0)
     assert s.count(EVERY_HOST, now=1.0) == HostCount(active=3, usable=2, held=1, held_for=1.0)
     assert s.count(EVERY_HOST, now=3.0) == HostCount(active=3, usable=2, held=0, held_for=0.0)
@@ -104,6 +105,7 @@ def test_without_a_hold_every_agent_change_matters() -> None:
 def test_the_hold_measures_one_continuous_loss() -> None:
     """Item 6: two short losses of one agent on consecutive passes are two losses, not one long one."""
     s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A, B], [], started=-1.0)
     s.observe_listing(EVERY_HOST, [A, B], [A], started=0.0)
     s.observe_descriptions([ContainerInstance(A, "i-a", "ACTIVE", False, 10)], [A], started=0.0)
     # Between passes it reconnects and is lost again: the listing alone cannot see it, the version can.
@@ -118,6 +120,7 @@ def test_a_loss_starts_when_the_answer_showed_it_not_when_the_call_began() -> No
     """A listing, a reading or a description that takes a while: the agent may have been lost only just before
     its answer, so the loss counts from the answer (`seen`). Counting from the start cut the hold short."""
     s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A, B, C], [], started=-1.0)
     s.observe_listing(EVERY_HOST, [A, B, C], [A], started=0.0, seen=1.5)
     assert s.hosts[A].lost_since == 1.5 and s.hosts[A].as_of == 0.0  # as_of stays the listing's start
     assert s.count(EVERY_HOST, now=3.0).held == 1  # 1.5 s since the answer, 3 s since the start: held
@@ -131,6 +134,7 @@ def test_a_loss_starts_when_the_answer_showed_it_not_when_the_call_began() -> No
 
 def test_a_steady_loss_is_not_restarted_by_an_unchanged_version() -> None:
     s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A], [], started=-1.0)
     s.observe_listing(EVERY_HOST, [A], [A], started=0.0)
     s.observe_descriptions([ContainerInstance(A, "i-a", "ACTIVE", False, 10)], [A], started=0.0)
     s.observe_listing(EVERY_HOST, [A], [A], started=1.0)
@@ -194,3 +198,78 @@ def test_described_instances_that_are_gone_leave() -> None:
     s.observe_listing(EVERY_HOST, [A, B], [A], started=0.0)
     s.observe_descriptions([], [A], started=1.0)
     assert s.count(EVERY_HOST).active == 1 and A not in s.lost()
+
+
+def test_a_host_already_lost_when_first_seen_is_not_held() -> None:
+    """Issue 20 item 4: after a restart a host lost for hours is first seen lost. It was never counted, so it is
+    not held (a raise for it would be lowered again a hold later); one seen usable first is held."""
+    s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A, B, C], [C], started=0.0)
+    assert s.count(EVERY_HOST, now=0.0) == HostCount(active=3, usable=2, held=0, held_for=0.0)
+    s.observe_listing(EVERY_HOST, [A, B, C], [], started=1.0)  # back: counted, so its next loss is held
+    s.observe_listing(EVERY_HOST, [A, B, C], [C], started=2.0)
+    assert s.count(EVERY_HOST, now=3.0).held == 1
+
+
+def test_a_host_first_seen_lost_in_an_event_or_back_from_draining_lost_is_not_held() -> None:
+    """Issue 20 item 4: the same for a new host whose first event shows its agent lost, and for a drained host
+    that comes back ACTIVE with its agent lost (it was not counted while draining)."""
+    s, _ = store(hold=2.0)
+    s.observe_listing(EVERY_HOST, [A], [], started=0.0)
+    assert s.observe_event(Change(B, agent_connected=False, version=1, arrived=1.0), now=1.0) is None
+    assert s.count(EVERY_HOST, now=1.0) == HostCount(active=2, usable=1, held=0, held_for=0.0)
+    s.observe_event(Change(A, "DRAINING", version=2, arrived=2.0), now=2.0)
+    s.observe_event(Change(A, "ACTIVE", agent_connected=False, version=3, arrived=3.0), now=3.0)
+    assert s.count(EVERY_HOST, now=3.0).held == 0
+
+
+def test_one_pass_without_a_filter_forgets_nothing() -> None:
+    """Issue 20 item 4: a pass that skipped the only service of a filter keeps the filter and its holds for
+    `retain` seconds; only then is it forgotten."""
+    clock = Clock()
+    s = HostStore(2.0, clock, retain=10.0)
+    s.observe_listing(WEB, [A, B], [], started=0.0)
+    s.keep_only([WEB], now=0.0)
+    s.observe_listing(WEB, [A, B], [B], started=1.0)
+    s.keep_only([], now=1.0)  # the service was skipped this pass
+    assert WEB in s.filters and s.count(WEB, now=2.0).held == 1
+    s.keep_only([], now=11.0)
+    assert not s.filters and not s.hosts
+
+
+def test_an_agent_reading_does_not_supersede_a_status_event() -> None:
+    """Issue 20 item 5: a drain that arrived while a reading of disconnected agents ran still counts: the reading
+    looked at agents, not at status."""
+    s, _ = store()
+    s.observe_listing(EVERY_HOST, [A, B], [], started=0.0)
+    s.observe_agents(EVERY_HOST, [], started=2.0)  # began at 2.0; the drain arrived at 1.5, handed over after
+    assert s.observe_event(Change(A, "DRAINING", version=4, arrived=1.5), now=2.5) is None
+    assert s.count(EVERY_HOST, now=2.5).active == 1 and s.hosts[A].status == "DRAINING"
+    # An agent change from before the reading is older than what the reading saw.
+    s.observe_event(Change(B, agent_connected=False, version=4, arrived=1.5), now=2.5)
+    assert s.hosts[B].agent_connected
+
+
+def test_hosts_outside_every_filter_are_remembered_and_their_events_start_no_pass() -> None:
+    """Issue 20 item 6: with only memberOf filters, a host matched once as outside them stays known; its routine
+    events (a task placed, a reconnect, a drain) change nothing, before and after the next listing."""
+    s, _ = store()
+    s.observe_listing(WEB, [A], [], started=0.0)
+    assert s.observe_event(Change(B, version=1, arrived=1.0), now=1.0) is None  # new: to be matched
+    s.resolve(WEB, B, False)
+    assert s.observe_event(Change(B, version=2, arrived=2.0), now=2.0) == hosts.NO_CHANGE
+    s.observe_listing(WEB, [A], [], started=3.0)
+    s.keep_only([WEB], now=3.0)
+    assert B in s.hosts
+    assert s.observe_event(Change(B, agent_connected=False, version=3, arrived=4.0), now=4.0) == hosts.NO_CHANGE
+    assert s.observe_event(Change(B, "DRAINING", False, version=4, arrived=5.0), now=5.0) == hosts.NO_CHANGE
+    assert s.observe_event(Change(B, "ACTIVE", True, version=5, arrived=6.0), now=6.0) == hosts.NO_CHANGE
+    assert s.count(WEB).active == 1
+
+
+def test_with_no_filter_no_host_is_kept() -> None:
+    """Issue 20 item 8: with no service to size, events about hosts fill nothing."""
+    s, _ = store()
+    for i in range(100):
+        assert s.observe_event(Change(f"arn:ci/{i}", version=1, arrived=1.0), now=1.0) == hosts.NO_CHANGE
+    assert not s.hosts
