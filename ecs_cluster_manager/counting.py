@@ -21,7 +21,11 @@ store is brought up to date in a pass:
   store has in the filter, no new instance waiting to be matched against the
   filter; the store then takes each member's agent state from that complete
   listing of disconnected instances. Otherwise the filter is listed exactly in
-  the same pass.
+  the same pass. The offset is measured only from a consistent read: the
+  reading taken before the exact listing and again after it, kept only when
+  both agree (a host that registered or drained meanwhile would otherwise be
+  baked into it); when they differ, the filter is listed exactly again on the
+  next pass.
 - **Event application** (an event pass): the events are already in the store;
   a new instance of a memberOf filter is matched with one `ec2InstanceId == ...`
   question. No listing.
@@ -29,6 +33,10 @@ store is brought up to date in a pass:
 Every regular pass also describes the instances whose agent is lost (100 per
 call, usually one call): an agent that reconnected and was lost again in
 between shows as a newer `version`, which starts its loss again.
+
+A filter ECS rejects (a memberOf expression it cannot parse) fails only that
+filter: its count carries the error, and the other filters are counted as usual.
+Any other failed read fails the whole count (nothing partial is used).
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
-from .ecs import Api
-from .hosts import HostFilter, HostStore
+from .ecs import Api, RequestRejected
+from .hosts import EVERY_HOST, HostFilter, HostStore
 from .models import HostCount
 
 RESYNC = 300.0  # seconds: the longest a filter goes without an exact listing
@@ -49,6 +57,7 @@ CLUSTER, COMPLEMENT = "cluster", "complement"
 SMALL, DIRECT = "small", "direct"
 
 EXACT, CHEAP, EVENT = "exact", "cheap", "event"
+FAILED = "failed"  # ECS rejected the filter: the count carries the error
 
 
 def member_expression(host_filter: HostFilter) -> str | None:
@@ -65,21 +74,29 @@ class Counted:
     """A filter's count in one pass, and how the store was brought up to date for it."""
 
     count: HostCount
-    how: str  # EXACT, CHEAP or EVENT
+    how: str  # EXACT, CHEAP, EVENT or FAILED
     calls: int  # API calls this filter cost in the pass (calls shared by filters go to the first that made them)
+    error: str | None = None  # why it could not be counted (FAILED): ECS rejected the filter
 
     @property
     def exact(self) -> bool:
         return self.how == EXACT
 
+    @classmethod
+    def failed(cls, error: RequestRejected, calls: int) -> Counted:
+        return cls(HostCount(active=0, usable=0), FAILED, calls, str(error))
+
 
 class _ClusterReading:
-    """R and the DRAINING count, read at most once per pass whichever filters need them."""
+    """R and the DRAINING count, read at most once per pass whichever filters need them (`reread` reads again)."""
 
     def __init__(self, api: Api, cluster: str) -> None:
         self.api, self.cluster = api, cluster
         self._registered: int | None = None
         self._draining: int | None = None
+
+    def reread(self) -> None:
+        self._registered = self._draining = None
 
     def registered(self) -> int:
         if self._registered is None:
@@ -113,20 +130,25 @@ class Counting:
         self.small = small  # a filter with at most this many hosts is listed on every pass (one page)
 
     def regular(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
-        """Count each filter for a regular pass; raises EcsError when any read fails (nothing partial is used)."""
+        """Count each filter for a regular pass; raises EcsError when a read fails (nothing partial is used),
+        except that a filter ECS rejects fails alone (its Counted carries the error)."""
         store = self.store
         filters = list(dict.fromkeys(host_filters))
         shared = _ClusterReading(api, cluster)
         list_all = store.events_wrote
         how: dict[HostFilter, str] = {}
         calls: dict[HostFilter, int] = {}
+        failed: dict[HostFilter, RequestRejected] = {}
         for host_filter in filters:
             before = api.total_calls
             how[host_filter] = EXACT
-            if not list_all and self._readable(host_filter) and self._agrees(api, cluster, host_filter, shared):
-                how[host_filter] = CHEAP
-            else:
-                self._list(api, cluster, host_filter, shared)
+            try:
+                if not list_all and self._readable(host_filter) and self._agrees(api, cluster, host_filter, shared):
+                    how[host_filter] = CHEAP
+                else:
+                    self._list(api, cluster, host_filter, shared)
+            except RequestRejected as error:
+                failed[host_filter] = error
             calls[host_filter] = api.total_calls - before
         store.keep_only(filters)
         lost = sorted(store.lost())
@@ -136,15 +158,19 @@ class Counting:
             described = api.describe_container_instances(cluster, lost)
             store.observe_descriptions(described, lost, started, seen=store.clock())
             calls[filters[0]] += api.total_calls - before
-        if all(mode == EXACT for mode in how.values()):
+        if all(mode == EXACT for f, mode in how.items() if f not in failed):
             store.events_wrote = False
         now = store.clock()
-        return {f: Counted(store.count(f, now), how[f], calls[f]) for f in filters}
+        return {
+            f: Counted.failed(failed[f], calls[f]) if f in failed else Counted(store.count(f, now), how[f], calls[f])
+            for f in filters
+        }
 
     def events(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
         """Count each filter for an event pass: the events are in the store; match new instances of memberOf filters.
 
         A filter never listed yet, or a new instance whose EC2 id no event gave, is listed exactly instead.
+        A filter ECS rejects fails alone, as in a regular pass.
         """
         store = self.store
         shared = _ClusterReading(api, cluster)
@@ -155,14 +181,18 @@ class Counting:
             how = EVENT
             expression = member_expression(host_filter)
             pending = sorted(state.unresolved) if state is not None else []
-            if state is None or any(store.hosts[arn].ec2_instance_id is None for arn in pending):
-                self._list(api, cluster, host_filter, shared)
-                how = EXACT
-            elif expression is not None:
-                for arn in pending:
-                    ec2_instance_id = store.hosts[arn].ec2_instance_id
-                    assert ec2_instance_id is not None
-                    store.resolve(host_filter, arn, api.has_instance(cluster, expression, ec2_instance_id))
+            try:
+                if state is None or any(store.hosts[arn].ec2_instance_id is None for arn in pending):
+                    self._list(api, cluster, host_filter, shared)
+                    how = EXACT
+                elif expression is not None:
+                    for arn in pending:
+                        ec2_instance_id = store.hosts[arn].ec2_instance_id
+                        assert ec2_instance_id is not None
+                        store.resolve(host_filter, arn, api.has_instance(cluster, expression, ec2_instance_id))
+            except RequestRejected as error:
+                counted[host_filter] = Counted.failed(error, api.total_calls - before)
+                continue
             counted[host_filter] = Counted(store.count(host_filter), how, api.total_calls - before)
         return counted
 
@@ -171,7 +201,7 @@ class Counting:
     def _readable(self, host_filter: HostFilter) -> bool:
         """Whether a cheap reading may stand for this filter now (else it is listed)."""
         state = self.store.filters.get(host_filter)
-        if state is None or state.side not in (CLUSTER, COMPLEMENT) or self.resync <= 0:
+        if state is None or state.side not in (CLUSTER, COMPLEMENT) or state.offset is None or self.resync <= 0:
             return False
         # List in the last pass before the resync falls due, so no filter goes longer than `resync` unlisted.
         return self.store.clock() + self.interval - state.listed_at < self.resync
@@ -186,6 +216,7 @@ class Counting:
         pass is seen exactly, without listing every host.
         """
         state = self.store.filters[host_filter]
+        assert state.offset is not None
         started = self.store.clock()
         active, disconnected, seen = self._reading(api, cluster, host_filter, state.side, shared)
         if state.unresolved or active - state.offset != len(state.members) or not disconnected <= state.members:
@@ -195,23 +226,51 @@ class Counting:
 
     def _list(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
         expression = member_expression(host_filter)
+        previous = self.store.filters.get(host_filter)
+        # A filter that may be read cheaply afterwards: R - DRAINING is read before the listing too, and the
+        # offset is measured only when it is the same after (no host registered, drained or left meanwhile).
+        before: int | None = None
+        if self.resync > 0 and (previous is None or previous.side in (CLUSTER, COMPLEMENT)):
+            before = shared.active()
         started = self.store.clock()
         active = frozenset(api.list_container_instances(cluster, "ACTIVE", expression))
         # Listed after every ACTIVE page: an agent lost meanwhile is lost since this answer, not since `started`.
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         state = self.store.observe_listing(host_filter, active, disconnected, started, seen=self.store.clock())
         state.side, state.offset = SMALL, 0
-        if self.resync <= 0 or len(active) <= self.small:
+        if self.resync <= 0:
             return
+        if len(active) <= self.small:
+            if expression is not None:
+                self._list_outside(api, cluster, host_filter)
+            return
+        state.offset = None
         if expression is None:
             state.side = CLUSTER
         elif len(active) <= shared.active() - len(active):
             state.side = DIRECT  # few hosts match: listing them is the reading
+            self._list_outside(api, cluster, host_filter)
             return
         else:
             state.side = COMPLEMENT
+        if before is None:
+            return  # no reading from before the listing: the offset is measured at the next one
+        shared.reread()
         reading, _, _ = self._reading(api, cluster, host_filter, state.side, shared, disconnected=disconnected)
-        state.offset = reading - len(active)
+        if shared.active() == before:
+            state.offset = reading - len(active)
+
+    def _list_outside(self, api: Api, cluster: str, host_filter: HostFilter) -> None:
+        """With no service on every host, list the hosts outside a memberOf filter once per resync, so that the
+        store knows them: events about hosts outside every filter then start no pass and cost no call."""
+        state = self.store.filters[host_filter]
+        if EVERY_HOST in self.store.filters:
+            return
+        started = self.store.clock()
+        if state.outside_at is not None and started + self.interval - state.outside_at < self.resync:
+            return
+        outside = api.list_container_instances(cluster, "ACTIVE", f"not ({member_expression(host_filter)})")
+        self.store.observe_outside(host_filter, outside, started)
 
     def _reading(
         self,
@@ -229,20 +288,19 @@ class Counting:
         if disconnected is None:
             disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         seen = self.store.clock()
-        active = shared.registered() - shared.draining()
+        active = shared.active()
         if side == COMPLEMENT:
-            active -= len(api.list_container_instances(cluster, "ACTIVE", f"not ({expression})"))
+            started = self.store.clock()
+            outside = api.list_container_instances(cluster, "ACTIVE", f"not ({expression})")
+            active -= len(outside)
+            self.store.observe_outside(host_filter, outside, started)
         return active, disconnected, seen
-
-
-def count_exactly(api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, HostCount]:
-    """List each filter exactly into a new store and count it: what `check` and a memoryless pass see."""
-    counting = Counting(HostStore(), resync=0)
-    return {f: counted.count for f, counted in counting.regular(api, cluster, host_filters).items()}
 
 
 def usable_exactly(api: Api, cluster: str, host_filter: HostFilter) -> frozenset[str]:
     """List one filter exactly into a new store: the ARNs of its usable hosts, as `check` sees them."""
     counting = Counting(HostStore(), resync=0)
-    counting.regular(api, cluster, [host_filter])
+    counted = counting.regular(api, cluster, [host_filter])[host_filter]
+    if counted.error is not None:
+        raise RequestRejected(counted.error)
     return counting.store.usable(host_filter)

@@ -128,7 +128,8 @@ class Memory:
         interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = HostStore(hold, clock)
+        # A filter no managed service uses now is kept a while: a service skipped for a pass keeps its holds.
+        self.store = HostStore(hold, clock, retain=max(resync, hold))
         self.counting = Counting(self.store, resync=resync, interval=interval)
         # (service ARN, check code) of each misconfiguration already logged, so each is logged once, not every pass.
         self.misconfigured: set[tuple[str, str]] = set()
@@ -316,8 +317,10 @@ def _observe_and_act(
     try:
         if event_pass:
             counted = memory.counting.events(api, config.cluster, host_filters.values())
-        elif sized:  # with no service to size, keep the store of the last pass that had some
+        elif sized:
             counted = memory.counting.regular(api, config.cluster, host_filters.values())
+        else:
+            memory.store.keep_only(())  # no service to size: the store keeps its filters for a while, then nothing
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")
@@ -333,10 +336,22 @@ def _observe_and_act(
         return
     for member_of, result in counted.items():
         expression = host_filter(member_of)
+        if result.error is not None:
+            report.counting[expression] = result.how
+            continue
         report.hosts[expression] = result.count.usable
         report.active_hosts[expression] = result.count.active
         report.counting[expression] = result.how
 
+    # A filter ECS rejected fails only the services that use it.
+    uncounted = {service.arn for service, _ in sized if counted[host_filters[service.arn]].error is not None}
+    for service, _ in sized:
+        if service.arn in uncounted:
+            why = counted[host_filters[service.arn]].error
+            report.decisions.append(
+                plan.skip(service.name, f"host count failed: {why}", arn=service.arn, current=service.desired_count)
+            )
+    sized = [(service, size) for service, size in sized if service.arn not in uncounted]
     planned = {
         service.arn: plan.decide(
             service, counted[host_filters[service.arn]].count, size, dry_run=config.dry_run, hold=memory.store.hold

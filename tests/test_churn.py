@@ -142,8 +142,9 @@ def test_every_filter_is_listed_at_least_every_resync(big_cluster: tuple[Api, se
 def test_an_agent_lost_during_a_long_listing_is_held_from_when_the_listing_showed_it(
     ecs: LocalECS, big_cluster: tuple[Api, settings.Config]
 ) -> None:
-    """Each ListContainerInstances page takes 1 s (the budget paces a big listing), and an agent is lost after
-    the first ACTIVE page. Its loss starts when the disconnected listing answered, not when the listing began:
+    """Each ListContainerInstances page takes 1 s (the budget paces a big listing), and an agent seen usable by
+    the last pass is lost after the first page of a resync. Its loss starts when the disconnected listing
+    answered, not when the listing began:
     with a 2 s hold it is held (150), and lowered for (149) only once 2 s have passed since then. Counted from
     the listing's start, it was lowered for at once: the compressed steady hour of `make bench` lowered and
     raised again 5 to 8 times an hour for agents lost far shorter than the hold."""
@@ -151,6 +152,9 @@ def test_an_agent_lost_during_a_long_listing_is_held_from_when_the_listing_showe
     clock = Clock()
     memory = Memory(hold=2, resync=300, interval=1, clock=clock)
     victim = ecs.hosts(CLUSTER)[-1]["containerInstanceArn"]
+    run_pass(api, config, memory)
+    clock.now += 300  # the resync is due: the next pass lists every page
+    start = clock.now
     pages = 0
 
     def slow_pages(operation: str, _outcome: str) -> None:
@@ -166,12 +170,12 @@ def test_an_agent_lost_during_a_long_listing_is_held_from_when_the_listing_showe
     report = run_pass(api, config, memory)
     api.on_call = None
     assert set(report.counting.values()) == {"exact"}
-    assert pages >= 3 and clock.now >= 3
+    assert pages >= 3 and clock.now >= start + 3
     counted = memory.store.count((), clock.now)
     assert (counted.usable, counted.held) == (149, 1), counted
     assert ecs.desired_count(CLUSTER, "agent") == 150
     seen = memory.store.hosts[victim].lost_since
-    assert seen is not None and seen >= 3  # after the disconnected listing's answer, not 0
+    assert seen is not None and seen >= start + 3  # after the disconnected listing's answer, not the start
     clock.now = seen + 1.9
     run_pass(api, config, memory)
     assert ecs.desired_count(CLUSTER, "agent") == 150

@@ -326,7 +326,8 @@ def test_member_of_service_is_counted_right_cheaply_and_exactly(ecs: LocalECS, t
 
 def test_a_reading_whose_lost_agent_is_not_a_known_member_lists(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
     """One host out and one in whose agent is lost: the ACTIVE number is unchanged, but the lost instance is not
-    one the store has, so the pass lists in full and the new host is held, the one that left gone."""
+    one the store has, so the pass lists in full; the new host, never seen usable, is not held (nothing is raised
+    for it), and the one that left is gone."""
     ecs.create_cluster(CLUSTER)
     hosts = ecs.add_hosts(CLUSTER, 150)
     api = api_for(ecs, monkeypatch)
@@ -337,7 +338,7 @@ def test_a_reading_whose_lost_agent_is_not_a_known_member_lists(ecs: LocalECS, m
     ecs.set_agent_connected(CLUSTER, new, False)
     counted = counting.regular(api, CLUSTER, [()])[()]
     assert counted.exact
-    assert (counted.count.active, counted.count.usable, counted.count.held) == (150, 149, 1)
+    assert (counted.count.active, counted.count.usable, counted.count.held) == (150, 149, 0)
     assert hosts[0] not in counting.store.filters[()].members and new in counting.store.lost()
 
 
@@ -358,3 +359,111 @@ def test_a_reading_takes_in_agents_lost_and_back_without_listing(
     second = counting.regular(api, CLUSTER, [()])[()]
     assert not first.exact and not second.exact
     assert counting.store.lost() == {hosts[2]} and second.count.usable == 149
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("change", ["register", "drain"])
+def test_a_host_that_registers_or_drains_during_a_listing_counts_on_the_next_pass(
+    ecs: LocalECS, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Issue 20 item 1: a host that registers (or drains) while an exact listing of 150 hosts runs is not baked
+    into the cheap reading's offset: the next pass counts it, not the next resync 9 passes later."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 150)
+    api = api_for(ecs, monkeypatch)
+    clock = Clock()
+    counting = Counting(HostStore(clock=clock), resync=300.0, interval=30.0)
+    listed = 0
+
+    def mid_listing(operation: str, _outcome: str) -> None:
+        nonlocal listed
+        if operation == "ListContainerInstances":
+            listed += 1
+            if listed == 2:  # within the ACTIVE pages, before the cluster's count is read again
+                if change == "register":
+                    ecs.add_hosts(CLUSTER, 1)
+                else:
+                    ecs.drain(CLUSTER, hosts[7])
+
+    api.on_call = mid_listing
+    counting.regular(api, CLUSTER, [()])
+    api.on_call = None
+    expected = 151 if change == "register" else 149
+    for _ in range(3):
+        clock.now += 30.0
+        counted = counting.regular(api, CLUSTER, [()])[()]
+        assert (counted.count.active, counted.count.usable) == (expected, expected), counted
+    assert not counted.exact  # measured again once the cluster held still: cheap readings from then on
+
+
+def test_a_filter_ecs_rejects_fails_only_its_own_services(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 2: a memberOf expression ECS cannot parse fails the services that use it; the others are
+    counted and sized in the same pass, in a regular pass and in an event pass."""
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 3, attributes={"role": "web"})
+    ecs.create_service(CLUSTER, "good", placement_constraints=DISTINCT)
+    ecs.create_service(
+        CLUSTER,
+        "bad",
+        placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": "attribute:role == web and"}],
+    )
+    api = api_for(ecs, monkeypatch)
+    config = settings.load(["--cluster", CLUSTER, "--services", "good,bad"], environ={})
+    memory = Memory(hold=0.0, resync=300.0, interval=30.0)
+    for changes in (None, []):
+        report = run_pass(api, config, memory, changes=changes)
+        by_service = {d.service: d for d in report.decisions}
+        assert ecs.desired_count(CLUSTER, "good") == 3
+        assert by_service["good"].error is False
+        assert by_service["bad"].error and by_service["bad"].reason.startswith("host count failed: ")
+        assert "InvalidParameterException" in by_service["bad"].reason
+        assert not report.errors
+        ecs.client().update_service(cluster=CLUSTER, service="good", desiredCount=0)  # for the event pass to raise
+
+
+def test_events_on_hosts_outside_every_filter_start_no_pass_and_cost_no_call(
+    ecs: LocalECS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 item 6: with only memberOf services, routine events (an agent reconnecting, a drain and back) on
+    the 90 hosts outside every filter are taken in as changing nothing: no event pass, so no call, before and
+    after each regular pass. The hosts outside are listed once per resync."""
+    from dataclasses import replace
+
+    from ecs_cluster_manager import events
+    from ecs_cluster_manager.hosts import NO_CHANGE
+
+    ecs.create_cluster(CLUSTER)
+    ecs.enable_events(CLUSTER)
+    batch = ecs.add_hosts(CLUSTER, 90, attributes={"role": "batch"})
+    ecs.add_hosts(CLUSTER, 10, attributes={"role": "web"})
+    ecs.create_service(CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}])
+    api = api_for(ecs, monkeypatch)
+    config = settings.load(["--cluster", CLUSTER, "--services", "web"], environ={})
+    clock = Clock()
+    memory = Memory(hold=60.0, resync=300.0, interval=30.0, clock=clock)
+    run_pass(api, config, memory)
+    assert ecs.desired_count(CLUSTER, "web") == 10
+    outside_listings = 0
+    for round_ in range(4):
+        for arn in batch[round_ * 18 : round_ * 18 + 18]:
+            for step in ("lost", "back", "drain", "activate"):
+                if step in ("lost", "back"):
+                    ecs.set_agent_connected(CLUSTER, arn, step == "back")
+                else:
+                    getattr(ecs, step)(CLUSTER, arn)
+                parsed = events.parse_document(ecs.last_event(arn))
+                assert isinstance(parsed, events.InstanceChange)
+                assert memory.store.observe_event(replace(parsed, arrived=clock.now)) == NO_CHANGE
+        ecs.clear_calls()
+        clock.now += 30.0
+        run_pass(api, config, memory)
+        outside_listings += sum(1 for c in ecs.calls if "not (" in str(c.params.get("filter", "")))
+    assert outside_listings == 0  # listed with the first pass; the next is due at the resync
+    assert len(memory.store.hosts) <= 100

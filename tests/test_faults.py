@@ -386,8 +386,8 @@ def test_failed_page_2_of_the_host_listing_writes_nothing_in_that_pass(
     failed = [e for e in daemon.events if e.get("event") == "pass_failed"]
     assert failed and "counting hosts failed" in failed[0]["error"]
     assert proxy.count("ListContainerInstances", PAGE) >= 2  # page 2 failed, retries included
-    first_pass_pages = [r.page for r in proxy.requests if r.operation == "ListContainerInstances"][:2]
-    assert first_pass_pages == [1, 2]  # page 1 was read; only page 2 failed
+    first_pass_pages = [r.page for r in proxy.requests if r.operation == "ListContainerInstances"][:3]
+    assert first_pass_pages == [1, 1, 2]  # the DRAINING count, then page 1 of the hosts; only page 2 failed
     assert ecs.count("UpdateService") == 2  # then the healthy pass wrote both services
 
 
