@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--heartbeat-file",
-        help=f"file touched after each successful pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
+        help=f"file touched after each successful regular pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
     )
     parser.add_argument(
         "--events-queue-url",
