@@ -234,6 +234,9 @@ def eligible_hosts(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozen
     """
     if host_filter not in memory.store.filters:
         return None
+    # Only the filters the store still counts (those of the managed services) keep their earlier reading.
+    for stale in [f for f in memory.coverage.eligible_before if f not in memory.store.filters]:
+        del memory.coverage.eligible_before[stale]
     eligible = memory.store.usable(host_filter)
     memory.coverage.saw_eligible(host_filter, eligible)
     known: set[str] = set(memory.coverage.left) | set(memory.store.hosts)
@@ -348,8 +351,9 @@ class GapWatch:
         return chosen
 
     def forget(self, services: Collection[str]) -> None:
-        """Drop the gaps and reading times of services no longer managed."""
+        """Drop the gaps, reading times and eligible hosts at reading of services no longer managed."""
         for key in [key for key in self.gaps if key[0] not in services]:
             del self.gaps[key]
-        for service in [name for name in self.last_read if name not in services]:
-            del self.last_read[service]
+        for kept in (self.last_read, self.read_eligible):
+            for service in [name for name in kept if name not in services]:
+                del kept[service]
