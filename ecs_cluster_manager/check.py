@@ -40,6 +40,7 @@ from .config import Config
 from .counting import usable_exactly
 from .coverage import Coverage
 from .ecs import (
+    AccessDenied,
     Api,
     ClusterNotFound,
     EcsError,
@@ -363,6 +364,18 @@ def coverage_findings(
     return findings
 
 
+def denied_finding(error: AccessDenied, doing: str) -> Finding:
+    """An `access-denied` error naming the IAM action the credentials lack."""
+    action = f"ecs:{error.operation}" if error.operation else "the action named above"
+    return Finding(
+        None,
+        ERROR,
+        "access-denied",
+        f"{doing}: the credentials may not call {error.operation or 'it'}: grant {action} "
+        f"(deploy/iam-policy.json has every action the manager needs): {error}",
+    )
+
+
 def _countable(service: Service) -> bool:
     return plan.unmanageable(service) is None
 
@@ -384,6 +397,8 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
                 f"cluster {config.cluster!r} not found in region {api.region}: check CLUSTER and AWS_REGION",
             )
         ]
+    except AccessDenied as error:
+        return [denied_finding(error, "could not describe the services")]
     except EcsError as error:
         return [Finding(None, ERROR, "api-error", f"could not describe the services: {error}")]
 
@@ -415,6 +430,8 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
             *findings,
             Finding(None, ERROR, "cluster-not-found", f"cluster {config.cluster!r} not found in region {api.region}"),
         ]
+    except AccessDenied as error:
+        eligible, filter_findings = {}, [denied_finding(error, "could not count hosts")]
     except EcsError as error:
         # The services were read; report them without host counts rather than not at all.
         eligible, filter_findings = {}, [Finding(None, ERROR, "api-error", f"could not count hosts: {error}")]

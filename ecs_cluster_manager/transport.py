@@ -66,7 +66,9 @@ TRANSIENT_CODES = THROTTLING_CODES | {
 
 
 class EcsError(Exception):
-    """An AWS call failed; the message says which call and why."""
+    """An AWS call failed; the message says which call and why. `operation` is the call, when known."""
+
+    operation: str | None = None
 
 
 class ShuttingDown(Exception):  # noqa: N818 - a state, not an error
@@ -109,9 +111,15 @@ def is_transient(error: BaseException) -> bool:
 
 
 def translate(error: BaseException, operation: str) -> EcsError:
-    """Turn a botocore error into one of the project's exception types."""
+    """Turn a botocore error into one of the project's exception types, naming the operation."""
     if isinstance(error, EcsError):
         return error
+    translated = _translate(error, operation)
+    translated.operation = operation
+    return translated
+
+
+def _translate(error: BaseException, operation: str) -> EcsError:
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "") or str(error)
