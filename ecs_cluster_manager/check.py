@@ -17,7 +17,8 @@ COVERAGE_GRACE" is read from ECS itself: a missing host is an error when the
 service's unbroken run of placement-failure events (newer than its last
 "steady state" event) began more than COVERAGE_GRACE ago; a missing host with
 no such failure (ECS has not tried yet, or desiredCount is still below the
-host count) is a warning.
+target) is a warning. Hosts beyond the target the sizing tags ask for
+(`ecs-cluster-manager:max` 2 on 6 hosts leaves 4) are not missing.
 
 The rules are pure functions over `ecs.Service` (`findings_for`); `main` only
 reads the cluster and prints. Exit 1 when any finding is an error, else 0.
@@ -39,6 +40,7 @@ from .config import Config
 from .counting import usable_exactly
 from .coverage import Coverage
 from .ecs import (
+    AccessDenied,
     Api,
     ClusterNotFound,
     EcsError,
@@ -297,10 +299,16 @@ def coverage_findings(
     """
     name = service.name
     summary = f"{found.covered}/{found.eligible} eligible host(s) run a task"
+    if found.wanted is not None and found.wanted < found.eligible:
+        summary += f" ({found.wanted} wanted: the sizing tags ask for fewer tasks than hosts)"
     if found.pending:
         summary += f", {len(found.pending)} starting"
-    # Hosts ECS was not asked to cover yet (desiredCount below the host count) are the daemon's to fix: info.
-    unasked = service.desired_count < found.eligible * max(1, tasks_per_host)
+    try:
+        target = plan.sizing(service.tags).target(found.eligible)
+    except plan.SizingError:
+        target = found.eligible * max(1, tasks_per_host)
+    # Hosts ECS was not asked to cover yet (desiredCount below the target) are the daemon's to fix: info.
+    unasked = service.desired_count < min(target, found.eligible * max(1, tasks_per_host))
     gaps = bool(found.extra or found.misplaced) or bool(found.missing and not unasked)
     findings = [Finding(name, WARNING if gaps else INFO, "coverage", summary)]
     if found.missing:
@@ -356,6 +364,18 @@ def coverage_findings(
     return findings
 
 
+def denied_finding(error: AccessDenied, doing: str) -> Finding:
+    """An `access-denied` error naming the IAM action the credentials lack."""
+    action = f"ecs:{error.operation}" if error.operation else "the action named above"
+    return Finding(
+        None,
+        ERROR,
+        "access-denied",
+        f"{doing}: the credentials may not call {error.operation or 'it'}: grant {action} "
+        f"(deploy/iam-policy.json has every action the manager needs): {error}",
+    )
+
+
 def _countable(service: Service) -> bool:
     return plan.unmanageable(service) is None
 
@@ -377,6 +397,8 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
                 f"cluster {config.cluster!r} not found in region {api.region}: check CLUSTER and AWS_REGION",
             )
         ]
+    except AccessDenied as error:
+        return [denied_finding(error, "could not describe the services")]
     except EcsError as error:
         return [Finding(None, ERROR, "api-error", f"could not describe the services: {error}")]
 
@@ -408,6 +430,8 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
             *findings,
             Finding(None, ERROR, "cluster-not-found", f"cluster {config.cluster!r} not found in region {api.region}"),
         ]
+    except AccessDenied as error:
+        eligible, filter_findings = {}, [denied_finding(error, "could not count hosts")]
     except EcsError as error:
         # The services were read; report them without host counts rather than not at all.
         eligible, filter_findings = {}, [Finding(None, ERROR, "api-error", f"could not count hosts: {error}")]

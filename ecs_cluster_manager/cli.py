@@ -60,15 +60,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return check.main(api, config)
 
-    _watch_signals(stop, api)
+    _watch_signals(stop, api, threading.get_ident())  # this thread runs the loop
 
     from .daemon import loop
 
     return loop(api, config, stop, os.environ, fail=_fail)
 
 
-def _watch_signals(stop: threading.Event, api: Api) -> None:
+def _watch_signals(stop: threading.Event, api: Api, loop_thread: int) -> None:
     """SIGTERM/SIGINT set `stop`; a second one exits at once with 128 + its number.
+
+    `loop_thread` is the ident of the thread that runs the loop: the `stopping`
+    event names its call on the wire (the events thread's long poll is not
+    what the process waits for).
 
     The signal handler itself does nothing: Python runs it in the main thread
     between two bytecodes, perhaps while that thread holds the very lock
@@ -94,17 +98,18 @@ def _watch_signals(stop: threading.Event, api: Api) -> None:
             if stop.is_set():  # the second signal: the operator will not wait for the call on the wire
                 os.write(2, f"ecs-cluster-manager: {signal.Signals(signum).name} again, exiting now\n".encode())
                 os._exit(128 + signum)
-            _log_stopping(api, signum)  # first: this thread does not keep the process alive once the loop ends
+            # First: this thread does not keep the process alive once the loop ends.
+            _log_stopping(api, signum, loop_thread)
             stop.set()
 
     threading.Thread(target=watch, name="signals", daemon=True).start()
 
 
-def _log_stopping(api: Api, signum: int) -> None:
-    """The `stopping` event: which signal, and what the loop still waits for before it exits."""
+def _log_stopping(api: Api, signum: int, loop_thread: int) -> None:
+    """The `stopping` event: which signal, and what the loop's thread still waits for before it exits."""
     import structlog
 
-    in_flight = api.in_flight
+    in_flight = api.in_flight(loop_thread)
     if in_flight is None:
         waiting_for = "nothing on the wire: stopping at once"
     else:

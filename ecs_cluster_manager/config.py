@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--heartbeat-file",
-        help=f"file touched after each successful pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
+        help=f"file touched after each successful regular pass (HEARTBEAT_FILE, default {DEFAULT_HEARTBEAT_FILE})",
     )
     parser.add_argument(
         "--events-queue-url",
@@ -453,7 +453,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         )
 
     raw, name = pick(args.resync, "--resync", "RESYNC")
-    resync = parse_interval(raw, name) if raw is not None else DEFAULT_RESYNC
+    resync = parse_interval(raw, name) if raw is not None and raw.strip() else DEFAULT_RESYNC
     raw, name = pick(args.api_budget, "--api-budget", "API_BUDGET")
     api_budget = parse_share(raw, name) if raw is not None else DEFAULT_API_BUDGET
     raw, name = pick(args.coverage_grace, "--coverage-grace", "COVERAGE_GRACE")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from . import plan
 from .models import Service, Task
 
 if TYPE_CHECKING:
@@ -63,9 +64,11 @@ class Host:
 class Coverage:
     """One service's coverage at one reading (`read_at`, Unix time).
 
-    `eligible` and `covered` are host counts; `pending`, `missing` and `extra`
-    list hosts; `misplaced` and `outdated` list one entry per task, by its host.
-    `reason` is the service's newest placement failure while a host is missing.
+    `eligible` and `covered` are host counts; `wanted` is how many of the
+    eligible hosts the sizing tags ask to run a task (all of them unless
+    `ecs-cluster-manager:max` or `:min` says otherwise); `pending`, `missing` and
+    `extra` list hosts; `misplaced` and `outdated` list one entry per task, by
+    its host. `reason` is the service's newest placement failure while a host is missing.
     """
 
     service: str
@@ -78,15 +81,18 @@ class Coverage:
     outdated: tuple[Host, ...] = ()
     reason: str | None = None
     read_at: float | None = None
+    wanted: int | None = None  # None: every eligible host
 
     @property
     def complete(self) -> bool:
-        """Every eligible host runs the service's task, and nothing runs where it should not."""
-        return self.covered == self.eligible and not (self.extra or self.misplaced or self.outdated)
+        """Every wanted host runs the service's task, and nothing runs where it should not."""
+        wanted = self.eligible if self.wanted is None else self.wanted
+        return self.covered >= wanted and not (self.extra or self.misplaced or self.outdated)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "eligible": self.eligible,
+            "wanted": self.eligible if self.wanted is None else self.wanted,
             "covered": self.covered,
             "pending": [host.as_json() for host in self.pending],
             "missing": [host.as_json() for host in self.missing],
@@ -107,10 +113,17 @@ def compute(
     placement_failure: str | None = None,
     ineligible: Collection[str] = (),
     tasks_per_host: int = 1,
+    target: int | None = None,
     ec2_ids: Mapping[str, str] | None = None,
     read_at: float | None = None,
 ) -> Coverage:
     """The coverage of one service. Pure: no I/O, no clock.
+
+    `target`: the tasks its sizing asks for (plan.Sizing.target of the eligible
+    hosts; None: a share on every eligible host). Hosts beyond it are not
+    missing: with `ecs-cluster-manager:max` 2 on 6 hosts, two hosts with a task
+    leave none missing. Of the hosts without a task, only as many as the target
+    still asks for count as `missing` (the first by ARN).
 
     `eligible`: ARNs of the hosts that should run the service; `ineligible`: ARNs
     of hosts known not to (draining, outside the filter, agent lost), the only
@@ -144,6 +157,8 @@ def compute(
     covered = [arn for arn in ordered if running.get(arn)]
     pending = [arn for arn in ordered if not running.get(arn) and starting.get(arn)]
     missing = [arn for arn in ordered if not running.get(arn) and not starting.get(arn)]
+    wanted = len(ordered) if target is None else min(len(ordered), -(-max(0, target) // max(1, tasks_per_host)))
+    missing = missing[: max(0, wanted - len(covered) - len(pending))]
     on_host = {arn: running.get(arn, 0) + starting.get(arn, 0) for arn in {*running, *starting}}
     extra = sorted(arn for arn, count in on_host.items() if count > max(1, tasks_per_host))
     return Coverage(
@@ -157,6 +172,7 @@ def compute(
         outdated=tuple(outdated),
         reason=placement_failure if missing else None,
         read_at=read_at,
+        wanted=None if target is None else wanted,
     )
 
 
@@ -174,9 +190,14 @@ def read(
 
     The EC2 ids of the missing, extra and misplaced hosts come from one
     DescribeContainerInstances call (at most DESCRIBED_HOSTS hosts, missing
-    ones first); the others keep `ec2InstanceId` null. Raises EcsError when a
+    ones first); the others keep `ec2InstanceId` null. The hosts wanted follow
+    the service's sizing tags (`compute`'s `target`). Raises EcsError when a
     read fails: no partial coverage is returned.
     """
+    try:
+        target: int | None = plan.sizing(service.tags).target(len(set(eligible)))
+    except plan.SizingError:  # not sized at all: every eligible host is wanted
+        target = None
     arns = api.list_tasks(cluster, service.name)
     tasks = api.describe_tasks(cluster, arns) if arns else []
     # The same computation twice: first to learn which hosts to name, then with their EC2 ids.
@@ -189,6 +210,7 @@ def read(
         placement_failure=service.placement_failure,
         ineligible=ineligible,
         tasks_per_host=tasks_per_host,
+        target=target,
         read_at=now,
     )
     first = measure()
@@ -212,6 +234,9 @@ def eligible_hosts(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozen
     """
     if host_filter not in memory.store.filters:
         return None
+    # Only the filters the store still counts (those of the managed services) keep their earlier reading.
+    for stale in [f for f in memory.coverage.eligible_before if f not in memory.store.filters]:
+        del memory.coverage.eligible_before[stale]
     eligible = memory.store.usable(host_filter)
     memory.coverage.saw_eligible(host_filter, eligible)
     known: set[str] = set(memory.coverage.left) | set(memory.store.hosts)
@@ -326,8 +351,9 @@ class GapWatch:
         return chosen
 
     def forget(self, services: Collection[str]) -> None:
-        """Drop the gaps and reading times of services no longer managed."""
+        """Drop the gaps, reading times and eligible hosts at reading of services no longer managed."""
         for key in [key for key in self.gaps if key[0] not in services]:
             del self.gaps[key]
-        for service in [name for name in self.last_read if name not in services]:
-            del self.last_read[service]
+        for kept in (self.last_read, self.read_eligible):
+            for service in [name for name in kept if name not in services]:
+                del kept[service]

@@ -192,9 +192,9 @@ class Api(Gateway):
     def on_call(self, hook: Callable[[str, str], None] | None) -> None:
         self.transport.on_call = hook
 
-    @property
-    def in_flight(self) -> tuple[str, float] | None:
-        return self.transport.in_flight
+    def in_flight(self, thread: int | None = None) -> tuple[str, float] | None:
+        """The HTTP attempt `thread` (an ident; the calling thread's by default) has on the wire, if any."""
+        return self.transport.in_flight(thread)
 
     @property
     def total_calls(self) -> int:

@@ -1,7 +1,10 @@
 """Liveness of the loop: the heartbeat file, /healthz, /status, and the metrics behind METRICS_PORT.
 
-The loop hands every PassReport to a Monitor. A pass that read the cluster
-(report.observed) counts as a success: the Monitor touches HEARTBEAT_FILE, which
+The loop hands every PassReport to a Monitor. A regular pass (trigger
+"interval": a full count of the hosts) that read the cluster counts as a
+success; an event pass counts its hosts from the store without listing them,
+so it never vouches for the loop, however many succeed (it still reports its
+error when it fails). On a success the Monitor touches HEARTBEAT_FILE, which
 `run.py healthcheck` (the Docker HEALTHCHECK) checks, and /healthz answers 200
 while the last success ended less than 3 x INTERVAL ago. Until the first pass
 has had that long to run, both count as healthy only through their own grace:
@@ -41,6 +44,11 @@ STALE_AFTER_INTERVALS = 3
 def stale_after(config: Config) -> float:
     """Seconds after the last successful pass at which the loop counts as unhealthy."""
     return STALE_AFTER_INTERVALS * config.interval
+
+
+def vouches(report: PassReport) -> bool:
+    """Whether a pass counts as a success for health: a regular pass (a full count) that read the cluster."""
+    return report.observed and report.trigger == "interval"
 
 
 class Monitor:
@@ -113,7 +121,8 @@ class Monitor:
 
     def record(self, report: PassReport) -> None:
         """Take in one finished pass."""
-        self.liveness.record(report.observed, "; ".join(report.errors) or None)
+        if vouches(report) or not report.observed:  # an event pass that read what it needed changes nothing here
+            self.liveness.record(vouches(report), "; ".join(report.errors) or None)
         if report.observed and report.managed is not None:
             self.managed = report.managed
         self._keep_status(report)
@@ -124,7 +133,7 @@ class Monitor:
                 self.metrics.count_budget_waits(self.api.transport.budget_waited)
             if self.events is not None:
                 self.metrics.count_events(self.events.snapshot())
-        if report.observed:
+        if vouches(report):
             self._touch_heartbeat()
 
     def _keep_status(self, report: PassReport) -> None:

@@ -159,7 +159,9 @@ class Metrics:
             f"{PREFIX}_hosts_covered", "Eligible hosts running a RUNNING task of the service.", ["service"], registry=r
         )
         self.hosts_missing_task = Gauge(
-            f"{PREFIX}_hosts_missing_task", "Eligible hosts with no task of the service at all.", ["service"],
+            f"{PREFIX}_hosts_missing_task",
+            "Wanted hosts with no task of the service at all (none beyond its sizing target).",
+            ["service"],
             registry=r,
         )
         self.hosts_extra_tasks = Gauge(

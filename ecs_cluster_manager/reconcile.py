@@ -138,6 +138,10 @@ class Memory:
         self.coverage = GapWatch()  # hosts missing their task, and since when
         self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
 
+    def forget_unmanaged(self, managed: set[str]) -> None:
+        """Keep the misconfigurations logged only for the services managed now (by ARN): memory stays bounded."""
+        self.misconfigured = {key for key in self.misconfigured if key[0] in managed}
+
     @classmethod
     def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
         """The daemon's memory: a lost agent is held for SCALE_DOWN_AFTER x INTERVAL seconds."""
@@ -293,6 +297,7 @@ def _observe_and_act(
         return
     report.decisions.extend(managed.skipped)
     report.managed = len(managed.services)
+    memory.forget_unmanaged({service.arn for service in managed.services})
 
     # Per-service checks that need no host count.
     sized: list[tuple[Service, plan.Sizing]] = []

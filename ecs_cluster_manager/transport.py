@@ -66,7 +66,9 @@ TRANSIENT_CODES = THROTTLING_CODES | {
 
 
 class EcsError(Exception):
-    """An AWS call failed; the message says which call and why."""
+    """An AWS call failed; the message says which call and why. `operation` is the call, when known."""
+
+    operation: str | None = None
 
 
 class ShuttingDown(Exception):  # noqa: N818 - a state, not an error
@@ -109,9 +111,15 @@ def is_transient(error: BaseException) -> bool:
 
 
 def translate(error: BaseException, operation: str) -> EcsError:
-    """Turn a botocore error into one of the project's exception types."""
+    """Turn a botocore error into one of the project's exception types, naming the operation."""
     if isinstance(error, EcsError):
         return error
+    translated = _translate(error, operation)
+    translated.operation = operation
+    return translated
+
+
+def _translate(error: BaseException, operation: str) -> EcsError:
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "") or str(error)
@@ -187,8 +195,9 @@ class Transport:
         self.budget_waited: dict[str, float] = {}  # seconds waited for a token, by throttling category
         self._lock = threading.Lock()
         self.on_call: Callable[[str, str], None] | None = None
-        # The HTTP attempt on the wire, if any: (operation, monotonic start). Read by the signal handler.
-        self.in_flight: tuple[str, float] | None = None
+        # Per thread (its ident), the HTTP attempt it has on the wire: (operation, monotonic start). Each
+        # thread's own, so the signal handler names the loop's call, not the events thread's long poll.
+        self._in_flight: dict[int, tuple[str, float]] = {}
         # Per-call DEBUG events cost a few dict lookups per call, so they are only wired when DEBUG is on.
         self._debug = log.is_enabled_for(logging.DEBUG)
         self._page_numbers: dict[str, int] = {}
@@ -262,7 +271,13 @@ class Transport:
         context = getattr(request, "context", None)
         if isinstance(context, dict):
             context["ecm_sent"] = started
-        self.in_flight = (kwargs.get("event_name", "").rsplit(".", 1)[-1], started)
+        with self._lock:
+            self._in_flight[threading.get_ident()] = (kwargs.get("event_name", "").rsplit(".", 1)[-1], started)
+
+    def in_flight(self, thread: int | None = None) -> tuple[str, float] | None:
+        """The HTTP attempt `thread` (an ident; the calling thread's by default) has on the wire, if any."""
+        with self._lock:
+            return self._in_flight.get(threading.get_ident() if thread is None else thread)
 
     def _count_response(self, service: str, *, context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Count each HTTP attempt by operation and outcome (ok, throttled, error, unreachable)."""
@@ -287,7 +302,8 @@ class Transport:
                 self.throttled[operation] += 1
         if outcome == "throttled" and service == "ecs" and self.budget is not None:
             self.budget.throttled(operation)  # someone else spends the same bucket: slow down
-        self.in_flight = None
+        with self._lock:
+            self._in_flight.pop(threading.get_ident(), None)
         if self._debug:
             sent = (context or {}).get("ecm_sent")
             log.debug(

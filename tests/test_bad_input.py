@@ -701,7 +701,7 @@ EMPTY = [
     EmptyRow("INTERVAL", error="INTERVAL"),
     EmptyRow("DRY_RUN", check=_acts_on_a_and_b),
     EmptyRow("SCALE_DOWN_AFTER", error="SCALE_DOWN_AFTER"),
-    EmptyRow("RESYNC", error="RESYNC"),
+    EmptyRow("RESYNC", check=_acts_on_a_and_b),  # the default resync
     EmptyRow("CLOUDFORMATION_GUARD", also={"SERVICES": "a b stacked"}, check=_guard_on),
     EmptyRow("LOG_LEVEL", check=_info_events),
     EmptyRow("LOG_FORMAT", check=_json_lines),

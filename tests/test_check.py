@@ -13,7 +13,7 @@ import pytest
 
 from ecs_cluster_manager import check, plan
 from ecs_cluster_manager.models import PlacementConstraint, Service
-from localecs import LocalECS
+from localecs import Fault, LocalECS, fault_on
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = str(ROOT / "run.py")
@@ -332,3 +332,20 @@ def test_output_cut_short_by_its_reader_is_no_traceback(audited: LocalECS) -> No
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_check_names_the_permission_counting_lacks_while_an_agent_is_lost(audited: LocalECS) -> None:
+    """With an agent lost, counting describes that host: when DescribeContainerInstances is denied, check fails
+    with an access-denied line naming ecs:DescribeContainerInstances."""
+    lost = audited.hosts(CLUSTER)[0]["containerInstanceArn"]
+    audited.set_agent_connected(CLUSTER, lost, False)
+    audited.fault_hook = fault_on(
+        "DescribeContainerInstances",
+        Fault.error(400, "AccessDeniedException", "User is not authorized to perform: ecs:DescribeContainerInstances"),
+    )
+    result = run_check(audited, "--json", CLUSTER=CLUSTER, SERVICES="clean")
+    assert result.returncode == 1, result.stdout + result.stderr
+    [denied] = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "access-denied"]
+    assert denied["severity"] == "error" and denied["service"] is None
+    assert "could not count hosts" in denied["message"]
+    assert "grant ecs:DescribeContainerInstances" in denied["message"], denied

@@ -194,3 +194,12 @@ def test_a_bad_api_budget_is_one_line_naming_it(argv: list[str], env: dict[str, 
         load(argv, **env, **BASE)
     message = str(raised.value)
     assert message.startswith(f"{name}: ") and "\n" not in message and "> 0 and <= 1" in message
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_blank_resync_counts_as_unset(value: str) -> None:
+    """RESYNC="" (or blank) is the default resync, as the README says of blank variables; a typo is still refused."""
+    assert load(RESYNC=value, **BASE).resync == config.DEFAULT_RESYNC
+    assert load(RESYNC="60", **BASE).resync == 60.0
+    with pytest.raises(config.ConfigError, match="^RESYNC: "):
+        load(RESYNC="abc", **BASE)

@@ -125,6 +125,7 @@ def test_json_names_the_fields_and_hosts() -> None:
     result = coverage.compute("agent", ["h1", "h2"], [task("h1")], ec2_ids={"h2": "i-2"}, read_at=5.0)
     assert result.as_json() == {
         "eligible": 2,
+        "wanted": 2,
         "covered": 1,
         "pending": [],
         "missing": [{"containerInstanceArn": "h2", "ec2InstanceId": "i-2"}],
@@ -134,6 +135,43 @@ def test_json_names_the_fields_and_hosts() -> None:
         "reason": None,
         "readAt": 5.0,
     }
+
+
+SIX = [f"h{n}" for n in range(1, 7)]
+
+
+@pytest.mark.parametrize(
+    ("running", "target", "tasks_per_host", "missing"),
+    [
+        pytest.param(["h1", "h2"], 2, 1, (), id="max-2-of-6-covered"),
+        pytest.param(["h1"], 2, 1, ("h2",), id="max-2-of-6-one-short"),
+        pytest.param([], 0, 1, (), id="max-0"),
+        pytest.param(["h1", "h2"], 6, 1, ("h3", "h4", "h5", "h6"), id="no-cap"),
+        pytest.param(["h1"], 10, 1, ("h2", "h3", "h4", "h5", "h6"), id="min-above-the-hosts"),
+        pytest.param(["h1", "h1", "h2"], 3, 2, (), id="two-per-host-max-3"),
+    ],
+)
+def test_hosts_beyond_the_target_are_not_missing(
+    running: list[str], target: int, tasks_per_host: int, missing: tuple[str, ...]
+) -> None:
+    """With ecs-cluster-manager:max 2 on 6 hosts and 2 tasks running, no host is missing; only as many hosts as the
+    target still asks for are."""
+    tasks = [task(host, name=f"t{n}") for n, host in enumerate(running)]
+    result = coverage.compute("agent", SIX, tasks, target=target, tasks_per_host=tasks_per_host)
+    assert tuple(h.container_instance_arn for h in result.missing) == missing
+    assert result.eligible == 6
+    assert result.as_json()["wanted"] == min(6, -(-target // tasks_per_host))
+
+
+def test_a_capped_service_opens_no_gap() -> None:
+    """No coverage_gap for the 4 hosts a max=2 service on 6 hosts does not want, however long."""
+    watch = GapWatch()
+    found = coverage.compute("agent", SIX, [task("h1"), task("h2")], target=2)
+    with capture_logs() as logs:
+        for now in (0.0, 200.0, 400.0):
+            assert watch.observe("prod", found, SIX, now, grace=120) == []
+    assert not [e for e in logs if e["event"] == "coverage_gap"] and not watch.gaps
+    assert found.complete
 
 
 def test_gap_is_reported_once_after_the_grace_and_restored_once() -> None:

@@ -226,3 +226,48 @@ def test_a_failing_coverage_read_never_holds_up_sizing(scheduling: LocalECS, tmp
         assert all(e["ok"] for e in daemon.events if e.get("event") == "pass")
         assert (tmp_path / "hb").exists()  # a pass whose coverage read failed still counts as successful
         assert daemon.stop() == 0
+
+
+def test_hosts_beyond_a_max_tag_are_not_missing(scheduling: LocalECS, tmp_path: Path) -> None:
+    """ecs-cluster-manager:max=2 on 6 hosts with its 2 tasks running: no coverage_gap, nothing missing in /status or
+    the gauge, and check finds no gap (the 4 other hosts are not wanted)."""
+    local = scheduling
+    local.add_hosts(CLUSTER, 3)
+    local.create_service(
+        CLUSTER,
+        "capped",
+        placement_constraints=DISTINCT,
+        deployment_configuration={"minimumHealthyPercent": 0, "maximumPercent": 100},
+        tags={"ecs-cluster-manager:max": "2"},
+    )
+    port = free_port()
+    with Daemon(
+        local,
+        CLUSTER=CLUSTER,
+        SERVICES="capped",
+        INTERVAL="0.3",
+        COVERAGE_GRACE="0",
+        METRICS_PORT=str(port),
+        HEARTBEAT_FILE=str(tmp_path / "hb"),
+    ) as daemon:
+
+        def covered() -> dict[str, Any] | None:
+            found = status(port)["services"].get("capped", {}).get("coverage")
+            return found if found and found["covered"] == 2 else None
+
+        assert daemon.wait_for(lambda: covered() is not None, timeout=30), daemon.lines[-5:]
+        assert daemon.wait_passes(daemon.passes() + 3)
+        found = covered()
+        assert found is not None
+        assert not [e for e in daemon.events if e.get("event") == "coverage_gap"]
+        _, metrics = http_get(port, "/metrics")
+        assert gauge(metrics, "hosts_missing_task", "capped") == 0
+        assert gauge(metrics, "hosts_eligible", "capped") == 6
+        assert found["missing"] == []
+        assert (found["eligible"], found["wanted"], found["covered"]) == (6, 2, 2)
+        assert daemon.stop() == 0
+    assert local.desired_count(CLUSTER, "capped") == 2
+    code, checked = check_json(local, SERVICES="capped")
+    assert code == 0, checked
+    assert checked["coverage"]["capped"]["missing"] == []
+    assert not [f for f in checked["findings"] if f["code"] == "missing-task"]

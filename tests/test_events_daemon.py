@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import Daemon, free_port, http_get
-from localecs import Fault, LocalECS, fault_on
+from localecs import ApiRequest, Fault, LocalECS, fault_on
 
 GONE = "scale down: fewer ACTIVE hosts (drained or deregistered)"
 
@@ -164,6 +165,61 @@ def test_sigterm_ends_the_long_poll_within_a_second(ecs: LocalECS, events_daemon
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 1.5
+
+
+def _stopping(daemon: Daemon) -> dict[str, Any]:
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.wait_for(lambda: any(e.get("event") == "stopping" for e in daemon.events), timeout=5)
+    [stopping] = [e for e in daemon.events if e.get("event") == "stopping"]
+    return stopping
+
+
+def test_stopping_does_not_name_the_events_threads_long_poll_as_the_loops_call(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """A SIGTERM while the loop sleeps and the events thread long-polls: `stopping` says nothing is on the wire."""
+    daemon, _ = events_daemon
+    polling = threading.Event()
+
+    def hook(request: ApiRequest) -> None:
+        if request.operation == "ReceiveMessage":
+            polling.set()
+
+    ecs.fault_hook = hook
+    assert polling.wait(30)  # a long poll on the wire (20 s, no message comes)
+    time.sleep(0.3)
+    stopping = _stopping(daemon)
+    assert stopping["operation"] is None, stopping
+    assert stopping["waiting_for"].startswith("nothing on the wire"), stopping
+    assert daemon.process.wait(timeout=10) == 0
+
+
+def test_stopping_names_the_loops_call_when_a_long_poll_started_after_it(
+    ecs: LocalECS, events_daemon: tuple[Daemon, str]
+) -> None:
+    """The loop's slow DescribeServices is what `stopping` names, though the events thread's poll went out later."""
+    daemon, _ = events_daemon
+    slow = threading.Event()
+    polled_after = threading.Event()
+
+    def hook(request: ApiRequest) -> Fault | None:
+        if request.operation == "DescribeServices" and not slow.is_set():
+            slow.set()
+            return Fault.delay(8)
+        if request.operation == "ReceiveMessage" and slow.is_set():
+            polled_after.set()
+        return None
+
+    ecs.fault_hook = hook
+    ecs.add_hosts(CLUSTER, 1)  # an event pass: its DescribeServices hangs on the wire
+    assert slow.wait(30)
+    ecs.add_hosts(CLUSTER, 1)  # ends the events thread's poll; it polls again, while the loop's call still waits
+    assert polled_after.wait(30)
+    time.sleep(0.3)
+    stopping = _stopping(daemon)
+    assert stopping["operation"] == "DescribeServices", stopping
+    assert "DescribeServices" in stopping["waiting_for"], stopping
+    assert daemon.process.wait(timeout=20) == 0  # once that call has answered
 
 
 def test_the_queue_down_for_30s_leaves_interval_passes_working(ecs: LocalECS, tmp_path: Path) -> None:

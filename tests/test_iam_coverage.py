@@ -6,7 +6,9 @@ clients by the User-Agent suffix `ecs-cluster-manager`). This module runs after
 every other test (marker `after_all`), first runs its own `python run.py --once`
 pass that uses every feature needing a permission, and a `python run.py` loop
 that reads the events queue (EVENTS_QUEUE_URL), then compares the record with
-the policy. `missing_actions` is the comparison, unit-tested on its own.
+the policy. A `--once` pass made while an agent is lost (counting describes that
+host) must be allowed by the statements the README says are always needed,
+since users are told they may drop the others. `missing_actions` is the comparison, unit-tested on its own.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Scenario:
 
     operations: set[Operation]
     desired: dict[str, int]
+    counting: set[Operation]  # the operations of a --once pass (it reads no coverage) while an agent is lost
 
 
 def _read_events_queue(local: LocalECS, heartbeat: Path) -> None:
@@ -170,12 +173,14 @@ def scenario(
     # A host whose agent is lost is described (its version tells a reconnect in between).
     lost = local.hosts(CLUSTER)[0]["containerInstanceArn"]
     local.set_agent_connected(CLUSTER, lost, False)
+    before = len(local.calls)
     assert run_once(local, CLUSTER=CLUSTER, SERVICES="named").returncode == 0
+    counting = {(c.service, c.operation) for c in local.calls[before:] if daemon_operations.is_daemon_call(c)}
     local.set_agent_connected(CLUSTER, lost, True)
     _read_events_queue(local, tmp_path_factory.mktemp("events") / "heartbeat")
     operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
     local.reset()
-    return Scenario(operations, desired)
+    return Scenario(operations, desired, counting)
 
 
 # -- unit tests of the comparison -----------------------------------------------------------------
@@ -308,3 +313,28 @@ def test_managed_tag_policy_allows_the_same_operations(scenario: Scenario) -> No
     """
     assert missing_actions(scenario.operations, load_policy(TAG_POLICY)) == set()
     assert granted_actions(load_policy(TAG_POLICY)) == granted_actions(load_policy(POLICY))
+
+
+def _statements_always_needed() -> set[str]:
+    """The Sids README's IAM table says are needed always (the others it tells users they may drop)."""
+    section = (ROOT / "README.md").read_text().split("### IAM policy", 1)[1].split("\n### ", 1)[0]
+    always = set()
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) == 6 and cells[1].startswith("`") and "always" in cells[4]:
+            always.add(cells[1].strip("`"))
+    return always
+
+
+def test_counting_with_an_agent_lost_needs_only_the_statements_always_needed(scenario: Scenario) -> None:
+    """Every call of a pass made while an agent is lost (DescribeContainerInstances of that host among them) is
+    allowed by the policy's statements the README calls always needed: dropping the optional ones keeps counting."""
+    assert ("ecs", "DescribeContainerInstances") in scenario.counting, scenario.counting
+    always = _statements_always_needed()
+    assert {"CountHostsOfTheCluster", "ReadAndSizeManagedServices"} <= always, always
+    # The managed-tag form splits ReadAndSizeManagedServices in two (README, IAM policy).
+    tag_always = always - {"ReadAndSizeManagedServices"} | {"ReadServicesOfTheCluster", "SizeServicesWithTheManagedTag"}
+    for path, needed in ((POLICY, always), (TAG_POLICY, tag_always)):
+        policy = load_policy(path)
+        kept = {"Statement": [s for s in policy["Statement"] if s["Sid"] in needed]}
+        assert missing_actions(scenario.counting, kept) == set(), path.name

@@ -307,6 +307,34 @@ def test_healthz_status_follows_the_last_successful_pass(tmp_path: Path) -> None
     assert "\n" not in text
 
 
+def test_event_passes_alone_do_not_keep_the_loop_healthy(tmp_path: Path) -> None:
+    """Regular passes failing for 300 s while event passes succeed: /healthz turns 503 after 3 x INTERVAL (90 s)
+    from the last regular success, and the event passes write no heartbeat."""
+    clock = Clock()
+    config = make_config(tmp_path, INTERVAL="30")
+    heartbeat = Path(config.heartbeat_file)
+    monitor = health.Monitor(config, clock=clock)
+    monitor.start()
+    monitor.record(report(hosts={FILTER: 3}))  # the first regular pass
+    assert heartbeat.exists()
+    heartbeat.unlink()
+    throttled = "counting hosts failed: ListContainerInstances: ThrottlingException: Rate exceeded"
+    for second in range(1, 301):
+        clock.now += 1
+        if second % 30 == 0:
+            monitor.record(report(errors=(throttled,)))
+        event_pass = report(hosts={FILTER: 3})
+        event_pass.trigger = "event"
+        monitor.record(event_pass)
+        healthy, text = monitor.status()
+        assert healthy == (second < 90), (second, text)
+    assert text.startswith("unhealthy: last successful pass 300s ago (limit 90s)") and "ThrottlingException" in text
+    assert not heartbeat.exists()
+    monitor.record(report(hosts={FILTER: 3}))  # a regular pass succeeds again
+    assert monitor.status()[0] and heartbeat.exists()
+    monitor.close()
+
+
 def test_monitor_touches_the_heartbeat_only_after_a_successful_pass(tmp_path: Path) -> None:
     """The heartbeat is written after an observed pass, not after a failed one; a leftover one is removed at start."""
     config = make_config(tmp_path)

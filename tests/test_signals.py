@@ -22,12 +22,14 @@ import time
 from ecs_cluster_manager import cli
 
 class Api:
-    in_flight = None
     read_timeout = 10.0
     botocore_attempts = 1
 
+    def in_flight(self, thread=None):
+        return None
+
 stop = threading.Event()
-cli._watch_signals(stop, Api())
+cli._watch_signals(stop, Api(), threading.get_ident())
 print("ready", flush=True)
 while not stop.is_set():
     with stop._cond:  # what Event.wait holds around its wait, made to last

@@ -263,3 +263,55 @@ def test_soak_360_passes_with_hosts_coming_and_going(ecs: LocalECS, tmp_path: Pa
     assert end.rss - warm.rss <= RSS_GROWTH_LIMIT
     assert end.fds <= warm.fds
     assert end.threads <= warm.threads
+
+
+def test_memory_stays_bounded_while_many_services_come_and_go(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 services managed one after another, each with a host filter of its own and a misconfiguration: what the
+    loop carries between passes (misconfigurations logged, coverage's eligible hosts per service and per filter,
+    gaps, reading times) holds the managed service alone, not every service ever managed."""
+    import dataclasses
+
+    from ecs_cluster_manager import config as settings
+    from ecs_cluster_manager.ecs import Api
+    from ecs_cluster_manager.reconcile import Memory, run_pass
+
+    for key, value in ecs.env().items():
+        monkeypatch.setenv(key, value)
+    cluster = "soak-memory"
+    ecs.create_cluster(cluster)
+    hosts = ecs.add_hosts(cluster, 3)
+    for number, arn in enumerate(hosts):
+        ecs.set_attributes(cluster, arn, {"soak": f"s{number % 2}"})
+    api = Api(ecs.region, endpoint_url=ecs.endpoint_url)
+    base = settings.load(["--cluster", cluster, "--services", "none", "--no-cloudformation-guard"], environ={})
+    memory = Memory(resync=300, interval=30)
+    sizes: list[tuple[int, ...]] = []
+    previous: str | None = None
+    for number in range(40):
+        name = f"svc-{number}"
+        # No distinctInstance: a misconfiguration logged once per service; a memberOf filter of its own.
+        ecs.create_service(
+            cluster,
+            name,
+            placement_constraints=[
+                {"type": "memberOf", "expression": f"attribute:soak == s{number % 2} or attribute:never == n{number}"}
+            ],
+        )
+        if previous is not None:
+            ecs.delete_service(cluster, previous)
+        previous = name
+        report = run_pass(api, dataclasses.replace(base, services=(name,)), memory)
+        assert report.observed and report.managed == 1, report.errors
+        assert name in report.coverage, report.coverage_errors
+        watch = memory.coverage
+        sizes.append(
+            (
+                len(memory.misconfigured),
+                len(watch.read_eligible),
+                len(watch.eligible_before),
+                len(watch.last_read),
+                len({key[0] for key in watch.gaps}),
+                len(memory.store.filters),
+            )
+        )
+    assert all(size <= 1 for row in sizes for size in row), sizes[-5:]
