@@ -190,7 +190,14 @@ def test_readme_shows_the_stacks_task_definition_settings() -> None:
 
 # -- the image, built and run with podman ---------------------------------------------------------
 
-needs_podman = pytest.mark.skipif(PODMAN is None, reason="podman is not installed (.ci/run installs it)")
+_podman_installed = pytest.mark.skipif(PODMAN is None, reason="podman is not installed (.ci/run installs it)")
+# The first of these tests builds the stand-in base (about a minute and a half, more on a slow mirror).
+_time_to_build = pytest.mark.timeout(900)
+
+
+def needs_podman(test: Callable[..., None]) -> Callable[..., None]:
+    """Skipped without podman; given the time to build the base and the image."""
+    return _time_to_build(_podman_installed(test))
 
 
 @pytest.fixture(scope="session")
