@@ -313,7 +313,7 @@ def test_container_loop_as_the_task_runs_it(containers: Containers, ecs: LocalEC
     wait_until(lambda: ecs.desired_count("prod", "agent") == 3, 30, "desiredCount 3 for 3 hosts", logs)
 
     inspected = json.loads(podman("inspect", name).stdout)[0]
-    assert inspected["Config"]["Healthcheck"]["Test"] == task["HealthCheck"]["Command"]
+    assert (inspected["Config"].get("Healthcheck") or {}).get("Test") == task["HealthCheck"]["Command"]
     assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
     read_only = podman("exec", name, "touch", "/app/written", check=False)
