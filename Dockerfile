@@ -1,7 +1,12 @@
 # ecs-cluster-manager: keeps the desiredCount of ECS services equal to the
 # number of usable container instances. Configured only through environment
 # variables (CLUSTER, SERVICES, AWS_REGION, ...); arguments go to run.py.
-FROM python:3.11.14-slim-bookworm
+
+# The base: the official Python image, pinned by digest as well as by tag.
+# The tests build FROM a stand-in made from Debian's packages
+# (tests/image/python-base.sh) that has python and pip in /usr/local/bin too.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -2,7 +2,12 @@
 # $(IMAGE):$(TAG) when REGISTRY is empty; TAG defaults to the package version
 # (__version__ in ecs_cluster_manager/__init__.py, the one place it is kept).
 
-DOCKER            ?= docker
+# docker when its daemon answers, podman otherwise (docker when neither is
+# there); DOCKER=... chooses. Found once, and only by a target that uses it.
+ifeq ($(origin DOCKER),undefined)
+DOCKER = $(eval DOCKER := $(shell if docker info >/dev/null 2>&1; then echo docker; \
+  elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi))$(DOCKER)
+endif
 IMAGE             ?= ecs-cluster-manager
 REGISTRY          ?=
 DOCKER_BUILD_ARGS ?=
@@ -24,11 +29,23 @@ VERSION := $(shell sed -n 's/^__version__ = "\([^"]*\)"$$/\1/p' ecs_cluster_mana
 TAG     ?= $(VERSION)
 
 IMAGE_REF := $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE)
+# podman builds OCI images by default, which have no HEALTHCHECK: it builds Docker's format here.
+FORMAT_ARGS := $(if $(filter podman,$(notdir $(firstword $(DOCKER)))),--format docker)
 
-.PHONY: docker-build docker-push docker-tag-latest docker-run lock
+.PHONY: image image-test docker-build docker-push docker-tag-latest docker-run lock
+
+image: docker-build ## Build the image with docker, or podman where docker is missing (the same as docker-build)
 
 docker-build: ## Build the image [REGISTRY/]IMAGE:TAG (TAG defaults to the package version)
-	$(DOCKER) build $(DOCKER_BUILD_ARGS) -t $(IMAGE_REF):$(TAG) .
+	$(DOCKER) build $(FORMAT_ARGS) $(DOCKER_BUILD_ARGS) -t $(IMAGE_REF):$(TAG) .
+
+# The image tests build the image FROM a stand-in base made from Debian's packages
+# (tests/image/python-base.sh, its tarball kept in ~/.cache/ecs-cluster-manager),
+# then run it with podman against the local ECS API. `make test` runs them too.
+image-test: $(VENV_STAMP) ## Build the stand-in base (cached) and the image with podman, and run the image tests
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  echo "make: image-test needs podman and mmdebstrap (Debian: apt-get install podman runc mmdebstrap)" >&2; exit 1; }
+	$(VENV_PYTHON) -m pytest tests/test_image.py $(PYTEST_ARGS)
 
 docker-push: ## Push [REGISTRY/]IMAGE:TAG
 	$(DOCKER) push $(IMAGE_REF):$(TAG)

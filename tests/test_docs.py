@@ -7,7 +7,7 @@ and inline code), finds the program of each
 its arguments against the real thing: the daemon's own configuration loader,
 localecs's parser, `make help` and the makefiles' variables. Environment
 variables named anywhere must be ones the manager reads (config.VARIABLES) or
-boto3's `AWS_*`. test_the_checker_catches_what_does_not_exist proves the
+boto3's `AWS_*` (or build arguments of the Dockerfile). test_the_checker_catches_what_does_not_exist proves the
 checker fails on names that do not exist.
 """
 
@@ -55,6 +55,12 @@ def make_variables() -> frozenset[str]:
     for path in (ROOT / "Makefile", *sorted((ROOT / "makelib").glob("*.mk"))):
         names |= set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[?:]?=", path.read_text(), re.MULTILINE))
     return frozenset(names)
+
+
+@cache
+def build_arguments() -> frozenset[str]:
+    """The Dockerfile's build arguments (`ARG NAME`), set with `--build-arg NAME=value`."""
+    return frozenset(re.findall(r"^ARG ([A-Z][A-Z0-9_]*)", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
 
 
 def is_known_variable(name: str) -> bool:
@@ -167,7 +173,7 @@ def problems_of(text: str) -> list[str]:
     named |= set(re.findall(r"(?<![\w$])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)=", text))  # NAME=value anywhere
     named |= set(re.findall(r"-e ([A-Z][A-Z0-9_]+)", text))  # docker run -e NAME
     for name in sorted(named):
-        if is_known_variable(name) or name in make_variables():
+        if is_known_variable(name) or name in make_variables() or name in build_arguments():
             continue
         if name in POLICY_PLACEHOLDERS and name in policies:
             continue

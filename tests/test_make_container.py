@@ -79,6 +79,13 @@ def test_tag_defaults_to_the_package_version() -> None:
     assert "-t ecs-cluster-manager:9.9.9 ." in make("-n", "docker-build", "TAG=9.9.9")
 
 
+def test_image_builds_with_docker_or_podman() -> None:
+    """`make image` is docker-build; with podman it builds Docker's image format, the one that keeps HEALTHCHECK."""
+    assert make("-n", "image", "DOCKER=docker").strip() == f"docker build -t ecs-cluster-manager:{__version__} ."
+    podman = make("-n", "image", "DOCKER=podman").strip()
+    assert podman == f"podman build --format docker -t ecs-cluster-manager:{__version__} ."
+
+
 def test_ecr_repo_creates_the_repository_once() -> None:
     """`make ecr-repo` creates the ECR repository IMAGE in REGISTRY's region only when it does not exist yet."""
     command = make("-n", "ecr-repo", f"REGISTRY={REGISTRY}", "AWS=aws")
@@ -125,7 +132,7 @@ def test_help_and_tooluse_list_every_container_target() -> None:
     """`make help` shows each container, lock and ECR target with a description, and ToolUse.md documents each."""
     help_text = make("help")
     tooluse = (ROOT / "ToolUse.md").read_text()
-    for target in ("docker-build", "docker-push", "docker-tag-latest", "docker-run", "lock", "ecr-repo",
-                   "ecr-login", "ecr-push"):
+    for target in ("image", "image-test", "docker-build", "docker-push", "docker-tag-latest", "docker-run", "lock",
+                   "ecr-repo", "ecr-login", "ecr-push"):
         assert re.search(rf"^{re.escape(target)} \S", help_text, re.MULTILINE), target
         assert f"| `{target}` |" in tooluse, target
