@@ -129,9 +129,13 @@ class Counting:
         self.interval = interval
         self.small = small  # a filter with at most this many hosts is listed on every pass (one page)
 
-    def regular(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
+    def regular(
+        self, api: Api, cluster: str, host_filters: Iterable[HostFilter], keep: Iterable[HostFilter] = ()
+    ) -> dict[HostFilter, Counted]:
         """Count each filter for a regular pass; raises EcsError when a read fails (nothing partial is used),
-        except that a filter ECS rejects fails alone (its Counted carries the error)."""
+        except that a filter ECS rejects fails alone (its Counted carries the error).
+
+        `keep`: more filters the store keeps (those of managed services this pass skipped), uncounted."""
         store = self.store
         filters = list(dict.fromkeys(host_filters))
         shared = _ClusterReading(api, cluster)
@@ -150,7 +154,7 @@ class Counting:
             except RequestRejected as error:
                 failed[host_filter] = error
             calls[host_filter] = api.total_calls - before
-        store.keep_only(filters)
+        store.keep_only([*filters, *keep])
         lost = sorted(store.lost())
         if lost and filters:
             before = api.total_calls

@@ -39,9 +39,9 @@ filter and every filter has been listed since it was last seen, so its memory
 follows the cluster's size, not its history. A host known to match none of a
 memberOf filter (`outside`, from a listing of the hosts that do not match it,
 or from matching a new one) is remembered until the next such listing, so
-their routine events start no pass and cost no call. A filter no managed service uses is kept for `retain`
-seconds (one skipped pass forgets nothing); with no filter left, no host is
-kept at all.
+their routine events start no pass and cost no call. A filter no managed service uses is kept while a managed
+service still has it (one pass that skipped the service forgets nothing); with
+no filter left, no host is kept at all.
 
 Nothing here does I/O: counting.py reads the cluster and feeds the store.
 """
@@ -104,7 +104,6 @@ class FilterHosts:
     outside_at: float | None = None  # store clock: when `outside` was last listed in full
     side: str = ""  # how a cheap reading of it is taken (counting.py)
     offset: int | None = 0  # counting.py's constant for that reading (None: not measured yet)
-    used_at: float = 0.0  # store clock: when a managed service last used it
 
 
 class EventChange(Protocol):
@@ -128,15 +127,11 @@ class HostStore:
     """Per container instance, the newest state known; per host filter, its ACTIVE members.
 
     `hold` is how long a lost agent keeps counting, in seconds (0: not at all).
-    `retain` is how long a filter no managed service uses is kept (its hosts' holds with it).
     `clock` is a monotonic clock, injected in tests.
     """
 
-    def __init__(
-        self, hold: float = 0.0, clock: Callable[[], float] = time.monotonic, *, retain: float = 0.0
-    ) -> None:
+    def __init__(self, hold: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.hold = hold
-        self.retain = retain
         self.clock = clock
         self.hosts: dict[str, Host] = {}
         self.filters: dict[HostFilter, FilterHosts] = {}
@@ -193,7 +188,7 @@ class HostStore:
                 other.members = {arn for arn in other.members if self._is_active(arn)}
         state = FilterHosts(members, started, unresolved, outside)
         if previous is not None:
-            state.side, state.offset, state.used_at = previous.side, previous.offset, previous.used_at
+            state.side, state.offset = previous.side, previous.offset
             state.outside_at = previous.outside_at
         self.filters[host_filter] = state
         return state
@@ -321,16 +316,12 @@ class HostStore:
         else:
             state.outside.add(arn)
 
-    def keep_only(self, host_filters: Iterable[HostFilter], now: float | None = None) -> None:
-        """Mark the filters the managed services use now; forget those unused for `retain`, and the hosts no
-        filter needs."""
-        now = self.clock() if now is None else now
+    def keep_only(self, host_filters: Iterable[HostFilter]) -> None:
+        """Forget the filters no managed service has any more (a service skipped in a pass still has its
+        filter), and the hosts no filter needs."""
         wanted = set(host_filters)
-        for host_filter, state in list(self.filters.items()):
-            if host_filter in wanted:
-                state.used_at = now
-            elif now - state.used_at > self.retain:
-                del self.filters[host_filter]
+        for host_filter in [f for f in self.filters if f not in wanted]:
+            del self.filters[host_filter]
         self.forget()
 
     def forget(self) -> None:

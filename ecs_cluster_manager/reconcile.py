@@ -128,8 +128,7 @@ class Memory:
         interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # A filter no managed service uses now is kept a while: a service skipped for a pass keeps its holds.
-        self.store = HostStore(hold, clock, retain=max(resync, hold))
+        self.store = HostStore(hold, clock)
         self.counting = Counting(self.store, resync=resync, interval=interval)
         # (service ARN, check code) of each misconfiguration already logged, so each is logged once, not every pass.
         self.misconfigured: set[tuple[str, str]] = set()
@@ -318,14 +317,16 @@ def _observe_and_act(
         sized = _cloudformation_guard(api, sized, report)
 
     host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
+    # A managed service skipped in this pass (a stack mid-update, a bad tag) keeps its filter and its holds.
+    kept = {tuple(service.member_of) for service in managed.services}
     counted: dict[tuple[str, ...], Counted] = {}
     try:
         if event_pass:
             counted = memory.counting.events(api, config.cluster, host_filters.values())
         elif sized:
-            counted = memory.counting.regular(api, config.cluster, host_filters.values())
+            counted = memory.counting.regular(api, config.cluster, host_filters.values(), keep=kept)
         else:
-            memory.store.keep_only(())  # no service to size: the store keeps its filters for a while, then nothing
+            memory.store.keep_only(kept)  # no service to size: only the skipped services' filters stay
     except ClusterNotFound as error:
         report.cluster_missing = True
         report.errors.append(f"cluster not found: {error}")

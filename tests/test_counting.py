@@ -467,3 +467,34 @@ def test_events_on_hosts_outside_every_filter_start_no_pass_and_cost_no_call(
         outside_listings += sum(1 for c in ecs.calls if "not (" in str(c.params.get("filter", "")))
     assert outside_listings == 0  # listed with the first pass; the next is due at the resync
     assert len(memory.store.hosts) <= 100
+
+
+def test_a_pass_that_skips_a_service_keeps_its_filter_and_holds(ecs: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 4: a memberOf service skipped for one pass (a bad sizing tag) keeps its filter in the store:
+    a host lost before that pass is lowered for when its hold ends, neither at once (first seen lost again) nor
+    a hold later (held again as a new loss)."""
+    ecs.create_cluster(CLUSTER)
+    hosts = ecs.add_hosts(CLUSTER, 4, attributes={"role": "web"})
+    ecs.create_service(CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}])
+    api = api_for(ecs, monkeypatch)
+    client = ecs.client()
+    arn = client.describe_services(cluster=CLUSTER, services=["web"])["services"][0]["serviceArn"]
+    config = settings.load(["--cluster", CLUSTER, "--services", "web"], environ={})
+    clock = Clock()
+    memory = Memory(hold=60.0, resync=300.0, interval=30.0, clock=clock)
+    run_pass(api, config, memory)
+    assert ecs.desired_count(CLUSTER, "web") == 4
+    ecs.set_agent_connected(CLUSTER, hosts[0], False)
+    clock.now += 30.0  # the loss is seen here
+    run_pass(api, config, memory)
+    client.tag_resource(resourceArn=arn, tags=[{"key": "ecs-cluster-manager:max", "value": "many"}])
+    clock.now += 20.0
+    skipped = run_pass(api, config, memory)
+    assert [d.action for d in skipped.decisions] == ["skip"]
+    client.untag_resource(resourceArn=arn, tagKeys=["ecs-cluster-manager:max"])
+    clock.now += 30.0  # 50 s lost of 60: still held
+    run_pass(api, config, memory)
+    assert ecs.desired_count(CLUSTER, "web") == 4
+    clock.now += 15.0  # 65 s lost: lowered
+    run_pass(api, config, memory)
+    assert ecs.desired_count(CLUSTER, "web") == 3

@@ -223,17 +223,15 @@ def test_a_host_first_seen_lost_in_an_event_or_back_from_draining_lost_is_not_he
     assert s.count(EVERY_HOST, now=3.0).held == 0
 
 
-def test_one_pass_without_a_filter_forgets_nothing() -> None:
-    """Issue 20 item 4: a pass that skipped the only service of a filter keeps the filter and its holds for
-    `retain` seconds; only then is it forgotten."""
-    clock = Clock()
-    s = HostStore(2.0, clock, retain=10.0)
+def test_a_filter_no_service_has_is_forgotten_with_its_hosts() -> None:
+    """Issue 20 item 8: once no managed service has a filter, the store drops it, and with no filter left, every
+    host."""
+    s, _ = store(hold=2.0)
     s.observe_listing(WEB, [A, B], [], started=0.0)
-    s.keep_only([WEB], now=0.0)
-    s.observe_listing(WEB, [A, B], [B], started=1.0)
-    s.keep_only([], now=1.0)  # the service was skipped this pass
-    assert WEB in s.filters and s.count(WEB, now=2.0).held == 1
-    s.keep_only([], now=11.0)
+    s.observe_listing(EVERY_HOST, [A, B, C], [], started=0.0)
+    s.keep_only([WEB])
+    assert set(s.filters) == {WEB} and set(s.hosts) == {A, B}
+    s.keep_only([])
     assert not s.filters and not s.hosts
 
 
@@ -259,7 +257,7 @@ def test_hosts_outside_every_filter_are_remembered_and_their_events_start_no_pas
     s.resolve(WEB, B, False)
     assert s.observe_event(Change(B, version=2, arrived=2.0), now=2.0) == hosts.NO_CHANGE
     s.observe_listing(WEB, [A], [], started=3.0)
-    s.keep_only([WEB], now=3.0)
+    s.keep_only([WEB])
     assert B in s.hosts
     assert s.observe_event(Change(B, agent_connected=False, version=3, arrived=4.0), now=4.0) == hosts.NO_CHANGE
     assert s.observe_event(Change(B, "DRAINING", False, version=4, arrived=5.0), now=5.0) == hosts.NO_CHANGE
