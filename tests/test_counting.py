@@ -475,11 +475,14 @@ def test_a_pass_that_skips_a_service_keeps_its_filter_and_holds(ecs: LocalECS, m
     a hold later (held again as a new loss)."""
     ecs.create_cluster(CLUSTER)
     hosts = ecs.add_hosts(CLUSTER, 4, attributes={"role": "web"})
+    ecs.add_hosts(CLUSTER, 2, attributes={"role": "batch"})
     ecs.create_service(CLUSTER, "web", placement_constraints=[*DISTINCT, {"type": "memberOf", "expression": WEB}])
+    batch = {"type": "memberOf", "expression": "attribute:role == batch"}
+    ecs.create_service(CLUSTER, "batch", placement_constraints=[*DISTINCT, batch])  # sized in every pass
     api = api_for(ecs, monkeypatch)
     client = ecs.client()
     arn = client.describe_services(cluster=CLUSTER, services=["web"])["services"][0]["serviceArn"]
-    config = settings.load(["--cluster", CLUSTER, "--services", "web"], environ={})
+    config = settings.load(["--cluster", CLUSTER, "--services", "web,batch"], environ={})
     clock = Clock()
     memory = Memory(hold=60.0, resync=300.0, interval=30.0, clock=clock)
     run_pass(api, config, memory)
@@ -490,7 +493,7 @@ def test_a_pass_that_skips_a_service_keeps_its_filter_and_holds(ecs: LocalECS, m
     client.tag_resource(resourceArn=arn, tags=[{"key": "ecs-cluster-manager:max", "value": "many"}])
     clock.now += 20.0
     skipped = run_pass(api, config, memory)
-    assert [d.action for d in skipped.decisions] == ["skip"]
+    assert {d.service: d.action for d in skipped.decisions}["web"] == "skip"
     client.untag_resource(resourceArn=arn, tagKeys=["ecs-cluster-manager:max"])
     clock.now += 30.0  # 50 s lost of 60: still held
     run_pass(api, config, memory)
