@@ -1,6 +1,6 @@
 """The documents against the code: every variable, make target, flag and command they name exists.
 
-DOCUMENTS are README.md, ToolUse.md, CHANGELOG.md and docs/. The checker reads
+DOCUMENTS are README.md, ToolUse.md, CHANGELOG.md and every docs/*.md. The checker reads
 every command line of them (fenced code, with backslash continuations joined,
 and inline code), finds the program of each
 (`ecs-cluster-manager` / `run.py`, `python -m localecs`, `make`) and checks
@@ -28,7 +28,8 @@ from ecs_cluster_manager import config
 from localecs.__main__ import _parser as localecs_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ("README.md", "ToolUse.md", "CHANGELOG.md", "docs/check.md", "docs/lambda.md", "docs/design.md")
+DOCS_PAGES = tuple(sorted(f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md")))
+DOCUMENTS = ("README.md", "ToolUse.md", "CHANGELOG.md", *DOCS_PAGES)
 # Read by the manager outside config.py: the ECS task metadata endpoint (ecs.task_identity).
 OTHER_VARIABLES = frozenset({"ECS_CONTAINER_METADATA_URI_V4"})
 # Placeholders of deploy/iam-policy*.json that README tells the reader to replace; checked to be in the files.
@@ -223,17 +224,18 @@ def test_tooluse_docker_run_passes_every_variable() -> None:
 
 
 def test_make_bench_takes_the_same_time_everywhere() -> None:
-    """README, ToolUse.md and `make help` give `make bench` the same duration, the one bench/results.md measured."""
+    """docs/performance.md, ToolUse.md and `make help` give `make bench` the same duration, the one bench/results.md
+    measured."""
     measured = re.search(r"`make bench` under \d+ minutes \| ([\d.]+) min", (ROOT / "bench/results.md").read_text())
     assert measured is not None
     minutes = round(float(measured.group(1)))
-    readme = (ROOT / "README.md").read_text().split("## Performance", 1)[1]
+    performance = (ROOT / "docs/performance.md").read_text().split("# Performance", 1)[1]
     tooluse = [line for line in (ROOT / "ToolUse.md").read_text().splitlines() if line.startswith("| `bench` |")][0]
     help_line = subprocess.run(
         ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
     ).stdout
     [help_bench] = [line for line in help_line.splitlines() if line.startswith("  bench ")]
-    for where, text in (("README", readme), ("ToolUse.md", tooluse), ("make help", help_bench)):
+    for where, text in (("docs/performance.md", performance), ("ToolUse.md", tooluse), ("make help", help_bench)):
         full_run = text.replace("\n", " ").split("--quick", 1)[0]  # what follows is the smaller matrix
         stated = {int(m) for m in re.findall(r"about (\d+) minutes", full_run)}
         assert stated == {minutes}, (where, stated, minutes)
