@@ -9,6 +9,10 @@ localecs's parser, `make help` and the makefiles' variables. Environment
 variables named anywhere must be ones the manager reads (config.VARIABLES) or
 boto3's `AWS_*` (or build arguments of the Dockerfile). test_the_checker_catches_what_does_not_exist proves the
 checker fails on names that do not exist.
+
+README and the docs pages are one set of documents: every relative link in
+them names a file that exists (and, for a Markdown file, a heading it has), and
+README links to every docs page.
 """
 
 from __future__ import annotations
@@ -258,4 +262,74 @@ def test_make_bench_takes_the_same_time_everywhere() -> None:
 def test_the_checker_catches_what_does_not_exist(line: str, expected: str) -> None:
     """A document naming a variable, make target, flag or command that does not exist fails the check."""
     found = problems_of(line)
+    assert any(expected in problem for problem in found), found
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")  # [text](target), not an image
+
+
+def prose(text: str) -> str:
+    """The text without its fenced code blocks."""
+    return re.sub(r"^```[a-z]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the document's headings: lower case, punctuation dropped, spaces to hyphens."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(text), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in found:
+            n += 1
+            anchor = f"{slug}-{n}"
+        found.add(anchor)
+    return found
+
+
+def relative_links(document: Path) -> Iterator[tuple[str, Path, str]]:
+    """(link as written, the file it names, its anchor or "") for every relative link of the document."""
+    for target in LINK.findall(prose(document.read_text())):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        yield target, (document.parent / path).resolve() if path else document, anchor
+
+
+def link_problems(document: Path) -> list[str]:
+    problems = []
+    for target, path, anchor in relative_links(document):
+        if not path.is_file():
+            problems.append(f"{target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text()):
+            problems.append(f"{target}: no heading with that anchor in {path.name}")
+    return problems
+
+
+@pytest.mark.parametrize("document", ("README.md", *DOCS_PAGES))
+def test_relative_links_resolve(document: str) -> None:
+    """Every relative link of README and of each docs page names an existing file, and a heading of it."""
+    assert link_problems(ROOT / document) == []
+
+
+def test_readme_links_every_docs_page() -> None:
+    """Every page under docs/ is reachable from README by a link."""
+    linked = {path for _, path, _ in relative_links(ROOT / "README.md")}
+    assert DOCS_PAGES and {page for page in DOCS_PAGES if (ROOT / page).resolve() not in linked} == set()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("See [the page](docs/no-such-page.md).\n", "no such file"),
+        ("See [health](docs/operations.md#no-such-heading).\n", "no heading"),
+        ("See [below](#nowhere).\n", "no heading"),
+    ],
+)
+def test_the_link_checker_catches_what_does_not_exist(tmp_path: Path, line: str, expected: str) -> None:
+    """A link to a missing file or to a heading its file does not have fails the check."""
+    document = tmp_path / "README.md"
+    document.write_text("# Title\n\n" + line)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "operations.md").write_text("# Operations\n\n## Health\n")
+    found = link_problems(document)
     assert any(expected in problem for problem in found), found
