@@ -283,7 +283,7 @@ def _find(rows: Sequence[Row], hosts: int, services: int) -> Row | None:
 
 
 def headline(results: Results) -> str | None:
-    """The sentence for the README, from the (100 hosts, 100 services) row when it was measured."""
+    """The sentence for docs/performance.md, from the (100 hosts, 100 services) row when it was measured."""
     row = _find(results.rows, 100, 100) or (results.rows[-1] if results.rows else None)
     if row is None:
         return None

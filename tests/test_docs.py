@@ -1,6 +1,6 @@
 """The documents against the code: every variable, make target, flag and command they name exists.
 
-DOCUMENTS are README.md, ToolUse.md, CHANGELOG.md and docs/. The checker reads
+DOCUMENTS are README.md, ToolUse.md, CHANGELOG.md and every docs/*.md. The checker reads
 every command line of them (fenced code, with backslash continuations joined,
 and inline code), finds the program of each
 (`ecs-cluster-manager` / `run.py`, `python -m localecs`, `make`) and checks
@@ -9,6 +9,10 @@ localecs's parser, `make help` and the makefiles' variables. Environment
 variables named anywhere must be ones the manager reads (config.VARIABLES) or
 boto3's `AWS_*` (or build arguments of the Dockerfile). test_the_checker_catches_what_does_not_exist proves the
 checker fails on names that do not exist.
+
+README and the docs pages are one set of documents: every relative link in
+them names a file that exists (and, for a Markdown file, a heading it has), and
+README links to every docs page.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from ecs_cluster_manager import config
 from localecs.__main__ import _parser as localecs_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ("README.md", "ToolUse.md", "CHANGELOG.md", "docs/check.md", "docs/lambda.md", "docs/design.md")
+DOCS_PAGES = tuple(sorted(f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md")))
+DOCUMENTS = ("README.md", "ToolUse.md", "CHANGELOG.md", *DOCS_PAGES)
 # Read by the manager outside config.py: the ECS task metadata endpoint (ecs.task_identity).
 OTHER_VARIABLES = frozenset({"ECS_CONTAINER_METADATA_URI_V4"})
 # Placeholders of deploy/iam-policy*.json that README tells the reader to replace; checked to be in the files.
@@ -223,17 +228,18 @@ def test_tooluse_docker_run_passes_every_variable() -> None:
 
 
 def test_make_bench_takes_the_same_time_everywhere() -> None:
-    """README, ToolUse.md and `make help` give `make bench` the same duration, the one bench/results.md measured."""
+    """docs/performance.md, ToolUse.md and `make help` give `make bench` the same duration, the one bench/results.md
+    measured."""
     measured = re.search(r"`make bench` under \d+ minutes \| ([\d.]+) min", (ROOT / "bench/results.md").read_text())
     assert measured is not None
     minutes = round(float(measured.group(1)))
-    readme = (ROOT / "README.md").read_text().split("## Performance", 1)[1]
+    performance = (ROOT / "docs/performance.md").read_text().split("# Performance", 1)[1]
     tooluse = [line for line in (ROOT / "ToolUse.md").read_text().splitlines() if line.startswith("| `bench` |")][0]
     help_line = subprocess.run(
         ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
     ).stdout
     [help_bench] = [line for line in help_line.splitlines() if line.startswith("  bench ")]
-    for where, text in (("README", readme), ("ToolUse.md", tooluse), ("make help", help_bench)):
+    for where, text in (("docs/performance.md", performance), ("ToolUse.md", tooluse), ("make help", help_bench)):
         full_run = text.replace("\n", " ").split("--quick", 1)[0]  # what follows is the smaller matrix
         stated = {int(m) for m in re.findall(r"about (\d+) minutes", full_run)}
         assert stated == {minutes}, (where, stated, minutes)
@@ -256,4 +262,74 @@ def test_make_bench_takes_the_same_time_everywhere() -> None:
 def test_the_checker_catches_what_does_not_exist(line: str, expected: str) -> None:
     """A document naming a variable, make target, flag or command that does not exist fails the check."""
     found = problems_of(line)
+    assert any(expected in problem for problem in found), found
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")  # [text](target), not an image
+
+
+def prose(text: str) -> str:
+    """The text without its fenced code blocks."""
+    return re.sub(r"^```[a-z]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the document's headings: lower case, punctuation dropped, spaces to hyphens."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(text), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in found:
+            n += 1
+            anchor = f"{slug}-{n}"
+        found.add(anchor)
+    return found
+
+
+def relative_links(document: Path) -> Iterator[tuple[str, Path, str]]:
+    """(link as written, the file it names, its anchor or "") for every relative link of the document."""
+    for target in LINK.findall(prose(document.read_text())):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        yield target, (document.parent / path).resolve() if path else document, anchor
+
+
+def link_problems(document: Path) -> list[str]:
+    problems = []
+    for target, path, anchor in relative_links(document):
+        if not path.is_file():
+            problems.append(f"{target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text()):
+            problems.append(f"{target}: no heading with that anchor in {path.name}")
+    return problems
+
+
+@pytest.mark.parametrize("document", ("README.md", *DOCS_PAGES))
+def test_relative_links_resolve(document: str) -> None:
+    """Every relative link of README and of each docs page names an existing file, and a heading of it."""
+    assert link_problems(ROOT / document) == []
+
+
+def test_readme_links_every_docs_page() -> None:
+    """Every page under docs/ is reachable from README by a link."""
+    linked = {path for _, path, _ in relative_links(ROOT / "README.md")}
+    assert DOCS_PAGES and {page for page in DOCS_PAGES if (ROOT / page).resolve() not in linked} == set()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("See [the page](docs/no-such-page.md).\n", "no such file"),
+        ("See [health](docs/operations.md#no-such-heading).\n", "no heading"),
+        ("See [below](#nowhere).\n", "no heading"),
+    ],
+)
+def test_the_link_checker_catches_what_does_not_exist(tmp_path: Path, line: str, expected: str) -> None:
+    """A link to a missing file or to a heading its file does not have fails the check."""
+    document = tmp_path / "README.md"
+    document.write_text("# Title\n\n" + line)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "operations.md").write_text("# Operations\n\n## Health\n")
+    found = link_problems(document)
     assert any(expected in problem for problem in found), found

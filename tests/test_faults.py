@@ -3,7 +3,7 @@
 The daemon's endpoint (AWS_ENDPOINT_URL) is the proxy, which throttles, fails,
 delays or drops its requests as each test says; the tests' own setup and checks
 go straight to LocalECS. First the proxy itself, then one test per fault of
-README's "What each fault does to the daemon".
+docs/operations.md's "What each fault does to the daemon".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ every other test (marker `after_all`), first runs its own `python run.py --once`
 pass that uses every feature needing a permission, and a `python run.py` loop
 that reads the events queue (EVENTS_QUEUE_URL), then compares the record with
 the policy. A `--once` pass made while an agent is lost (counting describes that
-host) must be allowed by the statements the README says are always needed,
+host) must be allowed by the statements docs/iam.md says are always needed,
 since users are told they may drop the others. `missing_actions` is the comparison, unit-tested on its own.
 """
 
@@ -316,8 +316,8 @@ def test_managed_tag_policy_allows_the_same_operations(scenario: Scenario) -> No
 
 
 def _statements_always_needed() -> set[str]:
-    """The Sids README's IAM table says are needed always (the others it tells users they may drop)."""
-    section = (ROOT / "README.md").read_text().split("### IAM policy", 1)[1].split("\n### ", 1)[0]
+    """The Sids docs/iam.md's table of statements says are needed always (the others it tells users they may drop)."""
+    section = (ROOT / "docs" / "iam.md").read_text().split("\n## The statements\n", 1)[1].split("\n## ", 1)[0]
     always = set()
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.split("|")]
@@ -328,11 +328,11 @@ def _statements_always_needed() -> set[str]:
 
 def test_counting_with_an_agent_lost_needs_only_the_statements_always_needed(scenario: Scenario) -> None:
     """Every call of a pass made while an agent is lost (DescribeContainerInstances of that host among them) is
-    allowed by the policy's statements the README calls always needed: dropping the optional ones keeps counting."""
+    allowed by the policy's statements docs/iam.md calls always needed: dropping the optional ones keeps counting."""
     assert ("ecs", "DescribeContainerInstances") in scenario.counting, scenario.counting
     always = _statements_always_needed()
     assert {"CountHostsOfTheCluster", "ReadAndSizeManagedServices"} <= always, always
-    # The managed-tag form splits ReadAndSizeManagedServices in two (README, IAM policy).
+    # The managed-tag form splits ReadAndSizeManagedServices in two (docs/iam.md).
     tag_always = always - {"ReadAndSizeManagedServices"} | {"ReadServicesOfTheCluster", "SizeServicesWithTheManagedTag"}
     for path, needed in ((POLICY, always), (TAG_POLICY, tag_always)):
         policy = load_policy(path)

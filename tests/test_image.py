@@ -35,7 +35,7 @@ from localecs import LocalECS
 
 DOCKERFILE = ROOT / "Dockerfile"
 TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
-README = ROOT / "README.md"
+CONTAINER_PAGE = ROOT / "docs" / "container.md"
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +152,11 @@ def manager_container() -> dict[str, Any]:
     return dict(container)
 
 
-def readme_container() -> dict[str, Any]:
-    """The container definition README shows under "As an ECS service in the cluster it manages"."""
-    section = README.read_text().split("### As an ECS service in the cluster it manages", 1)[1]
+def documented_container() -> dict[str, Any]:
+    """The container definition docs/container.md shows under "As an ECS service in the cluster it manages"."""
+    section = CONTAINER_PAGE.read_text().split("## As an ECS service in the cluster it manages", 1)[1]
     block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
-    assert block, "README shows the manager's container definition as JSON"
+    assert block, "docs/container.md shows the manager's container definition as JSON"
     return dict(json.loads(block.group(1)))
 
 
@@ -174,18 +174,18 @@ def task_definition_flags(container: dict[str, Any]) -> list[str]:
     return flags
 
 
-def test_readme_shows_the_stacks_task_definition_settings() -> None:
-    """README's container definition has the stack's read-only root, tmpfs, health check command, stop timeout
-    and user (none: the image's)."""
-    stack, readme = manager_container(), readme_container()
-    assert readme["readonlyRootFilesystem"] is stack["ReadonlyRootFilesystem"] is True
+def test_documented_container_has_the_stacks_task_definition_settings() -> None:
+    """docs/container.md's container definition has the stack's read-only root, tmpfs, health check command, stop
+    timeout and user (none: the image's)."""
+    stack, documented = manager_container(), documented_container()
+    assert documented["readonlyRootFilesystem"] is stack["ReadonlyRootFilesystem"] is True
     [stack_tmpfs] = stack["LinuxParameters"]["Tmpfs"]
-    [readme_tmpfs] = readme["linuxParameters"]["tmpfs"]
-    assert (readme_tmpfs["containerPath"], readme_tmpfs["size"], readme_tmpfs["mountOptions"]) == (
+    [documented_tmpfs] = documented["linuxParameters"]["tmpfs"]
+    assert (documented_tmpfs["containerPath"], documented_tmpfs["size"], documented_tmpfs["mountOptions"]) == (
         stack_tmpfs["ContainerPath"], stack_tmpfs["Size"], stack_tmpfs["MountOptions"])
-    assert readme["healthCheck"]["command"] == stack["HealthCheck"]["Command"]
-    assert readme["stopTimeout"] == stack["StopTimeout"]
-    assert "user" not in readme and "User" not in stack
+    assert documented["healthCheck"]["command"] == stack["HealthCheck"]["Command"]
+    assert documented["stopTimeout"] == stack["StopTimeout"]
+    assert "user" not in documented and "User" not in stack
 
 
 # -- the image, built and run with podman ---------------------------------------------------------

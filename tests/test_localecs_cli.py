@@ -120,11 +120,11 @@ def test_serve_prints_commands_that_work_in_a_new_shell() -> None:
     assert help_run.returncode == 0 and "add-host" in help_run.stdout, help_run.stderr
 
 
-def test_readme_reads_the_sandbox_queue_with_the_endpoint_and_a_region() -> None:
-    """README's AWS CLI line for the sandbox's events queue passes the endpoint and the region, and every variable
-    it uses is one the sandbox's export line sets."""
-    readme = (ROOT / "README.md").read_text()
-    [line] = [part for part in readme.replace("\\\n", " ").splitlines() if part.startswith("aws sqs receive-message")]
+def test_sandbox_page_reads_the_queue_with_the_endpoint_and_a_region() -> None:
+    """docs/sandbox.md's AWS CLI line for the sandbox's events queue passes the endpoint and the region, and every
+    variable it uses is one the sandbox's export line sets."""
+    page = (ROOT / "docs" / "sandbox.md").read_text()
+    [line] = [part for part in page.replace("\\\n", " ").splitlines() if part.startswith("aws sqs receive-message")]
     assert '--endpoint-url "$AWS_ENDPOINT_URL"' in line and '--region "$AWS_REGION"' in line, line
     lines = _serve_output("--hosts", "1", "--events")
     [export] = [line for line in lines if line.startswith("export ")]
