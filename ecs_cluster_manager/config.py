@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import __version__
-from .budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
+from ecs_cluster_manager import __version__
+from ecs_cluster_manager.aws.budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2

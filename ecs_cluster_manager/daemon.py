@@ -25,12 +25,16 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from . import __version__, health
-from .config import Config, ConfigError
-from .ecs import Api, CredentialsError, task_identity
-from .events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
-from .health import Monitor
-from .reconcile import Memory, PassReport, run_pass
+from ecs_cluster_manager import __version__
+from ecs_cluster_manager.aws.ecs import Api, CredentialsError
+from ecs_cluster_manager.aws.metadata import task_identity
+from ecs_cluster_manager.config import Config, ConfigError
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe.events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
+from ecs_cluster_manager.observe.memory import Memory
+from ecs_cluster_manager.ops import health
+from ecs_cluster_manager.ops.health import Monitor
 
 log = structlog.get_logger(__name__)
 

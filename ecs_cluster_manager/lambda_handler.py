@@ -28,9 +28,12 @@ from typing import Any
 
 import structlog
 
-from . import config as settings
-from . import events, logs, reconcile
-from .ecs import Api
+from ecs_cluster_manager import config as settings
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.observe import events
+from ecs_cluster_manager.observe.memory import Memory
+from ecs_cluster_manager.ops import logs
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +45,7 @@ SCHEDULED_EVENT = "Scheduled Event"
 class _Runtime:
     config: settings.Config
     api: Api
-    memory: reconcile.Memory
+    memory: Memory
 
 
 _runtime: _Runtime | None = None
@@ -69,7 +72,7 @@ def _get_runtime() -> _Runtime:
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
         # A pass here keeps no scale-down hold and lists every filter, so every agent change can change a decision.
-        memory = reconcile.Memory(hold=0.0, resync=0.0)
+        memory = Memory(hold=0.0, resync=0.0)
         api = Api(config.region, config.profile, api_budget=config.api_budget)
         _runtime = _Runtime(config=config, api=api, memory=memory)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
@@ -121,11 +124,11 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
         event_id=event.get("id"),
         request_id=getattr(context, "aws_request_id", None),
     )
-    report = reconcile.run_pass(runtime.api, runtime.config, runtime.memory)
+    report = run_pass(runtime.api, runtime.config, runtime.memory)
     return report.summary()
 
 
-def _relevance(memory: reconcile.Memory, change: events.InstanceChange) -> str | None:
+def _relevance(memory: Memory, change: events.InstanceChange) -> str | None:
     """Take the change into the warm store: None when it can change a decision (always, in a cold container)."""
     cold = not memory.store.filters
     reason = memory.store.observe_event(dataclasses.replace(change, arrived=time.monotonic()))

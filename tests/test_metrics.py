@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager import health, plan
-from ecs_cluster_manager.liveness import Liveness
-from ecs_cluster_manager.metrics import REASON_CODES, Metrics, MetricsError, Server, reason_code
-from ecs_cluster_manager.models import Service
-from ecs_cluster_manager.reconcile import PassReport
+from ecs_cluster_manager.model import manage, plan, sizing
+from ecs_cluster_manager.model.models import Service
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.ops import health
+from ecs_cluster_manager.ops.liveness import Liveness
+from ecs_cluster_manager.ops.metrics import REASON_CODES, Metrics, MetricsError, Server, reason_code
 from localecs import LocalECS
 
 CLUSTER = "prod"
@@ -99,8 +100,8 @@ def service(**fields: object) -> Service:
 
 
 def sizing_error(tags: dict[str, str]) -> str:
-    with pytest.raises(plan.SizingError) as caught:
-        plan.sizing(tags)
+    with pytest.raises(sizing.SizingError) as caught:
+        sizing.sizing(tags)
     return str(caught.value)
 
 
@@ -120,13 +121,13 @@ def cluster(ecs: LocalECS) -> LocalECS:
 
 def test_reason_codes_of_the_plan_reasons() -> None:
     """plan.py's reasons for unmanageable services and bad sizing tags map to inactive, unmanageable, bad_tag."""
-    assert reason_code(plan.unmanageable(service(status="INACTIVE")) or "") == "inactive"
-    assert reason_code(plan.unmanageable(service(status="DRAINING")) or "") == "inactive"
-    assert reason_code(plan.unmanageable(service(scheduling_strategy="DAEMON")) or "") == "unmanageable"
-    assert reason_code(plan.unmanageable(service(launch_type="FARGATE")) or "") == "unmanageable"
-    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "two"})) == "bad_tag"
-    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "0"})) == "bad_tag"
-    assert reason_code(sizing_error({plan.MIN_TAG: "5", plan.MAX_TAG: "2"})) == "bad_tag"
+    assert reason_code(manage.unmanageable(service(status="INACTIVE")) or "") == "inactive"
+    assert reason_code(manage.unmanageable(service(status="DRAINING")) or "") == "inactive"
+    assert reason_code(manage.unmanageable(service(scheduling_strategy="DAEMON")) or "") == "unmanageable"
+    assert reason_code(manage.unmanageable(service(launch_type="FARGATE")) or "") == "unmanageable"
+    assert reason_code(sizing_error({sizing.TASKS_PER_HOST_TAG: "two"})) == "bad_tag"
+    assert reason_code(sizing_error({sizing.TASKS_PER_HOST_TAG: "0"})) == "bad_tag"
+    assert reason_code(sizing_error({sizing.MIN_TAG: "5", sizing.MAX_TAG: "2"})) == "bad_tag"
 
 
 @pytest.mark.parametrize(
@@ -159,8 +160,8 @@ def test_reason_codes_are_a_small_fixed_set() -> None:
 
 def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
     """Passes that skip services for each reason reconcile.py knows produce no `other` code."""
-    from ecs_cluster_manager.ecs import Api
-    from ecs_cluster_manager.reconcile import run_pass
+    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.engine.passes import run_pass
     from localecs import Fault, fault_on
 
     for name, setting in cluster.env().items():
@@ -168,9 +169,9 @@ def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkey
             monkeypatch.setenv(name, setting)
     cluster.create_service(CLUSTER, "gone")
     cluster.delete_service(CLUSTER, "gone")
-    cluster.create_service(CLUSTER, "badtag", tags={plan.TASKS_PER_HOST_TAG: "two"})
+    cluster.create_service(CLUSTER, "badtag", tags={sizing.TASKS_PER_HOST_TAG: "two"})
     cluster.create_service(CLUSTER, "daemon", scheduling_strategy="DAEMON")
-    cluster.create_service(CLUSTER, "stacked", tags={plan.STACK_NAME_TAG: "web"}, placement_constraints=DISTINCT)
+    cluster.create_service(CLUSTER, "stacked", tags={sizing.STACK_NAME_TAG: "web"}, placement_constraints=DISTINCT)
     api = Api(cluster.region, attempts=1, botocore_attempts=1)
     config = settings.load([], {"CLUSTER": CLUSTER, "SERVICES": "a nope gone badtag daemon stacked"})
 
@@ -548,7 +549,7 @@ def test_metrics_port_in_use_exits_2(cluster: LocalECS) -> None:
 
 def test_events_counts_triggers_and_latency_are_exported() -> None:
     """The events source's running totals are exported once each; passes by trigger; event-to-update latency."""
-    from ecs_cluster_manager.events import EventStats
+    from ecs_cluster_manager.observe.events import EventStats
 
     metrics = Metrics(300)
     metrics.count_events(EventStats(received=5, relevant=2, malformed=1, ignored={"no_change": 2}, healthy=True))
@@ -574,7 +575,7 @@ def test_events_counts_triggers_and_latency_are_exported() -> None:
 def test_events_source_up_exists_only_with_an_events_source() -> None:
     """Without EVENTS_QUEUE_URL there is no events_source_up series (0 would read as a failing queue); the events
     source's first report creates it, 1 while the queue answers and 0 while it fails."""
-    from ecs_cluster_manager.events import EventStats
+    from ecs_cluster_manager.observe.events import EventStats
 
     metrics = Metrics(30)
     metrics.observe(report(hosts={FILTER: 3}))

@@ -9,7 +9,6 @@ sqs.py); `Api` keeps one-line delegates to them so callers need one object.
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.parse
 import urllib.request
@@ -19,20 +18,10 @@ from typing import Any, TypeVar
 
 import structlog
 
-from .budget import DEFAULT_SHARE, SERVICE_MODIFY, Budget
-from .cloudformation import CloudFormation
-from .models import (
-    ContainerInstance,
-    PlacementConstraint,
-    QueueMessage,
-    Service,
-    ServiceFailure,
-    ServiceLookup,
-    Task,
-    TaskIdentity,
-)
-from .sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
-from .transport import (
+from ecs_cluster_manager.aws.budget import DEFAULT_SHARE, SERVICE_MODIFY, Budget
+from ecs_cluster_manager.aws.cloudformation import CloudFormation
+from ecs_cluster_manager.aws.sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
+from ecs_cluster_manager.aws.transport import (
     DEFAULT_ATTEMPTS,
     THROTTLING_CODES,
     TRANSIENT_CODES,
@@ -49,6 +38,15 @@ from .transport import (
     is_transient,
     translate,
 )
+from ecs_cluster_manager.model.models import (
+    ContainerInstance,
+    PlacementConstraint,
+    QueueMessage,
+    Service,
+    ServiceFailure,
+    ServiceLookup,
+    Task,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -63,12 +61,10 @@ DESCRIBE_TASKS_BATCH = 100  # the API's limit per call
 # The start of ECS's service event for a task it could not place, and of the event that says all is placed.
 PLACEMENT_FAILURE = "was unable to place a task"
 STEADY_STATE = "has reached a steady state"
-AGENT_CONNECTED = "agentConnected == true"
 # Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
 AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
 
 __all__ = [
-    "AGENT_CONNECTED",
     "DELETE_MESSAGE_BATCH",
     "SQS_MAX_WAIT_SECONDS",
     "THROTTLING_CODES",
@@ -82,17 +78,9 @@ __all__ = [
     "ShuttingDown",
     "Throttled",
     "TransientError",
-    "host_filter",
     "is_transient",
-    "task_identity",
     "translate",
 ]
-
-
-def host_filter(member_of: Iterable[str] = ()) -> str:
-    """The cluster query language filter for eligible hosts: agent connected and every memberOf expression."""
-    parts = [AGENT_CONNECTED, *(f"({expression})" for expression in member_of)]
-    return " and ".join(parts)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -253,10 +241,6 @@ class Api(Gateway):
         return self._pages(
             "ListContainerInstances", self._ecs.list_container_instances, "containerInstanceArns", **params
         )
-
-    def count_hosts(self, cluster: str, filter_expression: str = AGENT_CONNECTED) -> int:
-        """Count ACTIVE container instances matching the filter, across every page (never a partial count)."""
-        return len(self.list_container_instances(cluster, "ACTIVE", filter_expression))
 
     def registered_count(self, cluster: str) -> int:
         """DescribeClusters' registeredContainerInstancesCount: ACTIVE and DRAINING instances, in one call."""
@@ -441,20 +425,4 @@ def _task(raw: Mapping[str, Any]) -> Task:
         desired_status=raw.get("desiredStatus", "RUNNING"),
         started_at=_unix(raw.get("startedAt")),
         created_at=_unix(raw.get("createdAt")),
-    )
-
-
-def task_identity(environ: Mapping[str, str], timeout: float = 2.0) -> TaskIdentity | None:
-    """Read the ECS task metadata endpoint (v4) when this process runs as an ECS task."""
-    base = environ.get("ECS_CONTAINER_METADATA_URI_V4")
-    if not base:
-        return None
-    try:
-        with urllib.request.urlopen(f"{base}/task", timeout=timeout) as response:  # noqa: S310 - the agent's own URL
-            document = json.load(response)
-    except (OSError, ValueError) as error:
-        log.warning("task_metadata_unavailable", error=str(error))
-        return None
-    return TaskIdentity(
-        cluster=document.get("Cluster"), service_name=document.get("ServiceName"), task_arn=document.get("TaskARN")
     )

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from .models import QueueMessage
-from .transport import Gateway, Transport
+from ecs_cluster_manager.aws.transport import Gateway, Transport
+from ecs_cluster_manager.model.models import QueueMessage
 
 T = TypeVar("T")
 

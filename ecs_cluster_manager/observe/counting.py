@@ -44,13 +44,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
-from .ecs import Api, RequestRejected
-from .hosts import EVERY_HOST, HostFilter, HostStore
-from .models import HostCount
+from ecs_cluster_manager.aws.ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
+from ecs_cluster_manager.aws.ecs import Api, RequestRejected
+from ecs_cluster_manager.model.models import HostCount
+from ecs_cluster_manager.observe.filters import DISCONNECTED, EVERY_HOST, HostFilter, member_expression
+from ecs_cluster_manager.observe.hosts import HostStore
 
 RESYNC = 300.0  # seconds: the longest a filter goes without an exact listing
-DISCONNECTED = "agentConnected == false"
 # How a large filter is read cheaply: the whole cluster, or a memberOf filter through its complement.
 CLUSTER, COMPLEMENT = "cluster", "complement"
 # Filters listed on every pass: their hosts fit on one page, or few hosts match them.
@@ -58,11 +58,6 @@ SMALL, DIRECT = "small", "direct"
 
 EXACT, CHEAP, EVENT = "exact", "cheap", "event"
 FAILED = "failed"  # ECS rejected the filter: the count carries the error
-
-
-def member_expression(host_filter: HostFilter) -> str | None:
-    """The filter as one cluster query language expression, or None for every host."""
-    return " and ".join(f"({expression})" for expression in host_filter) or None
 
 
 def _and(*parts: str | None) -> str:

@@ -32,9 +32,9 @@ from typing import Any
 
 import structlog
 
-from .ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
-from .hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
-from .models import QueueMessage
+from ecs_cluster_manager.aws.ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
+from ecs_cluster_manager.model.models import QueueMessage
+from ecs_cluster_manager.observe.hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
 
 log = structlog.get_logger(__name__)
 

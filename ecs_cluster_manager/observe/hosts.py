@@ -53,13 +53,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .models import ContainerInstance, HostCount
+from ecs_cluster_manager.model.models import ContainerInstance, HostCount
+from ecs_cluster_manager.observe.filters import EVERY_HOST, HostFilter
 
 ACTIVE = "ACTIVE"
 INACTIVE = "INACTIVE"
 
-HostFilter = tuple[str, ...]  # the memberOf expressions of a service, in order; () is every host
-EVERY_HOST: HostFilter = ()
 
 # Why an event changed no decision (the `reason` label of the ignored-events metric).
 DUPLICATE = "duplicate"

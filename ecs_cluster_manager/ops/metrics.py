@@ -24,11 +24,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from . import plan
-from .config import ConfigError
-from .events import EventStats
-from .liveness import Liveness
-from .reconcile import PassReport
+from ecs_cluster_manager.config import ConfigError
+from ecs_cluster_manager.model import plan
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe.events import EventStats
+from ecs_cluster_manager.ops.liveness import Liveness
 
 log = structlog.get_logger(__name__)
 

@@ -8,47 +8,19 @@ count, so the caller owns all state and these functions stay pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .models import HostCount, Service
+from ecs_cluster_manager.model.models import HostCount, Service
+from ecs_cluster_manager.model.sizing import Sizing
 
 UPDATE = "update"
 UNCHANGED = "unchanged"
 DRY_RUN = "dry-run"
 SKIP = "skip"
 
-TAG_PREFIX = "ecs-cluster-manager:"
-TASKS_PER_HOST_TAG = TAG_PREFIX + "tasks-per-host"
-MIN_TAG = TAG_PREFIX + "min"
-MAX_TAG = TAG_PREFIX + "max"
-STACK_NAME_TAG = "aws:cloudformation:stack-name"
-
-# Launch types whose tasks run on container instances; FARGATE tasks never do.
-HOST_LAUNCH_TYPES = frozenset({"EC2", "EXTERNAL"})
-# The capacity providers AWS reserves for Fargate; every other name is an Auto Scaling group of hosts.
-FARGATE_CAPACITY_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 
 
-class SizingError(ValueError):
-    """A sizing tag of the service has a value that cannot be used."""
 
-
-@dataclass(frozen=True)
-class Sizing:
-    """How many tasks a service wants: tasks_per_host per eligible host, clamped to [minimum, maximum]."""
-
-    tasks_per_host: int = 1
-    minimum: int | None = None
-    maximum: int | None = None
-
-    def target(self, hosts: int) -> int:
-        count = hosts * self.tasks_per_host
-        if self.minimum is not None:
-            count = max(count, self.minimum)
-        if self.maximum is not None:
-            count = min(count, self.maximum)
-        return count
 
 
 @dataclass(frozen=True)
@@ -69,41 +41,8 @@ class Decision:
         return self.action == UPDATE
 
 
-def _tag_int(tags: Mapping[str, str], key: str, minimum: int) -> int | None:
-    if key not in tags:
-        return None
-    raw = tags[key]
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise SizingError(f"tag {key}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SizingError(f"tag {key}={raw!r} must be >= {minimum}")
-    return value
 
 
-def sizing(tags: Mapping[str, str]) -> Sizing:
-    """Read the ecs-cluster-manager:* sizing tags; SizingError names the bad one."""
-    tasks_per_host = _tag_int(tags, TASKS_PER_HOST_TAG, 1)
-    minimum = _tag_int(tags, MIN_TAG, 0)
-    maximum = _tag_int(tags, MAX_TAG, 0)
-    if minimum is not None and maximum is not None and minimum > maximum:
-        raise SizingError(f"tag {MIN_TAG}={minimum} is greater than {MAX_TAG}={maximum}")
-    return Sizing(tasks_per_host=tasks_per_host or 1, minimum=minimum, maximum=maximum)
-
-
-def unmanageable(service: Service) -> str | None:
-    """Why this service cannot be sized to the host count, or None when it can."""
-    if service.status != "ACTIVE":
-        return f"service is {service.status}"
-    if service.scheduling_strategy == "DAEMON":
-        return "schedulingStrategy is DAEMON: ECS already runs one task per host"
-    if service.launch_type is not None and service.launch_type not in HOST_LAUNCH_TYPES:
-        return f"launchType {service.launch_type} does not run on container instances"
-    fargate = [p for p in service.capacity_providers if p in FARGATE_CAPACITY_PROVIDERS]
-    if fargate:
-        return f"capacity provider {fargate[0]} does not run on container instances"
-    return None
 
 
 def skip(
