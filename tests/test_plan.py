@@ -158,8 +158,8 @@ def test_sizing_applies_to_the_drained_and_the_held_counts() -> None:
 )
 def test_unmanageable_services(overrides: dict[str, object], fragment: str) -> None:
     """Inactive, DAEMON and Fargate services are not sized to the host count."""
-    reason = manage.unmanageable(service(1, **overrides))
-    assert reason is not None and fragment in reason
+    rule = manage.unmanageable(service(1, **overrides))
+    assert rule is not None and fragment in rule.reason
 
 
 def test_manageable_service() -> None:

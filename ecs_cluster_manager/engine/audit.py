@@ -40,6 +40,7 @@ from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
 from ecs_cluster_manager.model.coverage import Coverage, CoveredHost
 from ecs_cluster_manager.model.models import Service
+from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.observe.counting import usable_exactly
 from ecs_cluster_manager.observe.filters import eligible_expression
 
@@ -73,17 +74,6 @@ def _tasks_kept_running(tasks: int, minimum_healthy_percent: int) -> int:
     return math.ceil(tasks * minimum_healthy_percent / 100)
 
 
-def _fargate_reason(service: Service) -> str | None:
-    if service.launch_type == "FARGATE":
-        return "launchType FARGATE"
-    fargate = [name for name in service.capacity_providers if name in manage.FARGATE_CAPACITY_PROVIDERS]
-    if fargate:
-        return f"capacityProviderStrategy names {', '.join(fargate)}"
-    if service.launch_type is not None and service.launch_type not in manage.HOST_LAUNCH_TYPES:
-        return f"launchType {service.launch_type}"
-    return None
-
-
 def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
     """Every finding for one described service; `hosts` is its eligible host count when known.
 
@@ -94,32 +84,32 @@ def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
     def finding(severity: str, code: str, message: str) -> Finding:
         return Finding(name, severity, code, message)
 
-    # A service in any of these states makes the remaining rules meaningless.
-    if service.status != "ACTIVE":
+    # A service that breaks one of these rules makes the remaining ones meaningless (manage.py decides which).
+    rule = manage.unmanageable(service)
+    if rule is not None and rule.rule == manage.INACTIVE:
         return [
             finding(
                 ERROR,
-                "inactive",
+                rule.rule,
                 f"service is {service.status}: it was deleted or is being deleted; "
                 "remove it from SERVICES or recreate it",
             )
         ]
-    if service.scheduling_strategy == "DAEMON":
+    if rule is not None and rule.rule == manage.DAEMON_STRATEGY:
         return [
             finding(
                 ERROR,
-                "daemon-strategy",
+                rule.rule,
                 "schedulingStrategy is DAEMON: ECS already runs one task per host and desiredCount cannot be set; "
                 "stop managing it, or recreate it as a REPLICA service with a distinctInstance constraint",
             )
         ]
-    fargate = _fargate_reason(service)
-    if fargate is not None:
+    if rule is not None:
         return [
             finding(
                 ERROR,
-                "no-container-instances",
-                f"{fargate}: its tasks never run on the cluster's container instances, so there is no host "
+                rule.rule,
+                f"{rule.runs_on}: its tasks never run on the cluster's container instances, so there is no host "
                 "count to follow; stop managing it, or run it on EC2 (launchType EC2 or an Auto Scaling group "
                 "capacity provider)",
             )
@@ -229,7 +219,7 @@ def findings_for(service: Service, hosts: int | None = None) -> list[Finding]:
 
 def skipped_finding(decision: plan.Decision) -> Finding:
     """The finding for a configured service that discovery could not describe."""
-    if "not found" in decision.reason:
+    if decision.code is Reason.MISSING:
         return Finding(
             decision.service,
             ERROR,
@@ -368,10 +358,6 @@ def denied_finding(error: AccessDenied, doing: str) -> Finding:
     )
 
 
-def _countable(service: Service) -> bool:
-    return manage.unmanageable(service) is None
-
-
 def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = None) -> list[Finding]:
     """Read the cluster and return every finding, cluster-wide ones first. Makes no change.
 
@@ -408,7 +394,7 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
         )
     findings.extend(skipped_finding(decision) for decision in managed.skipped)
 
-    countable = [s for s in managed.services if _countable(s)]
+    countable = [s for s in managed.services if manage.unmanageable(s) is None]
     try:
         eligible, filter_findings = _eligible_hosts(api, config, countable)
         ineligible: frozenset[str] = frozenset()

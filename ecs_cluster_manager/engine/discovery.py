@@ -10,6 +10,7 @@ from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.model import plan
 from ecs_cluster_manager.model.models import Service, TaskIdentity
+from ecs_cluster_manager.model.reasons import Reason
 
 log = structlog.get_logger(__name__)
 
@@ -72,14 +73,14 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
     for failure in lookup.failures if lookup else ():
         returned |= {failure.service, _name(failure.service)}
         if failure.service in wanted or _name(failure.service) in wanted:
-            reason = (
-                "service not found in this cluster"
-                if failure.reason == "MISSING"
-                else f"DescribeServices: {failure.reason}"
-            )
-            skipped.append(plan.skip(_name(failure.service), reason, arn=failure.service))
+            if failure.reason == "MISSING":
+                reason, code = "service not found in this cluster", Reason.MISSING
+            else:
+                reason, code = f"DescribeServices: {failure.reason}", Reason.DESCRIBE_FAILED
+            skipped.append(plan.skip(_name(failure.service), reason, code, arn=failure.service))
     # An explicit reference that came back neither as a service nor as a failure.
     for ref in explicit:
         if ref not in returned:
-            skipped.append(plan.skip(_name(ref), "service not found in this cluster", arn=ref if "/" in ref else None))
+            arn = ref if "/" in ref else None
+            skipped.append(plan.skip(_name(ref), "service not found in this cluster", Reason.MISSING, arn=arn))
     return Managed(list(services.values()), skipped)

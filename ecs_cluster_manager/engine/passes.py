@@ -30,6 +30,7 @@ from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
 from ecs_cluster_manager.model.coverage import read_cost
 from ecs_cluster_manager.model.models import Service, TaskIdentity
+from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.model.report import PassReport
 from ecs_cluster_manager.observe.counting import Counted
 from ecs_cluster_manager.observe.events import InstanceChange, oldest_time
@@ -131,14 +132,18 @@ def _observe_and_act(
     # Per-service checks that need no host count.
     sized: list[tuple[Service, sizing.Sizing]] = []
     for service in managed.services:
-        reason = manage.unmanageable(service)
-        if reason is not None:
-            report.decisions.append(plan.skip(service.name, reason, arn=service.arn, current=service.desired_count))
+        rule = manage.unmanageable(service)
+        if rule is not None:
+            report.decisions.append(
+                plan.skip(service.name, rule.reason, rule.code, arn=service.arn, current=service.desired_count)
+            )
             continue
         try:
             size = sizing.sizing(service.tags)
         except sizing.SizingError as error:
-            report.decisions.append(plan.skip(service.name, str(error), arn=service.arn, current=service.desired_count))
+            report.decisions.append(plan.skip(
+                    service.name, str(error), Reason.BAD_TAG, arn=service.arn, current=service.desired_count
+                ))
             continue
         sized.append((service, size))
         _warn_misconfigured(config, memory, service)
@@ -165,7 +170,10 @@ def _observe_and_act(
         # Never size anything from a partial count.
         for service, _ in sized:
             report.decisions.append(
-                plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
+                plan.skip(
+                    service.name, "host count failed", Reason.HOST_COUNT_FAILED, arn=service.arn,
+                    current=service.desired_count,
+                )
             )
         return
     for member_of, result in counted.items():
@@ -183,7 +191,10 @@ def _observe_and_act(
         if service.arn in uncounted:
             why = counted[host_filters[service.arn]].error
             report.decisions.append(
-                plan.skip(service.name, f"host count failed: {why}", arn=service.arn, current=service.desired_count)
+                plan.skip(
+                    service.name, f"host count failed: {why}", Reason.HOST_COUNT_FAILED, arn=service.arn,
+                    current=service.desired_count,
+                )
             )
     sized = [(service, size) for service, size in sized if service.arn not in uncounted]
     planned = {
@@ -197,10 +208,10 @@ def _observe_and_act(
         decision = planned[service.arn]
         # A throttle in this pass spends the budget (transport.py): then the rest wait for the next pass too.
         if decision.writes and (service.arn not in now_writable or (not config.once and api.writes_available() == 0)):
-            decision = dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
+            decision = _deferred(decision)
         elif decision.writes:
             decision = _apply(api, config, decision, stop, report)
-        if decision.reason == DEFERRED_REASON:
+        if decision.code is Reason.DEFERRED:
             report.deferred += 1
             memory.waiting_since.setdefault(service.arn, time.monotonic())
         report.decisions.append(decision)
@@ -302,6 +313,7 @@ def _cloudformation_guard(
                 plan.skip(
                     service.name,
                     f"cloudformation stack {stack} status unknown: {status}",
+                    Reason.CLOUDFORMATION,
                     arn=service.arn,
                     current=service.desired_count,
                 )
@@ -311,6 +323,7 @@ def _cloudformation_guard(
                 plan.skip(
                     service.name,
                     f"cloudformation stack {stack} is {status}",
+                    Reason.CLOUDFORMATION,
                     arn=service.arn,
                     current=service.desired_count,
                     error=False,
@@ -322,6 +335,11 @@ def _cloudformation_guard(
 
 
 DEFERRED_REASON = "deferred: the API budget pays for no more writes now; the next pass decides again"
+
+
+def _deferred(decision: plan.Decision) -> plan.Decision:
+    """The write a decision asks for, left to the next pass: the budget cannot pay for it now."""
+    return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON, code=Reason.DEFERRED)
 
 
 def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision]) -> set[str]:
@@ -360,14 +378,18 @@ def _apply(
     """Make the update a decision asks for; a refused update becomes a skip for that service only."""
     if stop is not None and stop.is_set():
         report.stopped = True
-        return dataclasses.replace(decision, action=plan.SKIP, reason="shutting down before update")
+        return dataclasses.replace(
+            decision, action=plan.SKIP, reason="shutting down before update", code=Reason.SHUTTING_DOWN
+        )
     assert decision.service_arn is not None and decision.target is not None
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
         if isinstance(error, Throttled) and not config.once:  # the next pass, when the budget pays, decides again
-            return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
-        return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
+            return _deferred(decision)
+        return dataclasses.replace(
+            decision, action=plan.SKIP, reason=f"update failed: {error}", code=Reason.UPDATE_FAILED, error=True
+        )
     report.write_times.append(time.time())
     return decision
 

@@ -2,7 +2,7 @@
 
 Given a service as observed and the number of hosts it may run on, return one
 Decision (update, unchanged, dry-run or skip) with the current and target counts
-and the reason. How long each lost agent has been lost comes in with the host
+and the reason, as a code (reasons.py) and in words. How long each lost agent has been lost comes in with the host
 count, so the caller owns all state and these functions stay pure.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ecs_cluster_manager.model.models import HostCount, Service
+from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.model.sizing import Sizing
 
 UPDATE = "update"
@@ -19,13 +20,9 @@ DRY_RUN = "dry-run"
 SKIP = "skip"
 
 
-
-
-
-
 @dataclass(frozen=True)
 class Decision:
-    """What to do with one service in one pass, and why."""
+    """What to do with one service in one pass, and why: `code` for what reads it, `reason` in words (logged)."""
 
     service: str
     service_arn: str | None
@@ -34,6 +31,7 @@ class Decision:
     target: int | None
     hosts: int | None
     reason: str
+    code: Reason
     error: bool = False
 
     @property
@@ -41,15 +39,17 @@ class Decision:
         return self.action == UPDATE
 
 
-
-
-
-
 def skip(
-    service: str, reason: str, *, arn: str | None = None, current: int | None = None, error: bool = True
+    service: str,
+    reason: str,
+    code: Reason,
+    *,
+    arn: str | None = None,
+    current: int | None = None,
+    error: bool = True,
 ) -> Decision:
     """A decision to leave a service alone; error marks the service as not handled."""
-    return Decision(service, arn, SKIP, current, None, None, reason, error)
+    return Decision(service, arn, SKIP, current, None, None, reason, code, error)
 
 
 def seconds(value: float) -> str:
@@ -77,19 +77,21 @@ def decide(
     current = service.desired_count
     target = size.target(hosts.counted)
 
-    def decision(action: str, reason: str) -> Decision:
-        return Decision(service.name, service.arn, action, current, target, hosts.usable, reason)
+    def decision(action: str, reason: str, code: Reason) -> Decision:
+        return Decision(service.name, service.arn, action, current, target, hosts.usable, reason, code)
 
     held = ""
     if hosts.held:
         held = f"{hosts.held} agent(s) lost, scale down held ({seconds(hosts.held_for)} of {seconds(hold)})"
     write = DRY_RUN if dry_run else UPDATE
     if target == current:
-        return decision(UNCHANGED, held or "converged")
+        return decision(UNCHANGED, held or "converged", Reason.HELD if held else Reason.CONVERGED)
     if target > current:
-        return decision(write, "scale up" + (f"; {held}" if held else ""))
+        return decision(write, "scale up" + (f"; {held}" if held else ""), Reason.SCALE_UP)
     if target < size.target(hosts.active):
+        code = Reason.SCALE_DOWN_AGENT_LOST
         reason = f"scale down: agent lost for {seconds(hold)} or more" if hold > 0 else "scale down: agent lost"
     else:
+        code = Reason.SCALE_DOWN_FEWER_ACTIVE
         reason = "scale down: fewer ACTIVE hosts (drained or deregistered)"
-    return decision(write, reason + (f"; {held}" if held else ""))
+    return decision(write, reason + (f"; {held}" if held else ""), code)
