@@ -16,6 +16,7 @@ from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.engine.audit import ERROR, WARNING, Finding, collect, has_errors
 from ecs_cluster_manager.model.coverage import Coverage
+from ecs_cluster_manager.model.exits import EXIT_FAILED, EXIT_OK
 from ecs_cluster_manager.ops import logs
 
 
@@ -63,4 +64,4 @@ def main(api: Api, config: Config, out: TextIO | None = None) -> int:
         # device so the interpreter's own flush at exit raises nothing either.
         if out is sys.stdout:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1 if has_errors(findings) else 0
+    return EXIT_FAILED if has_errors(findings) else EXIT_OK

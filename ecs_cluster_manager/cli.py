@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ecs_cluster_manager.aws.ecs import Api
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+from ecs_cluster_manager.model.exits import EXIT_CONFIG
 
 
 def _fail(message: str) -> int:

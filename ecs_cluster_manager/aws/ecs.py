@@ -13,8 +13,8 @@ import threading
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
@@ -35,6 +35,7 @@ from ecs_cluster_manager.aws.transport import (
     Throttled,
     TransientError,
     Transport,
+    chunks,
     is_transient,
     translate,
 )
@@ -47,10 +48,9 @@ from ecs_cluster_manager.model.models import (
     ServiceLookup,
     Task,
 )
+from ecs_cluster_manager.model.names import name_of
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 
 LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
@@ -81,11 +81,6 @@ __all__ = [
     "is_transient",
     "translate",
 ]
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Api(Gateway):
@@ -260,7 +255,7 @@ class Api(Gateway):
         """Describe services (names or ARNs) with their tags, ten per call."""
         found: list[Service] = []
         failures: list[ServiceFailure] = []
-        for batch in _chunks(list(services), DESCRIBE_SERVICES_BATCH):
+        for batch in chunks(list(services), DESCRIBE_SERVICES_BATCH):
             page = self._call(
                 "DescribeServices", self._ecs.describe_services, cluster=cluster, services=list(batch), include=["TAGS"]
             )
@@ -286,7 +281,7 @@ class Api(Gateway):
     def describe_tasks(self, cluster: str, arns: Sequence[str]) -> list[Task]:
         """Describe tasks, 100 per call; a task ECS no longer knows is left out (it stopped meanwhile)."""
         tasks: list[Task] = []
-        for batch in _chunks(list(arns), DESCRIBE_TASKS_BATCH):
+        for batch in chunks(list(arns), DESCRIBE_TASKS_BATCH):
             page = self._call("DescribeTasks", self._ecs.describe_tasks, cluster=cluster, tasks=list(batch))
             tasks.extend(_task(raw) for raw in page.get("tasks", []))
         return tasks
@@ -294,7 +289,7 @@ class Api(Gateway):
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
         """Describe container instances, 100 per call; one ECS no longer knows is left out."""
         instances: list[ContainerInstance] = []
-        for batch in _chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
+        for batch in chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
             page = self._call(
                 "DescribeContainerInstances",
                 self._ecs.describe_container_instances,
@@ -372,7 +367,7 @@ def _service(raw: Mapping[str, Any]) -> Service:
     tags = {t["key"]: t.get("value", "") for t in raw.get("tags") or [] if "key" in t}
     return Service(
         arn=raw["serviceArn"],
-        name=raw.get("serviceName") or raw["serviceArn"].rsplit("/", 1)[-1],
+        name=raw.get("serviceName") or name_of(raw["serviceArn"]),
         cluster_arn=raw.get("clusterArn", ""),
         status=raw.get("status", "UNKNOWN"),
         desired_count=int(raw.get("desiredCount", 0)),

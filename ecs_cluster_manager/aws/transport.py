@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -362,6 +362,12 @@ class Transport:
             return retrying(attempt)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise translate(error, operation) from None
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in batches of at most `size`: the API's limit per call."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Gateway:

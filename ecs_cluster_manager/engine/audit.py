@@ -40,6 +40,7 @@ from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
 from ecs_cluster_manager.model.coverage import Coverage, CoveredHost
 from ecs_cluster_manager.model.models import Service
+from ecs_cluster_manager.model.names import name_of
 from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.observe.counting import usable_exactly
 from ecs_cluster_manager.observe.filters import eligible_expression
@@ -266,7 +267,7 @@ NAMED_HOSTS = 10  # hosts named in one line; the JSON document lists them all
 
 
 def _named(hosts: Sequence[CoveredHost]) -> str:
-    names = [host.ec2_instance_id or host.container_instance_arn.rsplit("/", 1)[-1] for host in hosts]
+    names = [host.ec2_instance_id or name_of(host.container_instance_arn) for host in hosts]
     more = f" and {len(names) - NAMED_HOSTS} more" if len(names) > NAMED_HOSTS else ""
     return ", ".join(names[:NAMED_HOSTS]) + more
 

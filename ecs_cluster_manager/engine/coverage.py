@@ -93,14 +93,14 @@ def eligible_hosts(memory: Memory, host_filter: tuple[str, ...]) -> tuple[frozen
     an earlier count and are not now (drained, deregistered) while a task is left
     on them (`GapWatch.left`). None when the filter has no exact count yet.
     """
-    if host_filter not in memory.store.filters:
+    if not memory.store.has_filter(host_filter):
         return None
     # Only the filters the store still counts (those of the managed services) keep their earlier reading.
-    for stale in [f for f in memory.coverage.eligible_before if f not in memory.store.filters]:
+    for stale in [f for f in memory.coverage.eligible_before if not memory.store.has_filter(f)]:
         del memory.coverage.eligible_before[stale]
     eligible = memory.store.usable(host_filter)
     memory.coverage.saw_eligible(host_filter, eligible)
-    known: set[str] = set(memory.coverage.left) | set(memory.store.hosts)
+    known: set[str] = set(memory.coverage.left) | memory.store.known()
     return eligible, frozenset(known - eligible)
 
 

@@ -10,20 +10,17 @@ from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.model import plan
 from ecs_cluster_manager.model.models import Service, TaskIdentity
+from ecs_cluster_manager.model.names import name_of
 from ecs_cluster_manager.model.reasons import Reason
 
 log = structlog.get_logger(__name__)
-
-def _name(reference: str) -> str:
-    return reference.rsplit("/", 1)[-1]
-
 
 def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
     if identity is None or not identity.service_name:
         return False
     if identity.service_name != service.name:
         return False
-    return identity.cluster is None or _name(identity.cluster) == _name(service.cluster_arn)
+    return identity.cluster is None or name_of(identity.cluster) == name_of(service.cluster_arn)
 
 
 @dataclass(frozen=True)
@@ -43,17 +40,17 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
     candidates: list[str] = []
     if config.discovery:
         listed = api.list_services(config.cluster)
-        by_name = {_name(arn): arn for arn in listed}
+        by_name = {name_of(arn): arn for arn in listed}
         # An explicit name that the listing knows is described by its ARN, once.
         explicit = [by_name.get(ref, ref) for ref in explicit]
         if config.managed_tag is not None:
             candidates = listed  # tags only come with DescribeServices
         elif config.service_regex is not None:
-            candidates = [arn for arn in listed if config.service_regex.fullmatch(_name(arn))]
+            candidates = [arn for arn in listed if config.service_regex.fullmatch(name_of(arn))]
     references = list(dict.fromkeys([*explicit, *candidates]))
     lookup = api.describe_services(config.cluster, references) if references else None
 
-    wanted = set(explicit) | {_name(ref) for ref in explicit}
+    wanted = set(explicit) | {name_of(ref) for ref in explicit}
     services: dict[str, Service] = {}
     skipped: list[plan.Decision] = []
     returned: set[str] = set()
@@ -71,16 +68,16 @@ def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed
             continue
         services[service.arn] = service
     for failure in lookup.failures if lookup else ():
-        returned |= {failure.service, _name(failure.service)}
-        if failure.service in wanted or _name(failure.service) in wanted:
+        returned |= {failure.service, name_of(failure.service)}
+        if failure.service in wanted or name_of(failure.service) in wanted:
             if failure.reason == "MISSING":
                 reason, code = "service not found in this cluster", Reason.MISSING
             else:
                 reason, code = f"DescribeServices: {failure.reason}", Reason.DESCRIBE_FAILED
-            skipped.append(plan.skip(_name(failure.service), reason, code, arn=failure.service))
+            skipped.append(plan.skip(name_of(failure.service), reason, code, arn=failure.service))
     # An explicit reference that came back neither as a service nor as a failure.
     for ref in explicit:
         if ref not in returned:
             arn = ref if "/" in ref else None
-            skipped.append(plan.skip(_name(ref), "service not found in this cluster", Reason.MISSING, arn=arn))
+            skipped.append(plan.skip(name_of(ref), "service not found in this cluster", Reason.MISSING, arn=arn))
     return Managed(list(services.values()), skipped)

@@ -70,6 +70,7 @@ def run_pass(
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
     changes: Sequence[InstanceChange] | None = None,
+    now: float | None = None,
 ) -> PassReport:
     """Observe, plan and act once. `memory` carries the host store (and lost agents' holds) between passes.
 
@@ -77,8 +78,10 @@ def run_pass(
     (a lost agent stops counting at once), as in --once and the Lambda handler.
     With `changes` (an event pass) those changes are already in the store: the
     hosts are counted from it, with no listing.
+
+    `now` is when the pass starts on the store's clock (monotonic), as the loop
+    reads it; by default the pass reads that clock itself.
     """
-    started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
     if changes is not None:
         report.trigger = "event"
@@ -89,15 +92,17 @@ def run_pass(
     looping = memory is not None and not config.once
     if memory is None:
         memory = Memory(hold=0.0, resync=0.0)
+    clock = memory.store.clock
+    started = clock() if now is None else now
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, changes is not None, looping)
+        _observe_and_act(api, config, memory, report, stop, identity, changes is not None, looping, started)
     except ShuttingDown:
         report.stopped = True
     finally:
-        report.duration = time.monotonic() - started
+        report.duration = max(0.0, clock() - started)
         report.api_calls = api.total_calls - calls_before
         if report.trigger == "event" and report.write_times:
-            memory.store.events_wrote = True
+            memory.store.note_event_write()
         _log_report(config, report, memory.logged if looping else None)
     return report
 
@@ -110,7 +115,8 @@ def _observe_and_act(
     stop: threading.Event | None,
     identity: TaskIdentity | None,
     event_pass: bool,
-    looping: bool = False,
+    looping: bool,
+    now: float,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -203,7 +209,7 @@ def _observe_and_act(
         )
         for service, size in sized
     }
-    now_writable = _pace_writes(api, config, memory, [planned[service.arn] for service, _ in sized])
+    now_writable = _pace_writes(api, config, memory, [planned[service.arn] for service, _ in sized], now)
     for service, _ in sized:
         decision = planned[service.arn]
         # A throttle in this pass spends the budget (transport.py): then the rest wait for the next pass too.
@@ -213,12 +219,12 @@ def _observe_and_act(
             decision = _apply(api, config, decision, stop, report)
         if decision.code is Reason.DEFERRED:
             report.deferred += 1
-            memory.waiting_since.setdefault(service.arn, time.monotonic())
+            memory.waiting_since.setdefault(service.arn, now)
         report.decisions.append(decision)
 
     if looping:  # coverage needs the gap history the loop keeps; --once and the Lambda handler only size
         exact = {f for f, result in counted.items() if result.exact}
-        _read_coverage(api, config, memory, report, sized, host_filters, exact)
+        _read_coverage(api, config, memory, report, sized, host_filters, exact, now)
 
 
 def _read_coverage(
@@ -229,6 +235,7 @@ def _read_coverage(
     sized: Sequence[tuple[Service, sizing.Sizing]],
     host_filters: dict[str, tuple[str, ...]],
     exact: set[tuple[str, ...]],
+    clock: float,
 ) -> None:
     """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
 
@@ -244,7 +251,7 @@ def _read_coverage(
     API never stretches the pass; sizing is already done by then.
     """
     hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
-    now, clock = time.time(), time.monotonic()
+    now = time.time()
     readable = {
         service.name: read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
         for service, size in sized
@@ -342,7 +349,9 @@ def _deferred(decision: plan.Decision) -> plan.Decision:
     return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON, code=Reason.DEFERRED)
 
 
-def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision]) -> set[str]:
+def _pace_writes(
+    api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision], now: float
+) -> set[str]:
     """The services whose update this pass may send: as many as the service-modify budget pays for now.
 
     Scale-ups go first, then the services that have waited longest, so none
@@ -351,7 +360,6 @@ def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[p
     With --once there is no next pass, so every write is sent (each waits for its token).
     """
     wanted = [d for d in decisions if d.writes and d.service_arn is not None]
-    now = time.monotonic()
     waiting = {arn: since for arn, since in memory.waiting_since.items() if arn in {d.service_arn for d in wanted}}
     for decision in wanted:
         waiting.setdefault(str(decision.service_arn), now)

@@ -154,7 +154,7 @@ class Counting:
             store.observe_descriptions(described, lost, started, seen=store.clock())
             calls[filters[0]] += api.total_calls - before
         if all(mode == EXACT for f, mode in how.items() if f not in failed):
-            store.events_wrote = False
+            store.note_exact_counts()
         now = store.clock()
         return {
             f: Counted.failed(failed[f], calls[f]) if f in failed else Counted(store.count(f, now), how[f], calls[f])
@@ -232,28 +232,27 @@ class Counting:
         # Listed after every ACTIVE page: an agent lost meanwhile is lost since this answer, not since `started`.
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         state = self.store.observe_listing(host_filter, active, disconnected, started, seen=self.store.clock())
-        state.side, state.offset = SMALL, 0
+        self.store.set_reading(host_filter, SMALL, 0)
         if self.resync <= 0:
             return
         if len(active) <= self.small:
             if expression is not None:
                 self._list_outside(api, cluster, host_filter)
             return
-        state.offset = None
         if expression is None:
-            state.side = CLUSTER
+            self.store.set_reading(host_filter, CLUSTER, None)
         elif len(active) <= shared.active() - len(active):
-            state.side = DIRECT  # few hosts match: listing them is the reading
+            self.store.set_reading(host_filter, DIRECT, None)  # few hosts match: listing them is the reading
             self._list_outside(api, cluster, host_filter)
             return
         else:
-            state.side = COMPLEMENT
+            self.store.set_reading(host_filter, COMPLEMENT, None)
         if before is None:
             return  # no reading from before the listing: the offset is measured at the next one
         shared.reread()
         reading, _, _ = self._reading(api, cluster, host_filter, state.side, shared, disconnected=disconnected)
         if shared.active() == before:
-            state.offset = reading - len(active)
+            self.store.set_reading(host_filter, state.side, reading - len(active))
 
     def _list_outside(self, api: Api, cluster: str, host_filter: HostFilter) -> None:
         """With no service on every host, list the hosts outside a memberOf filter once per resync, so that the

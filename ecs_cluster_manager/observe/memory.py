@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from ecs_cluster_manager.config import Config
+from ecs_cluster_manager.model.holds import hold_seconds
 from ecs_cluster_manager.observe.counting import RESYNC, Counting
 from ecs_cluster_manager.observe.gaps import GapWatch
 from ecs_cluster_manager.observe.hosts import HostStore
@@ -45,7 +46,7 @@ class Memory:
     def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
         """The daemon's memory: a lost agent is held for SCALE_DOWN_AFTER x INTERVAL seconds."""
         return cls(
-            hold=config.scale_down_after * config.interval,
+            hold=hold_seconds(config.scale_down_after, config.interval, once=config.once),
             resync=config.resync,
             interval=config.interval,
             clock=clock,
