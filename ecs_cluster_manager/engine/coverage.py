@@ -26,7 +26,7 @@ from ecs_cluster_manager.model.coverage import Coverage, compute
 from ecs_cluster_manager.model.models import Service
 
 if TYPE_CHECKING:
-    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.aws.gateway import PassGateway
     from ecs_cluster_manager.observe.memory import Memory
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ DESCRIBED_HOSTS = 100
 
 
 def read(
-    api: Api,
+    api: PassGateway,
     cluster: str,
     service: Service,
     eligible: Collection[str],

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.model import plan
 from ecs_cluster_manager.model.models import Service, TaskIdentity
@@ -31,7 +31,7 @@ class Managed:
     skipped: list[plan.Decision]
 
 
-def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed:
+def discover(api: PassGateway, config: Config, identity: TaskIdentity | None) -> Managed:
     """Find and describe the managed services: SERVICES, SERVICE_REGEX and MANAGED_TAG, deduplicated by ARN.
 
     Raises EcsError when a listing or a description fails.

@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 import structlog
 
 from ecs_cluster_manager.aws.ecs import (
-    Api,
     ClusterNotFound,
     CredentialsError,
     EcsError,
     ShuttingDown,
     Throttled,
 )
+from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.engine import coverage
 from ecs_cluster_manager.engine.audit import ERROR, findings_for
@@ -63,7 +63,7 @@ def _warn_misconfigured(config: Config, memory: Memory, service: Service) -> Non
 
 
 def run_pass(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory | None = None,
     *,
@@ -108,7 +108,7 @@ def run_pass(
 
 
 def _observe_and_act(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory,
     report: PassReport,
@@ -228,7 +228,7 @@ def _observe_and_act(
 
 
 def _read_coverage(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory,
     report: PassReport,
@@ -299,7 +299,7 @@ def _read_coverage(
 
 
 def _cloudformation_guard(
-    api: Api, sized: Iterable[tuple[Service, sizing.Sizing]], report: PassReport
+    api: PassGateway, sized: Iterable[tuple[Service, sizing.Sizing]], report: PassReport
 ) -> list[tuple[Service, sizing.Sizing]]:
     """Leave alone services whose CloudFormation stack is mid-operation (one DescribeStacks per stack)."""
     statuses: dict[str, str | None | EcsError] = {}
@@ -350,7 +350,7 @@ def _deferred(decision: plan.Decision) -> plan.Decision:
 
 
 def _pace_writes(
-    api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision], now: float
+    api: PassGateway, config: Config, memory: Memory, decisions: Sequence[plan.Decision], now: float
 ) -> set[str]:
     """The services whose update this pass may send: as many as the service-modify budget pays for now.
 
@@ -381,7 +381,7 @@ def _pace_writes(
 
 
 def _apply(
-    api: Api, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
+    api: PassGateway, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
 ) -> plan.Decision:
     """Make the update a decision asks for; a refused update becomes a skip for that service only."""
     if stop is not None and stop.is_set():

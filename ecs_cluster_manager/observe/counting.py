@@ -45,7 +45,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ecs_cluster_manager.aws.ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
-from ecs_cluster_manager.aws.ecs import Api, RequestRejected
+from ecs_cluster_manager.aws.ecs import RequestRejected
+from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.model.models import HostCount
 from ecs_cluster_manager.observe.filters import DISCONNECTED, EVERY_HOST, HostFilter, member_expression
 from ecs_cluster_manager.observe.hosts import HostStore
@@ -85,7 +86,7 @@ class Counted:
 class _ClusterReading:
     """R and the DRAINING count, read at most once per pass whichever filters need them (`reread` reads again)."""
 
-    def __init__(self, api: Api, cluster: str) -> None:
+    def __init__(self, api: PassGateway, cluster: str) -> None:
         self.api, self.cluster = api, cluster
         self._registered: int | None = None
         self._draining: int | None = None
@@ -124,7 +125,7 @@ class Counting:
         self.interval = interval
         self.small = small  # a filter with at most this many hosts is listed on every pass (one page)
 
-    def regular(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
+    def regular(self, api: PassGateway, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
         """Count each filter for a regular pass; raises EcsError when a read fails (nothing partial is used),
         except that a filter ECS rejects fails alone (its Counted carries the error)."""
         store = self.store
@@ -161,7 +162,7 @@ class Counting:
             for f in filters
         }
 
-    def events(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
+    def events(self, api: PassGateway, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
         """Count each filter for an event pass: the events are in the store; match new instances of memberOf filters.
 
         A filter never listed yet, or a new instance whose EC2 id no event gave, is listed exactly instead.
@@ -201,7 +202,7 @@ class Counting:
         # List in the last pass before the resync falls due, so no filter goes longer than `resync` unlisted.
         return self.store.clock() + self.interval - state.listed_at < self.resync
 
-    def _agrees(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> bool:
+    def _agrees(self, api: PassGateway, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> bool:
         """Take a cheap reading; True when it agrees with the store host for host (and the store has taken it in).
 
         It agrees when its ACTIVE number is the store's and every disconnected
@@ -219,7 +220,7 @@ class Counting:
         self.store.observe_agents(host_filter, disconnected, started, seen=seen)
         return True
 
-    def _list(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
+    def _list(self, api: PassGateway, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
         expression = member_expression(host_filter)
         previous = self.store.filters.get(host_filter)
         # A filter that may be read cheaply afterwards: R - DRAINING is read before the listing too, and the
@@ -254,7 +255,7 @@ class Counting:
         if shared.active() == before:
             self.store.set_reading(host_filter, state.side, reading - len(active))
 
-    def _list_outside(self, api: Api, cluster: str, host_filter: HostFilter) -> None:
+    def _list_outside(self, api: PassGateway, cluster: str, host_filter: HostFilter) -> None:
         """With no service on every host, list the hosts outside a memberOf filter once per resync, so that the
         store knows them: events about hosts outside every filter then start no pass and cost no call."""
         state = self.store.filters[host_filter]
@@ -268,7 +269,7 @@ class Counting:
 
     def _reading(
         self,
-        api: Api,
+        api: PassGateway,
         cluster: str,
         host_filter: HostFilter,
         side: str,
@@ -291,7 +292,7 @@ class Counting:
         return active, disconnected, seen
 
 
-def usable_exactly(api: Api, cluster: str, host_filter: HostFilter) -> frozenset[str]:
+def usable_exactly(api: PassGateway, cluster: str, host_filter: HostFilter) -> frozenset[str]:
     """List one filter exactly into a new store: the ARNs of its usable hosts, as `check` sees them."""
     counting = Counting(HostStore(), resync=0)
     counted = counting.regular(api, cluster, [host_filter])[host_filter]
