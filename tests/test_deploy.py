@@ -26,7 +26,7 @@ TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
 RUN_PY = str(ROOT / "run.py")
 
 # The gateways: the only modules whose calls reach AWS (through transport.py).
-GATEWAYS = [ROOT / "ecs_cluster_manager" / name for name in ("ecs.py", "cloudformation.py", "sqs.py")]
+GATEWAYS = [ROOT / "ecs_cluster_manager" / "aws" / name for name in ("ecs.py", "cloudformation.py", "sqs.py")]
 
 # How the template's Fn::Sub variables read in the documented policy's placeholders.
 SUBSTITUTIONS = {
