@@ -43,7 +43,7 @@ from ecs_cluster_manager.model.models import Service
 from ecs_cluster_manager.model.names import name_of
 from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.observe.counting import usable_exactly
-from ecs_cluster_manager.observe.filters import eligible_expression
+from ecs_cluster_manager.observe.filters import eligible_expression, host_filter_of
 
 ERROR = "error"
 WARNING = "warning"
@@ -242,7 +242,7 @@ def _eligible_hosts(
     findings: list[Finding] = []
     by_filter: dict[tuple[str, ...], list[Service]] = {}
     for service in services:
-        by_filter.setdefault(tuple(service.member_of), []).append(service)
+        by_filter.setdefault(host_filter_of(service), []).append(service)
     for member_of, users in by_filter.items():
         expression = eligible_expression(member_of)
         try:

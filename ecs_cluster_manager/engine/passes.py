@@ -34,7 +34,7 @@ from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.model.report import PassReport
 from ecs_cluster_manager.observe.counting import Counted
 from ecs_cluster_manager.observe.events import InstanceChange, oldest_time
-from ecs_cluster_manager.observe.filters import eligible_expression
+from ecs_cluster_manager.observe.filters import eligible_expression, host_filter_of
 from ecs_cluster_manager.observe.memory import Memory
 
 log = structlog.get_logger(__name__)
@@ -157,7 +157,7 @@ def _observe_and_act(
     if config.cloudformation_guard:
         sized = _cloudformation_guard(api, sized, report)
 
-    host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
+    host_filters = {service.arn: host_filter_of(service) for service, _ in sized}
     counted: dict[tuple[str, ...], Counted] = {}
     try:
         if event_pass:
