@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecs_cluster_manager import coverage, logs
+from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import DEFAULT_RESYNC
-from ecs_cluster_manager.ecs import Api
+from ecs_cluster_manager.engine import coverage
+from ecs_cluster_manager.model.coverage import COVERAGE_CALLS_PER_PASS
+from ecs_cluster_manager.ops import logs
 from localecs import LocalECS
 
 HOSTS = (1000, 5000)
@@ -120,8 +122,8 @@ def render(rows: Sequence[Row]) -> str:
     lines += [
         "",
         "Calls grow with the tasks (2 x ceil(tasks/100) + 1), not with the passes: the daemon reads coverage "
-        "only on an exact count, and spends at most coverage.CALLS_PER_PASS "
-        f"({coverage.CALLS_PER_PASS}) calls a pass on it, the services read longest ago first (the first read "
+        "only on an exact count, and spends at most COVERAGE_CALLS_PER_PASS "
+        f"({COVERAGE_CALLS_PER_PASS}) calls a pass on it, the services read longest ago first (the first read "
         "of a pass is always made). At 5,000 hosts one read is one service per exact count, and slightly more "
         "than the bucket's burst when nothing else spent it: the retries absorb the odd throttled call. "
         "Watch `ecs_cluster_manager_api_calls_total{operation=\"ListTasks\"}`.",

@@ -77,8 +77,11 @@ class PassClock:
 
 def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Callable[[], dict[str, Any]]:
     from ecs_cluster_manager import config as settings
-    from ecs_cluster_manager import logs, plan, reconcile
-    from ecs_cluster_manager.ecs import Api
+    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.engine.passes import run_pass
+    from ecs_cluster_manager.model import plan
+    from ecs_cluster_manager.observe.memory import Memory
+    from ecs_cluster_manager.ops import logs
 
     argv = ["--cluster", args.cluster, "--log-format", "json", "--log-level", "INFO"]
     if args.services:
@@ -89,12 +92,12 @@ def _current(args: argparse.Namespace, sink: Any, *, exact: bool = False) -> Cal
     logs.configure(config.log_level, config.log_format, stream=sink)
     api = Api(config.region, config.profile)
     schedule = PassClock()
-    memory = reconcile.Memory.for_config(config, clock=schedule)
+    memory = Memory.for_config(config, clock=schedule)
     if exact:
-        memory = reconcile.Memory(hold=memory.store.hold, resync=0.0, interval=config.interval, clock=schedule)
+        memory = Memory(hold=memory.store.hold, resync=0.0, interval=config.interval, clock=schedule)
 
     def one_pass() -> dict[str, Any]:
-        report = reconcile.run_pass(api, config, memory)
+        report = run_pass(api, config, memory)
         schedule.advance(config.interval)
         return {
             "ok": report.ok,

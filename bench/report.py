@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from ecs_cluster_manager import budget
+from ecs_cluster_manager.aws import budget
 from ecs_cluster_manager.config import DEFAULT_SCALE_DOWN_AFTER
 
 from .events import AGENT_LOST, DEPARTED, EVENTS, POLLING, Latency, Steady, Workload

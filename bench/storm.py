@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ecs_cluster_manager import budget
+from ecs_cluster_manager.aws import budget
 from localecs import ApiRequest, Fault, LocalECS
 
 from .measure import ROOT, RUN_PY, Progress, daemon_env

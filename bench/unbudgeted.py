@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ecs_cluster_manager import cli, ecs
+from ecs_cluster_manager import cli
+from ecs_cluster_manager.aws import ecs
 
 
 class Unbudgeted(ecs.Api):

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from ecs_cluster_manager.cli import main
 
 sys.exit(main())

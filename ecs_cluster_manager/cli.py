@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .ecs import Api
+    from ecs_cluster_manager.aws.ecs import Api
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+from ecs_cluster_manager.model.exits import EXIT_CONFIG
 
 
 def _fail(message: str) -> int:
@@ -31,7 +29,7 @@ def _fail(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import config as settings
+    from ecs_cluster_manager import config as settings
 
     try:
         config = settings.load(sys.argv[1:] if argv is None else argv)
@@ -39,15 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
 
     if config.command == "healthcheck":
-        from . import health
+        from ecs_cluster_manager.ops import health
 
         return health.check_heartbeat(config)
 
-    from . import logs
+    from ecs_cluster_manager.ops import logs
 
     logs.configure(config.log_level, config.log_format)
 
-    from .ecs import Api, CredentialsError
+    from ecs_cluster_manager.aws.ecs import Api, CredentialsError
 
     stop = threading.Event()
     try:
@@ -56,13 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
 
     if config.command == "check":
-        from . import check
+        from ecs_cluster_manager import check
 
         return check.main(api, config)
 
     _watch_signals(stop, api, threading.get_ident())  # this thread runs the loop
 
-    from .daemon import loop
+    from ecs_cluster_manager.daemon import loop
 
     return loop(api, config, stop, os.environ, fail=_fail)
 

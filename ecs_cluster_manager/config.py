@@ -14,8 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import __version__
-from .budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
+from ecs_cluster_manager import __version__
+from ecs_cluster_manager.aws.budget import DEFAULT_SHARE as DEFAULT_API_BUDGET
+from ecs_cluster_manager.model.names import name_of
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
@@ -117,7 +118,7 @@ class Config:
 
     @property
     def cluster_name(self) -> str:
-        return self.cluster.rsplit("/", 1)[-1]
+        return name_of(self.cluster)
 
     @property
     def selection(self) -> str:
@@ -380,7 +381,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     services = _check_services(raw, name) if raw is not None else ()
     for service in services:
         parts = service.split(":", 5)[-1].split("/")
-        if service.startswith("arn:") and len(parts) == 3 and parts[1] != cluster.rsplit("/", 1)[-1]:
+        if service.startswith("arn:") and len(parts) == 3 and parts[1] != name_of(cluster):
             raise ConfigError(f"{name}: service {service!r} belongs to cluster {parts[1]!r}, not {cluster!r}")
     if raw is not None and not services and args.services is not None:
         raise ConfigError("--services: no service names given")

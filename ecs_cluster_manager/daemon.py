@@ -25,18 +25,20 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from . import __version__, health
-from .config import Config, ConfigError
-from .ecs import Api, CredentialsError, task_identity
-from .events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
-from .health import Monitor
-from .reconcile import Memory, PassReport, run_pass
+from ecs_cluster_manager import __version__
+from ecs_cluster_manager.aws.ecs import Api, CredentialsError
+from ecs_cluster_manager.aws.metadata import task_identity
+from ecs_cluster_manager.config import Config, ConfigError
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.model.exits import EXIT_FAILED, EXIT_OK
+from ecs_cluster_manager.model.holds import hold_seconds
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe.events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
+from ecs_cluster_manager.observe.memory import Memory
+from ecs_cluster_manager.ops import health
+from ecs_cluster_manager.ops.health import Monitor
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 # Below this INTERVAL the start-up warns: the calls add up in the account's shared ECS throttling buckets.
 SHORT_INTERVAL = 5.0
@@ -89,7 +91,7 @@ def loop(
         once=config.once,
         dry_run=config.dry_run,
         scale_down_after=config.scale_down_after,
-        hold_seconds=config.scale_down_after * config.interval,
+        hold_seconds=hold_seconds(config.scale_down_after, config.interval),
         resync=config.resync,
         cloudformation_guard=config.cloudformation_guard,
         metrics_port=config.metrics_port,
@@ -127,7 +129,7 @@ def loop(
             if changes is None:
                 next_regular = time.monotonic() + config.interval
             followup = None
-            report = run_pass(api, config, memory, stop=stop, identity=identity, changes=changes)
+            report = run_pass(api, config, memory, stop=stop, identity=identity, changes=changes, now=time.monotonic())
             monitor.record(report)
             for observer in observers:
                 observer(report)

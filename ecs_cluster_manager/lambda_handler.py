@@ -28,9 +28,14 @@ from typing import Any
 
 import structlog
 
-from . import config as settings
-from . import events, logs, reconcile
-from .ecs import Api
+from ecs_cluster_manager import config as settings
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.model.holds import hold_seconds
+from ecs_cluster_manager.model.names import name_of
+from ecs_cluster_manager.observe import events
+from ecs_cluster_manager.observe.memory import Memory
+from ecs_cluster_manager.ops import logs
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +47,7 @@ SCHEDULED_EVENT = "Scheduled Event"
 class _Runtime:
     config: settings.Config
     api: Api
-    memory: reconcile.Memory
+    memory: Memory
 
 
 _runtime: _Runtime | None = None
@@ -69,16 +74,11 @@ def _get_runtime() -> _Runtime:
         # CloudWatch Logs stores lines as they are: JSON keeps them queryable with Logs Insights.
         logs.configure(config.log_level, "json")
         # A pass here keeps no scale-down hold and lists every filter, so every agent change can change a decision.
-        memory = reconcile.Memory(hold=0.0, resync=0.0)
+        memory = Memory(hold=hold_seconds(config.scale_down_after, config.interval, once=config.once), resync=0.0)
         api = Api(config.region, config.profile, api_budget=config.api_budget)
         _runtime = _Runtime(config=config, api=api, memory=memory)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
     return _runtime
-
-
-def _cluster_name(reference: str) -> str:
-    # Both "name" and "arn:aws:ecs:region:account:cluster/name" end with the name.
-    return reference.rsplit("/", 1)[-1]
 
 
 def relevance(event: Mapping[str, Any], config: settings.Config) -> str | None:
@@ -91,8 +91,8 @@ def relevance(event: Mapping[str, Any], config: settings.Config) -> str | None:
         cluster_arn = detail.get("clusterArn") if isinstance(detail, Mapping) else None
         if not isinstance(cluster_arn, str) or not cluster_arn:
             return "event has no detail.clusterArn"
-        if _cluster_name(cluster_arn) != config.cluster_name:
-            return f"event is for cluster {_cluster_name(cluster_arn)!r}, not {config.cluster_name!r}"
+        if name_of(cluster_arn) != config.cluster_name:
+            return f"event is for cluster {name_of(cluster_arn)!r}, not {config.cluster_name!r}"
         return None
     if detail_type is None:
         return "event has no detail-type"
@@ -121,12 +121,12 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
         event_id=event.get("id"),
         request_id=getattr(context, "aws_request_id", None),
     )
-    report = reconcile.run_pass(runtime.api, runtime.config, runtime.memory)
+    report = run_pass(runtime.api, runtime.config, runtime.memory)
     return report.summary()
 
 
-def _relevance(memory: reconcile.Memory, change: events.InstanceChange) -> str | None:
+def _relevance(memory: Memory, change: events.InstanceChange) -> str | None:
     """Take the change into the warm store: None when it can change a decision (always, in a cold container)."""
-    cold = not memory.store.filters
+    cold = memory.store.cold
     reason = memory.store.observe_event(dataclasses.replace(change, arrived=time.monotonic()))
     return None if cold else reason

@@ -30,7 +30,7 @@ $(DEMO_STAMP): requirements.txt requirements-demo.txt pyproject.toml | $(VENV_PY
 	@touch $@
 
 $(VENV_STAMP): $(DEMO_STAMP) requirements-dev.txt
-	@echo "make: installing the test and lint tools into $(VENV) (pytest, ruff, mypy, cfn-lint, hadolint)" >&2
+	@echo "make: installing the test and lint tools into $(VENV) (pytest, ruff, mypy, import-linter, cfn-lint, hadolint)" >&2
 	@$(PIP_INSTALL) -r requirements-dev.txt >&2
 	@touch $@
 
@@ -42,9 +42,10 @@ test: $(VENV_STAMP) ## Run the test suite (PYTEST_ARGS=...)
 test-fast: $(VENV_STAMP) ## Run the tests not marked slow
 	$(VENV_PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(VENV_STAMP) ## ruff and mypy on the Python code, hadolint on the Dockerfile
+lint: $(VENV_STAMP) ## ruff, mypy and the import layers (lint-imports) on the Python code, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 
 demo: $(DEMO_STAMP) ## Run the daemon against the local ECS API through a scripted scenario

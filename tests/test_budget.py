@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecs_cluster_manager import budget
-from ecs_cluster_manager.budget import Budget, TokenBucket, shortfall
+from ecs_cluster_manager.aws import budget
+from ecs_cluster_manager.aws.budget import Budget, TokenBucket, shortfall
 
 
 class Clock:

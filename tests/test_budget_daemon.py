@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import Daemon
-from ecs_cluster_manager import budget
+from ecs_cluster_manager.aws import budget
 from localecs import ApiRequest, Fault, LocalECS
 
 CLUSTER = "prod"

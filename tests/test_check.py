@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ecs_cluster_manager import check, plan
-from ecs_cluster_manager.models import PlacementConstraint, Service
+from ecs_cluster_manager import check
+from ecs_cluster_manager.engine import audit
+from ecs_cluster_manager.model import sizing
+from ecs_cluster_manager.model.models import PlacementConstraint, Service
 from localecs import Fault, LocalECS, fault_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,16 +41,16 @@ def service(**overrides: object) -> Service:
 
 
 SEVERITY = {
-    "ok": check.INFO,
-    "inactive": check.ERROR,
-    "daemon-strategy": check.ERROR,
-    "no-container-instances": check.ERROR,
-    "bad-sizing-tag": check.ERROR,
-    "no-distinct-instance": check.ERROR,
-    "tasks-per-host-conflict": check.ERROR,
-    "deployment-deadlock": check.ERROR,
-    "cloudformation": check.WARNING,
-    "no-hosts": check.WARNING,
+    "ok": audit.INFO,
+    "inactive": audit.ERROR,
+    "daemon-strategy": audit.ERROR,
+    "no-container-instances": audit.ERROR,
+    "bad-sizing-tag": audit.ERROR,
+    "no-distinct-instance": audit.ERROR,
+    "tasks-per-host-conflict": audit.ERROR,
+    "deployment-deadlock": audit.ERROR,
+    "cloudformation": audit.WARNING,
+    "no-hosts": audit.WARNING,
 }
 
 
@@ -74,13 +76,13 @@ SEVERITY = {
         ),
         pytest.param({"placement_constraints": ()}, 3, ["no-distinct-instance"], id="stacking"),
         pytest.param(
-            {"placement_constraints": (), "tags": {plan.TASKS_PER_HOST_TAG: "2"}}, 3, ["ok"], id="two-per-host",
+            {"placement_constraints": (), "tags": {sizing.TASKS_PER_HOST_TAG: "2"}}, 3, ["ok"], id="two-per-host",
         ),
         pytest.param(
-            {"tags": {plan.TASKS_PER_HOST_TAG: "2"}}, 3, ["tasks-per-host-conflict"], id="two-per-host-distinct",
+            {"tags": {sizing.TASKS_PER_HOST_TAG: "2"}}, 3, ["tasks-per-host-conflict"], id="two-per-host-distinct",
         ),
-        pytest.param({"tags": {plan.TASKS_PER_HOST_TAG: "two"}}, 3, ["bad-sizing-tag"], id="tag-not-a-number"),
-        pytest.param({"tags": {plan.MIN_TAG: "5", plan.MAX_TAG: "2"}}, 3, ["bad-sizing-tag"], id="min-above-max"),
+        pytest.param({"tags": {sizing.TASKS_PER_HOST_TAG: "two"}}, 3, ["bad-sizing-tag"], id="tag-not-a-number"),
+        pytest.param({"tags": {sizing.MIN_TAG: "5", sizing.MAX_TAG: "2"}}, 3, ["bad-sizing-tag"], id="min-above-max"),
         pytest.param({"minimum_healthy_percent": 100}, 3, ["deployment-deadlock"], id="min-healthy-100"),
         pytest.param({"minimum_healthy_percent": None}, 3, ["deployment-deadlock"], id="min-healthy-default"),
         pytest.param({"minimum_healthy_percent": 90}, 5, ["deployment-deadlock"], id="min-healthy-90-rounds-up"),
@@ -91,16 +93,16 @@ SEVERITY = {
             {"minimum_healthy_percent": 100, "deployment_controller": "CODE_DEPLOY"}, 3, ["ok"], id="blue-green",
         ),
         pytest.param(
-            {"tags": {plan.STACK_NAME_TAG: "web-stack"}}, 3, ["cloudformation"], id="cloudformation",
+            {"tags": {sizing.STACK_NAME_TAG: "web-stack"}}, 3, ["cloudformation"], id="cloudformation",
         ),
         pytest.param(
-            {"tags": {plan.STACK_NAME_TAG: "web-stack", check.DESIRED_COUNT_OMITTED_TAG: "omitted"}},
+            {"tags": {sizing.STACK_NAME_TAG: "web-stack", audit.DESIRED_COUNT_OMITTED_TAG: "omitted"}},
             3,
             ["ok"],
             id="cloudformation-template-omits-desired-count",
         ),
         pytest.param(
-            {"tags": {plan.STACK_NAME_TAG: "web-stack", check.DESIRED_COUNT_OMITTED_TAG: "no"}},
+            {"tags": {sizing.STACK_NAME_TAG: "web-stack", audit.DESIRED_COUNT_OMITTED_TAG: "no"}},
             3,
             ["cloudformation"],
             id="cloudformation-other-tag-value",
@@ -108,7 +110,7 @@ SEVERITY = {
         pytest.param({"minimum_healthy_percent": 0, "maximum_percent": 100}, 10, ["ok"], id="zero-many-hosts"),
         pytest.param({}, 0, ["no-hosts"], id="no-hosts"),
         pytest.param(
-            {"placement_constraints": (), "minimum_healthy_percent": 100, "tags": {plan.STACK_NAME_TAG: "s"}},
+            {"placement_constraints": (), "minimum_healthy_percent": 100, "tags": {sizing.STACK_NAME_TAG: "s"}},
             3,
             ["no-distinct-instance", "cloudformation"],
             id="several-problems",
@@ -117,7 +119,7 @@ SEVERITY = {
 )
 def test_findings_for(overrides: dict[str, object], hosts: int | None, codes: list[str]) -> None:
     """Each kind of service gets exactly the expected findings, each with its documented severity."""
-    findings = check.findings_for(service(**overrides), hosts)
+    findings = audit.findings_for(service(**overrides), hosts)
     assert [f.code for f in findings] == codes
     assert [f.severity for f in findings] == [SEVERITY[code] for code in codes]
     assert all(f.service == "agent" and f.message for f in findings)
@@ -125,7 +127,7 @@ def test_findings_for(overrides: dict[str, object], hosts: int | None, codes: li
 
 def test_deadlock_advice_names_a_value_below_100() -> None:
     """The deadlock finding tells the reader to lower minimumHealthyPercent below 100 and says 100 is the default."""
-    (finding,) = check.findings_for(service(minimum_healthy_percent=None), 3)
+    (finding,) = audit.findings_for(service(minimum_healthy_percent=None), 3)
     assert "minimumHealthyPercent 100 (the default)" in finding.message
     assert "below 100" in finding.message and "50" in finding.message
 
@@ -133,36 +135,36 @@ def test_deadlock_advice_names_a_value_below_100() -> None:
 def test_deadlock_advice_recommends_0_for_any_host_count() -> None:
     """Both deadlock messages name 0 as the minimumHealthyPercent that works whatever the number of hosts."""
     for percent, hosts in ((100, 3), (50, 1)):
-        (finding,) = check.findings_for(service(minimum_healthy_percent=percent), hosts)
+        (finding,) = audit.findings_for(service(minimum_healthy_percent=percent), hosts)
         assert finding.code == "deployment-deadlock"
         assert re.search(r"\b0 (\(with maximumPercent 100\) )?works for any number of hosts", finding.message)
 
 
 def test_cloudformation_warning_says_what_to_verify() -> None:
     """Unable to read the template, the warning names the stack and resource, how to verify, and the tag to set."""
-    tags = {plan.STACK_NAME_TAG: "web-stack", check.LOGICAL_ID_TAG: "WebService"}
-    (finding,) = check.findings_for(service(tags=tags), 3)
-    assert finding.code == "cloudformation" and finding.severity == check.WARNING
+    tags = {sizing.STACK_NAME_TAG: "web-stack", audit.LOGICAL_ID_TAG: "WebService"}
+    (finding,) = audit.findings_for(service(tags=tags), 3)
+    assert finding.code == "cloudformation" and finding.severity == audit.WARNING
     assert "cannot tell" in finding.message
     assert "resource WebService of stack web-stack has no DesiredCount" in finding.message
     assert "aws cloudformation get-template --stack-name web-stack" in finding.message
-    assert f"{check.DESIRED_COUNT_OMITTED_TAG}=omitted" in finding.message
+    assert f"{audit.DESIRED_COUNT_OMITTED_TAG}=omitted" in finding.message
 
 
 def test_ok_line_says_what_the_daemon_would_do() -> None:
     """The ok line shows the current desiredCount, the eligible hosts and the target the daemon would set."""
-    (finding,) = check.findings_for(service(desired_count=1), 4)
+    (finding,) = audit.findings_for(service(desired_count=1), 4)
     assert finding.message == "desiredCount 1, 4 eligible host(s): the daemon would set 4"
-    (finding,) = check.findings_for(service(desired_count=4), 4)
+    (finding,) = audit.findings_for(service(desired_count=4), 4)
     assert finding.message.endswith("converged")
 
 
 def test_table_is_aligned_and_summarised() -> None:
     """The table puts each column at the same offset on every line and ends with the verdict and counts."""
     findings = [
-        check.Finding(None, check.WARNING, "no-services", "nothing matched"),
-        check.Finding("a-much-longer-service-name", check.ERROR, "deployment-deadlock", "lower it"),
-        check.Finding("b", check.INFO, "ok", "fine"),
+        audit.Finding(None, audit.WARNING, "no-services", "nothing matched"),
+        audit.Finding("a-much-longer-service-name", audit.ERROR, "deployment-deadlock", "lower it"),
+        audit.Finding("b", audit.INFO, "ok", "fine"),
     ]
     lines = check.as_table(CLUSTER, findings).splitlines()
     header, rows = lines[0], lines[1:4]
@@ -174,7 +176,7 @@ def test_table_is_aligned_and_summarised() -> None:
 
 def test_json_document_shape() -> None:
     """--json prints the cluster, ok (false when any finding is an error), every finding's four fields, and coverage."""
-    findings = [check.Finding("a", check.WARNING, "cloudformation", "omit DesiredCount")]
+    findings = [audit.Finding("a", audit.WARNING, "cloudformation", "omit DesiredCount")]
     document = json.loads(check.as_json(CLUSTER, findings))
     assert document == {
         "cluster": CLUSTER,
@@ -182,7 +184,7 @@ def test_json_document_shape() -> None:
         "findings": [{"service": "a", "severity": "warning", "code": "cloudformation", "message": "omit DesiredCount"}],
         "coverage": {},
     }
-    findings.append(check.Finding(None, check.ERROR, "cluster-not-found", "no such cluster"))
+    findings.append(audit.Finding(None, audit.ERROR, "cluster-not-found", "no such cluster"))
     assert json.loads(check.as_json(CLUSTER, findings))["ok"] is False
 
 

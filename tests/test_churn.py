@@ -15,9 +15,10 @@ import pytest
 
 from daemon_helpers import Daemon
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager.ecs import Api
-from ecs_cluster_manager.events import InstanceChange, parse_document
-from ecs_cluster_manager.reconcile import Memory, run_pass
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.observe.events import InstanceChange, parse_document
+from ecs_cluster_manager.observe.memory import Memory
 from localecs import LocalECS
 
 CLUSTER = "prod"

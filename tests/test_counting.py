@@ -16,10 +16,11 @@ import pytest
 
 from daemon_helpers import Daemon
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager.counting import Counting
-from ecs_cluster_manager.ecs import Api
-from ecs_cluster_manager.hosts import HostStore
-from ecs_cluster_manager.reconcile import Memory, run_pass
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.observe.counting import Counting
+from ecs_cluster_manager.observe.hosts import HostStore
+from ecs_cluster_manager.observe.memory import Memory
 from localecs import ApiCall, LocalECS
 
 CLUSTER = "prod"
@@ -436,8 +437,8 @@ def test_events_on_hosts_outside_every_filter_start_no_pass_and_cost_no_call(
     after each regular pass. The hosts outside are listed once per resync."""
     from dataclasses import replace
 
-    from ecs_cluster_manager import events
-    from ecs_cluster_manager.hosts import NO_CHANGE
+    from ecs_cluster_manager.observe import events
+    from ecs_cluster_manager.observe.hosts import NO_CHANGE
 
     ecs.create_cluster(CLUSTER)
     ecs.enable_events(CLUSTER)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from ecs_cluster_manager import coverage
-from ecs_cluster_manager.coverage import Coverage, GapWatch, Host
-from ecs_cluster_manager.models import Task
+from ecs_cluster_manager.model import coverage
+from ecs_cluster_manager.model.coverage import Coverage, CoveredHost
+from ecs_cluster_manager.model.models import Task
+from ecs_cluster_manager.observe.gaps import GapWatch
 
 NEW = "arn:aws:ecs:us-east-1:123456789012:task-definition/agent:2"
 OLD = "arn:aws:ecs:us-east-1:123456789012:task-definition/agent:1"
@@ -26,8 +27,8 @@ def task(host: str | None, status: str = "RUNNING", definition: str = NEW, name:
     )
 
 
-def hosts(*arns: str) -> tuple[Host, ...]:
-    return tuple(Host(arn) for arn in arns)
+def hosts(*arns: str) -> tuple[CoveredHost, ...]:
+    return tuple(CoveredHost(arn) for arn in arns)
 
 
 @pytest.mark.parametrize(

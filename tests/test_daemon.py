@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env, decisions, events, free_port, http_get, run_once
-from ecs_cluster_manager import plan
+from ecs_cluster_manager.model import plan
 from localecs import LocalECS
 
 CLUSTER = "prod"

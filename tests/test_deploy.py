@@ -15,7 +15,8 @@ from cfnlint.data import AdditionalSpecs
 from cfnlint.decode.cfn_yaml import loads as load_template
 from cfnlint.helpers import load_resource
 
-from ecs_cluster_manager import check, config
+from ecs_cluster_manager import config
+from ecs_cluster_manager.engine import audit
 from localecs import LocalECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
 RUN_PY = str(ROOT / "run.py")
 
 # The gateways: the only modules whose calls reach AWS (through transport.py).
-GATEWAYS = [ROOT / "ecs_cluster_manager" / name for name in ("ecs.py", "cloudformation.py", "sqs.py")]
+GATEWAYS = [ROOT / "ecs_cluster_manager" / "aws" / name for name in ("ecs.py", "cloudformation.py", "sqs.py")]
 
 # How the template's Fn::Sub variables read in the documented policy's placeholders.
 SUBSTITUTIONS = {
@@ -318,7 +319,7 @@ def test_managed_service_is_sized_by_the_manager_only(template: dict[str, Any]) 
     # 0 / 100: the only minimum that lets a one-task-per-host deploy progress with a single host.
     assert service["DeploymentConfiguration"] == {"MinimumHealthyPercent": 0, "MaximumPercent": 100}
     assert {"Key": {"Ref": "ManagedTagKey"}, "Value": {"Ref": "ManagedTagValue"}} in service["Tags"]
-    assert {"Key": check.DESIRED_COUNT_OMITTED_TAG, "Value": check.DESIRED_COUNT_OMITTED} in service["Tags"]
+    assert {"Key": audit.DESIRED_COUNT_OMITTED_TAG, "Value": audit.DESIRED_COUNT_OMITTED} in service["Tags"]
 
 
 def test_manager_finds_the_managed_service_by_its_tag(template: dict[str, Any]) -> None:

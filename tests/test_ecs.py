@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 from botocore.stub import Stubber
 
-from ecs_cluster_manager import ecs, models
+from ecs_cluster_manager.aws import ecs
+from ecs_cluster_manager.model import models
+from ecs_cluster_manager.observe.filters import AGENT_CONNECTED, eligible_expression
 
 CLUSTER = "prod"
 
@@ -35,7 +37,7 @@ def arns(start: int, count: int) -> list[str]:
     return [f"arn:aws:ecs:us-east-1:123456789012:container-instance/prod/{i:032x}" for i in range(start, start + count)]
 
 
-def test_count_hosts_follows_every_page_with_the_agent_filter(api: ecs.Api, stub: Stubber) -> None:
+def test_listing_hosts_follows_every_page_with_the_agent_filter(api: ecs.Api, stub: Stubber) -> None:
     """Hosts are counted over all pages, asking for ACTIVE instances with agentConnected == true, 100 a page."""
     expected = {"cluster": CLUSTER, "status": "ACTIVE", "filter": "agentConnected == true", "maxResults": 100}
     stub.add_response("list_container_instances", {"containerInstanceArns": arns(0, 100), "nextToken": "t1"}, expected)
@@ -47,19 +49,19 @@ def test_count_hosts_follows_every_page_with_the_agent_filter(api: ecs.Api, stub
     stub.add_response(
         "list_container_instances", {"containerInstanceArns": arns(200, 50)}, {**expected, "nextToken": "t2"}
     )
-    assert api.count_hosts(CLUSTER) == 250
+    assert len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED)) == 250
 
 
-def test_count_hosts_with_member_of_expression(api: ecs.Api, stub: Stubber) -> None:
+def test_listing_hosts_with_member_of_expression(api: ecs.Api, stub: Stubber) -> None:
     """A memberOf expression is ANDed with the agent filter and evaluated by ECS."""
-    expression = ecs.host_filter(["attribute:role == web", "attribute:ecs.os-type == linux"])
+    expression = eligible_expression(["attribute:role == web", "attribute:ecs.os-type == linux"])
     assert expression == "agentConnected == true and (attribute:role == web) and (attribute:ecs.os-type == linux)"
     stub.add_response(
         "list_container_instances",
         {"containerInstanceArns": arns(0, 3)},
         {"cluster": CLUSTER, "status": "ACTIVE", "filter": expression, "maxResults": 100},
     )
-    assert api.count_hosts(CLUSTER, expression) == 3
+    assert len(api.list_container_instances(CLUSTER, "ACTIVE", expression)) == 3
 
 
 def test_a_failed_page_fails_the_whole_count(api: ecs.Api, stub: Stubber) -> None:
@@ -68,7 +70,7 @@ def test_a_failed_page_fails_the_whole_count(api: ecs.Api, stub: Stubber) -> Non
     for _ in range(api.attempts):
         stub.add_client_error("list_container_instances", "ServerException", "boom", http_status_code=500)
     with pytest.raises(ecs.TransientError, match="ListContainerInstances"):
-        api.count_hosts(CLUSTER)
+        len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED))
 
 
 def test_transient_errors_are_retried(api: ecs.Api, stub: Stubber) -> None:
@@ -76,7 +78,7 @@ def test_transient_errors_are_retried(api: ecs.Api, stub: Stubber) -> None:
     stub.add_client_error("list_container_instances", "ThrottlingException", "Rate exceeded", http_status_code=400)
     stub.add_client_error("list_container_instances", "ThrottlingException", "Rate exceeded", http_status_code=400)
     stub.add_response("list_container_instances", {"containerInstanceArns": arns(0, 2)})
-    assert api.count_hosts(CLUSTER) == 2
+    assert len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED)) == 2
     assert api.retries["ListContainerInstances"] == 2
 
 
@@ -84,7 +86,7 @@ def test_permanent_errors_are_not_retried(api: ecs.Api, stub: Stubber) -> None:
     """A rejected request fails at once and comes out as the project's own type."""
     stub.add_client_error("list_container_instances", "ClusterNotFoundException", "Cluster not found.")
     with pytest.raises(ecs.ClusterNotFound):
-        api.count_hosts(CLUSTER)
+        len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED))
     stub.add_client_error("update_service", "AccessDeniedException", "no")
     with pytest.raises(ecs.AccessDenied):
         api.set_desired_count(CLUSTER, "agent", 3)
@@ -95,7 +97,7 @@ def test_no_request_starts_once_shutting_down(api: ecs.Api, stub: Stubber) -> No
     """Once the stop event is set no new request is sent, so SIGTERM is not held up by the reads left."""
     api.stop.set()
     with pytest.raises(ecs.ShuttingDown):
-        api.count_hosts(CLUSTER)
+        len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED))
 
 
 def test_retries_end_when_shutting_down(api: ecs.Api, stub: Stubber) -> None:
@@ -107,7 +109,7 @@ def test_retries_end_when_shutting_down(api: ecs.Api, stub: Stubber) -> None:
     api._ecs.meta.events.register("after-call.ecs.ListContainerInstances", stop_after_first_attempt)
     stub.add_client_error("list_container_instances", "ThrottlingException", "Rate exceeded", http_status_code=400)
     with pytest.raises(ecs.TransientError):
-        api.count_hosts(CLUSTER)
+        len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED))
     assert not api.retries
 
 
@@ -165,7 +167,7 @@ def test_a_looping_next_token_is_an_error(api: ecs.Api, stub: Stubber) -> None:
     stub.add_response("list_container_instances", {"containerInstanceArns": [], "nextToken": "same"})
     stub.add_response("list_container_instances", {"containerInstanceArns": [], "nextToken": "same"})
     with pytest.raises(ecs.EcsError, match="nextToken"):
-        api.count_hosts(CLUSTER)
+        len(api.list_container_instances(CLUSTER, "ACTIVE", AGENT_CONNECTED))
 
 
 def test_missing_profile_is_a_credentials_error(monkeypatch: pytest.MonkeyPatch) -> None:

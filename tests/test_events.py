@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ecs_cluster_manager import events
-from ecs_cluster_manager.models import QueueMessage
+from ecs_cluster_manager.model.models import QueueMessage
+from ecs_cluster_manager.observe import events
 
 CLUSTER_ARN = "arn:aws:ecs:us-east-1:123456789012:cluster/prod"
 HOST = "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/0a1b"

@@ -28,7 +28,7 @@ from faultproxy import DROP, PAGE, THROTTLE, FaultProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env
-from ecs_cluster_manager.transport import DEFAULT_ATTEMPTS
+from ecs_cluster_manager.aws.transport import DEFAULT_ATTEMPTS
 from localecs import LocalECS
 
 CLUSTER = "prod"

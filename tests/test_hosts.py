@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecs_cluster_manager import hosts
-from ecs_cluster_manager.hosts import EVERY_HOST, HostStore
-from ecs_cluster_manager.models import ContainerInstance, HostCount
+from ecs_cluster_manager.model.models import ContainerInstance, HostCount
+from ecs_cluster_manager.observe import hosts
+from ecs_cluster_manager.observe.filters import EVERY_HOST
+from ecs_cluster_manager.observe.hosts import HostStore
 
 A, B, C = "arn:ci/a", "arn:ci/b", "arn:ci/c"
 WEB = ("attribute:role == web",)

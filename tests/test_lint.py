@@ -1,4 +1,4 @@
-"""The code stays ruff-clean and mypy-clean, so `make test` (and CI) catch what `make lint` would."""
+"""The code stays ruff-clean, mypy-clean and layered, so `make test` (and CI) catch what `make lint` would."""
 
 from __future__ import annotations
 
@@ -20,4 +20,10 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     """mypy (settings in pyproject.toml) finds no type error in run.py, the package and the local ECS API."""
     result = subprocess.run([str(BIN / "mypy")], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_layers_hold() -> None:
+    """lint-imports (.importlinter) finds no upward import, no boto3 outside aws/, no impure model, no cycle."""
+    result = subprocess.run([str(BIN / "lint-imports")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

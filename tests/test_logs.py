@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ecs_cluster_manager import logs
+from ecs_cluster_manager.ops import logs
 
 SECRETS = {
     "aws_access_key_id": "AKIAEXAMPLEKEY123456",

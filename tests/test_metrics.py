@@ -20,11 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_helpers import RUN_PY, Daemon, daemon_env
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager import health, plan
-from ecs_cluster_manager.liveness import Liveness
-from ecs_cluster_manager.metrics import REASON_CODES, Metrics, MetricsError, Server, reason_code
-from ecs_cluster_manager.models import Service
-from ecs_cluster_manager.reconcile import PassReport
+from ecs_cluster_manager.model import manage, plan, sizing
+from ecs_cluster_manager.model.models import Service
+from ecs_cluster_manager.model.reasons import SKIP_REASONS, Reason
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.ops import health
+from ecs_cluster_manager.ops.liveness import Liveness
+from ecs_cluster_manager.ops.metrics import REASON_CODES, Metrics, MetricsError, Server
 from localecs import LocalECS
 
 CLUSTER = "prod"
@@ -80,8 +82,10 @@ def make_config(tmp_path: Path, **environ: str) -> settings.Config:
     return settings.load([], {**base, **environ})
 
 
-def decision(service: str, action: str, current: int | None, target: int | None, reason: str) -> plan.Decision:
-    return plan.Decision(service, f"arn:{service}", action, current, target, 3, reason, action == plan.SKIP)
+def decision(
+    service: str, action: str, current: int | None, target: int | None, reason: str, code: Reason = Reason.CONVERGED
+) -> plan.Decision:
+    return plan.Decision(service, f"arn:{service}", action, current, target, 3, reason, code, action == plan.SKIP)
 
 
 def report(*decisions: plan.Decision, hosts: dict[str, int] | None = None, errors: tuple[str, ...] = ()) -> PassReport:
@@ -98,12 +102,6 @@ def service(**fields: object) -> Service:
     return Service(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def sizing_error(tags: dict[str, str]) -> str:
-    with pytest.raises(plan.SizingError) as caught:
-        plan.sizing(tags)
-    return str(caught.value)
-
-
 @pytest.fixture
 def cluster(ecs: LocalECS) -> LocalECS:
     """Cluster prod with 3 hosts and services a and b (distinctInstance) at desiredCount 0."""
@@ -118,49 +116,29 @@ def cluster(ecs: LocalECS) -> LocalECS:
 # -- reason codes ---------------------------------------------------------------
 
 
-def test_reason_codes_of_the_plan_reasons() -> None:
-    """plan.py's reasons for unmanageable services and bad sizing tags map to inactive, unmanageable, bad_tag."""
-    assert reason_code(plan.unmanageable(service(status="INACTIVE")) or "") == "inactive"
-    assert reason_code(plan.unmanageable(service(status="DRAINING")) or "") == "inactive"
-    assert reason_code(plan.unmanageable(service(scheduling_strategy="DAEMON")) or "") == "unmanageable"
-    assert reason_code(plan.unmanageable(service(launch_type="FARGATE")) or "") == "unmanageable"
-    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "two"})) == "bad_tag"
-    assert reason_code(sizing_error({plan.TASKS_PER_HOST_TAG: "0"})) == "bad_tag"
-    assert reason_code(sizing_error({plan.MIN_TAG: "5", plan.MAX_TAG: "2"})) == "bad_tag"
-
-
-@pytest.mark.parametrize(
-    ("reason", "code"),
-    [
-        ("service not found in this cluster", "missing"),
-        ("DescribeServices: ACCESS_DENIED", "describe_failed"),
-        ("cloudformation stack web-prod is UPDATE_IN_PROGRESS", "cloudformation"),
-        ("cloudformation stack web-prod status unknown: DescribeStacks: AccessDenied: no", "cloudformation"),
-        ("host count failed", "host_count_failed"),
-        ("update failed: UpdateService: ThrottlingException: Rate exceeded", "update_failed"),
-        ("shutting down before update", "shutting_down"),
-        ("something nobody planned for", "other"),
-    ],
-)
-def test_reason_codes_of_the_pass_reasons(reason: str, code: str) -> None:
-    """Each skip reason reconcile.py writes maps to its short code, and unknown text to `other`."""
-    assert reason_code(reason) == code
+def test_unmanageable_services_carry_their_code() -> None:
+    """manage.py's rule gives `inactive` for a service not ACTIVE, `unmanageable` for DAEMON and Fargate ones."""
+    codes = [manage.unmanageable(service(**fields)) for fields in (
+        {"status": "INACTIVE"}, {"status": "DRAINING"}, {"scheduling_strategy": "DAEMON"}, {"launch_type": "FARGATE"})]
+    assert [rule.code if rule else None for rule in codes] == [
+        Reason.INACTIVE, Reason.INACTIVE, Reason.UNMANAGEABLE, Reason.UNMANAGEABLE]
 
 
 def test_reason_codes_are_a_small_fixed_set() -> None:
-    """Reasons that differ only in stack names or error text share one code, so the label cannot grow."""
-    reasons = [f"cloudformation stack s{i} is UPDATE_IN_PROGRESS" for i in range(50)]
-    reasons += [f"update failed: error {i}" for i in range(50)]
-    codes = {reason_code(reason) for reason in reasons}
-    assert codes == {"cloudformation", "update_failed"}
-    assert codes <= REASON_CODES
+    """The skip label takes the skip codes of model/reasons.py only, whatever the words of the reason say."""
+    assert REASON_CODES == {reason.value for reason in SKIP_REASONS}
     assert len(REASON_CODES) <= 12
+    metrics = Metrics(interval=10)
+    for i in range(50):
+        metrics.observe(report(decision("a", plan.SKIP, 1, None, f"update failed: error {i}", Reason.UPDATE_FAILED)))
+    labels = {s.labels["reason"] for m in metrics.registry.collect() for s in m.samples if "reason" in s.labels}
+    assert labels == {"update_failed"}
 
 
 def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Passes that skip services for each reason reconcile.py knows produce no `other` code."""
-    from ecs_cluster_manager.ecs import Api
-    from ecs_cluster_manager.reconcile import run_pass
+    """Passes that skip services for each reason the pass knows label each skip with its code."""
+    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.engine.passes import run_pass
     from localecs import Fault, fault_on
 
     for name, setting in cluster.env().items():
@@ -168,15 +146,15 @@ def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkey
             monkeypatch.setenv(name, setting)
     cluster.create_service(CLUSTER, "gone")
     cluster.delete_service(CLUSTER, "gone")
-    cluster.create_service(CLUSTER, "badtag", tags={plan.TASKS_PER_HOST_TAG: "two"})
+    cluster.create_service(CLUSTER, "badtag", tags={sizing.TASKS_PER_HOST_TAG: "two"})
     cluster.create_service(CLUSTER, "daemon", scheduling_strategy="DAEMON")
-    cluster.create_service(CLUSTER, "stacked", tags={plan.STACK_NAME_TAG: "web"}, placement_constraints=DISTINCT)
+    cluster.create_service(CLUSTER, "stacked", tags={sizing.STACK_NAME_TAG: "web"}, placement_constraints=DISTINCT)
     api = Api(cluster.region, attempts=1, botocore_attempts=1)
     config = settings.load([], {"CLUSTER": CLUSTER, "SERVICES": "a nope gone badtag daemon stacked"})
 
     def codes() -> dict[str, str]:
         found = run_pass(api, config)
-        return {d.service: reason_code(d.reason) for d in found.decisions if d.action == plan.SKIP}
+        return {d.service: d.code.value for d in found.decisions if d.action == plan.SKIP}
 
     denied = fault_on("DescribeStacks", Fault.error(400, "AccessDenied", "no"), service="cloudformation")
     rejected = fault_on("UpdateService", Fault.error(400, "InvalidParameterException", "no"))
@@ -189,7 +167,7 @@ def test_every_skip_a_real_pass_makes_has_a_known_code(cluster: LocalECS, monkey
     stop.set()
     cluster.fault_hook = None
     shutting = run_pass(api, config, stop=stop)
-    assert {reason_code(d.reason) for d in shutting.decisions if d.service == "a"} == {"shutting_down"}
+    assert {d.code.value for d in shutting.decisions if d.service == "a"} == {"shutting_down"}
 
 
 # -- Metrics --------------------------------------------------------------------
@@ -201,7 +179,7 @@ def test_metrics_follow_the_reports() -> None:
     metrics = Metrics(30, clock=clock)
     metrics.observe(report(
         decision("a", plan.UPDATE, 1, 3, "scale up"),
-        decision("b", plan.SKIP, 2, None, "tag ecs-cluster-manager:min='x' is not a whole number"),
+        decision("b", plan.SKIP, 2, None, "tag ecs-cluster-manager:min='x' is not a whole number", Reason.BAD_TAG),
         decision("c", plan.UNCHANGED, 3, 3, "converged"),
         hosts={FILTER: 3, f"{FILTER} and (attribute:role == web)": 2},
     ))
@@ -230,7 +208,8 @@ def test_metrics_forget_services_and_filters_that_leave() -> None:
     metrics = Metrics(30, clock=Clock())
     metrics.observe(report(decision("a", plan.UNCHANGED, 3, 3, "converged"),
                            decision("b", plan.UNCHANGED, 3, 3, "converged"), hosts={FILTER: 3, "other": 1}))
-    metrics.observe(report(decision("a", plan.SKIP, 3, None, "host count failed"), errors=("counting hosts failed",)))
+    failed = decision("a", plan.SKIP, 3, None, "host count failed", Reason.HOST_COUNT_FAILED)
+    metrics.observe(report(failed, errors=("counting hosts failed",)))
     text = generate_latest(metrics.registry).decode()
     assert value(text, P + "service_desired_count", service="b") == 3
     assert value(text, P + "hosts", filter="other") == 1
@@ -548,7 +527,7 @@ def test_metrics_port_in_use_exits_2(cluster: LocalECS) -> None:
 
 def test_events_counts_triggers_and_latency_are_exported() -> None:
     """The events source's running totals are exported once each; passes by trigger; event-to-update latency."""
-    from ecs_cluster_manager.events import EventStats
+    from ecs_cluster_manager.observe.events import EventStats
 
     metrics = Metrics(300)
     metrics.count_events(EventStats(received=5, relevant=2, malformed=1, ignored={"no_change": 2}, healthy=True))
@@ -574,7 +553,7 @@ def test_events_counts_triggers_and_latency_are_exported() -> None:
 def test_events_source_up_exists_only_with_an_events_source() -> None:
     """Without EVENTS_QUEUE_URL there is no events_source_up series (0 would read as a failing queue); the events
     source's first report creates it, 1 while the queue answers and 0 while it fails."""
-    from ecs_cluster_manager.events import EventStats
+    from ecs_cluster_manager.observe.events import EventStats
 
     metrics = Metrics(30)
     metrics.observe(report(hosts={FILTER: 3}))

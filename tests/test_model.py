@@ -31,10 +31,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from ecs_cluster_manager import config as configuration
-from ecs_cluster_manager import events
-from ecs_cluster_manager.ecs import Api
-from ecs_cluster_manager.events import InstanceChange
-from ecs_cluster_manager.reconcile import Memory, PassReport, run_pass
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine.passes import run_pass
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe import events
+from ecs_cluster_manager.observe.events import InstanceChange
+from ecs_cluster_manager.observe.memory import Memory
 from localecs import LocalECS
 
 CLUSTER = "model"

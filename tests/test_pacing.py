@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from ecs_cluster_manager import config as settings
-from ecs_cluster_manager import reconcile
-from ecs_cluster_manager.ecs import Api
-from ecs_cluster_manager.reconcile import DEFERRED_REASON, Memory, run_pass
+from ecs_cluster_manager.aws.ecs import Api
+from ecs_cluster_manager.engine import passes as reconcile
+from ecs_cluster_manager.engine.passes import DEFERRED_REASON, run_pass
+from ecs_cluster_manager.observe.memory import Memory
 from localecs import LocalECS
 
 CLUSTER = "prod"

@@ -26,6 +26,7 @@ from daemon_helpers import ROOT, daemon_env, decisions, events
 from localecs import LocalECS
 
 PIP = ["-m", "pip", "--disable-pip-version-check"]
+LAYERS = ("model", "aws", "observe", "engine", "ops")  # the subpackages, each a layer
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,10 @@ def test_wheel_holds_the_product_only(installed: tuple[Path, Path]) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     code = [name for name in names if ".dist-info/" not in name]
     assert code and all(name.startswith("ecs_cluster_manager/") for name in code), code
+    # Every subpackage (each layer) is in the wheel, with every module of the checkout.
+    source = {str(path.relative_to(ROOT)) for path in (ROOT / "ecs_cluster_manager").rglob("*.py")}
+    assert source <= set(code), sorted(source - set(code))
+    assert {name.split("/")[1] for name in code if name.count("/") == 2} >= set(LAYERS)
     assert not any(re.search(r"localecs|querylang|sandbox|demo|bench|tests?/|conftest", name) for name in code)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert f"Version: {ecs_cluster_manager.__version__}" in metadata
@@ -110,9 +115,9 @@ def test_every_module_imports_without_the_test_dependencies(installed: tuple[Pat
     """Each module of the installed package imports where only requirements.txt is installed (no moto)."""
     _, env_dir = installed
     modules = sorted(
-        f"ecs_cluster_manager.{info.name}"
-        for info in pkgutil.iter_modules([str(ROOT / "ecs_cluster_manager")])
-        if info.name != "__main__"
+        info.name
+        for info in pkgutil.walk_packages([str(ROOT / "ecs_cluster_manager")], prefix="ecs_cluster_manager.")
+        if not info.name.endswith("__main__")
     )
     script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n" \
              "assert 'moto' not in sys.modules\nprint('ok', len(sys.argv) - 1)"
@@ -122,13 +127,13 @@ def test_every_module_imports_without_the_test_dependencies(installed: tuple[Pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {len(modules)}"
-    assert "ecs_cluster_manager.lambda_handler" in modules and "ecs_cluster_manager.plan" in modules
+    assert "ecs_cluster_manager.lambda_handler" in modules and "ecs_cluster_manager.model.plan" in modules
 
 
 def test_the_product_never_imports_the_local_api() -> None:
     """No module of ecs_cluster_manager imports moto or localecs, at the top or inside a function."""
     pattern = re.compile(r"^\s*(from|import)\s+(moto|localecs|werkzeug|flask)\b", re.MULTILINE)
-    offenders = [path.name for path in (ROOT / "ecs_cluster_manager").glob("*.py") if pattern.search(path.read_text())]
+    offenders = [path.name for path in (ROOT / "ecs_cluster_manager").rglob("*.py") if pattern.search(path.read_text())]
     assert offenders == []
 
 
@@ -141,11 +146,12 @@ class Block:
         if name.split(".")[0] in ("boto3", "botocore"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-from ecs_cluster_manager import plan
-from ecs_cluster_manager.models import HostCount, Service
+from ecs_cluster_manager.model import plan
+from ecs_cluster_manager.model import sizing
+from ecs_cluster_manager.model.models import HostCount, Service
 service = Service(arn="arn:aws:ecs:us-east-1:123456789012:service/c/s", name="s", cluster_arn="c",
                   status="ACTIVE", desired_count=1)
-decision = plan.decide(service, HostCount(active=4, usable=4), plan.Sizing())
+decision = plan.decide(service, HostCount(active=4, usable=4), sizing.Sizing())
 print(decision.action, decision.target)
 assert not any(m.split(".")[0] in ("boto3", "botocore") for m in sys.modules)
 """

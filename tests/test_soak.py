@@ -272,8 +272,9 @@ def test_memory_stays_bounded_while_many_services_come_and_go(ecs: LocalECS, mon
     import dataclasses
 
     from ecs_cluster_manager import config as settings
-    from ecs_cluster_manager.ecs import Api
-    from ecs_cluster_manager.reconcile import Memory, run_pass
+    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.engine.passes import run_pass
+    from ecs_cluster_manager.observe.memory import Memory
 
     for key, value in ecs.env().items():
         monkeypatch.setenv(key, value)

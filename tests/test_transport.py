@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import RUN_PY, daemon_env, events
-from ecs_cluster_manager import budget
-from ecs_cluster_manager.ecs import Api, TransientError
-from ecs_cluster_manager.transport import DEFAULT_CALL_TIMEOUT
+from ecs_cluster_manager.aws import budget
+from ecs_cluster_manager.aws.ecs import Api, TransientError
+from ecs_cluster_manager.aws.transport import DEFAULT_CALL_TIMEOUT
 from localecs import Fault, LocalECS, fault_on
 
 CLUSTER = "prod"

@@ -11,205 +11,38 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import structlog
 
-from . import coverage, plan
-from .config import Config
-from .counting import RESYNC, Counted, Counting
-from .coverage import Coverage, GapWatch
-from .ecs import Api, ClusterNotFound, CredentialsError, EcsError, ShuttingDown, Throttled, host_filter
-from .events import InstanceChange, oldest_time
-from .hosts import HostStore
-from .models import Service, TaskIdentity
+from ecs_cluster_manager.aws.ecs import (
+    ClusterNotFound,
+    CredentialsError,
+    EcsError,
+    ShuttingDown,
+    Throttled,
+)
+from ecs_cluster_manager.aws.gateway import PassGateway
+from ecs_cluster_manager.config import Config
+from ecs_cluster_manager.engine import coverage
+from ecs_cluster_manager.engine.audit import ERROR, findings_for
+from ecs_cluster_manager.engine.discovery import discover
+from ecs_cluster_manager.model import manage, plan, sizing
+from ecs_cluster_manager.model.coverage import read_cost
+from ecs_cluster_manager.model.models import Service, TaskIdentity
+from ecs_cluster_manager.model.reasons import Reason
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe.counting import Counted
+from ecs_cluster_manager.observe.events import InstanceChange, oldest_time
+from ecs_cluster_manager.observe.filters import eligible_expression, host_filter_of
+from ecs_cluster_manager.observe.memory import Memory
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass
-class PassReport:
-    """What one pass saw and did."""
-
-    cluster: str
-    started_at: float
-    duration: float = 0.0
-    api_calls: int = 0
-    hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> eligible (usable) hosts
-    active_hosts: dict[str, int] = field(default_factory=dict)  # filter expression -> ACTIVE hosts, agent or not
-    counting: dict[str, str] = field(default_factory=dict)  # filter expression -> "exact", "cheap" or "event"
-    trigger: str = "interval"  # what started the pass: "interval", or "event" (state-change events)
-    event_time: float | None = None  # the oldest event of an event pass (Unix time)
-    write_times: list[float] = field(default_factory=list)  # Unix time of each UpdateService that succeeded
-    deferred: int = 0  # writes the API budget could not pay for now: the next pass decides them again
-    decisions: list[plan.Decision] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # faults that stopped the whole pass
-    cluster_missing: bool = False
-    credentials_failed: bool = False  # no usable credentials (none found, expired, invalid)
-    managed: int | None = None  # services the selection found and the pass handled; None when unknown
-    stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
-    coverage: dict[str, Coverage] = field(default_factory=dict)  # service name -> coverage read in this pass
-    coverage_errors: dict[str, str] = field(default_factory=dict)  # service name -> why its coverage read failed
-
-    @property
-    def observed(self) -> bool:
-        """The pass read everything it needed: the health check's idea of success."""
-        return not self.errors and not self.stopped
-
-    @property
-    def ok(self) -> bool:
-        """Every managed service was handled."""
-        return not self.errors and not any(d.error for d in self.decisions)
-
-    def count(self, action: str) -> int:
-        return sum(1 for d in self.decisions if d.action == action)
-
-    @property
-    def failed_services(self) -> int:
-        return sum(1 for d in self.decisions if d.error)
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able summary (the Lambda handler returns it)."""
-        return {
-            "cluster": self.cluster,
-            "ok": self.ok,
-            "duration": round(self.duration, 3),
-            "api_calls": self.api_calls,
-            "hosts": dict(self.hosts),
-            "active_hosts": dict(self.active_hosts),
-            "updated": self.count(plan.UPDATE),
-            "unchanged": self.count(plan.UNCHANGED),
-            "dry_run": self.count(plan.DRY_RUN),
-            "skipped": self.count(plan.SKIP),
-            "failed_services": self.failed_services,
-            "deferred": self.deferred,
-            "errors": list(self.errors),
-            "decisions": [
-                {
-                    "service": d.service,
-                    "action": d.action,
-                    "current": d.current,
-                    "target": d.target,
-                    "hosts": d.hosts,
-                    "reason": d.reason,
-                }
-                for d in self.decisions
-            ],
-        }
 
 
-def _name(reference: str) -> str:
-    return reference.rsplit("/", 1)[-1]
 
-
-def _is_self(service: Service, identity: TaskIdentity | None) -> bool:
-    if identity is None or not identity.service_name:
-        return False
-    if identity.service_name != service.name:
-        return False
-    return identity.cluster is None or _name(identity.cluster) == _name(service.cluster_arn)
-
-
-class Memory:
-    """What the loop carries from one pass to the next: the host store and how it is kept up to date.
-
-    `hold`: how long a lost agent keeps counting, in seconds (SCALE_DOWN_AFTER x
-    INTERVAL in the daemon; 0 acts at once). `resync`: the longest a filter goes
-    without an exact listing (0: every pass lists, as a memoryless pass does).
-    """
-
-    def __init__(
-        self,
-        *,
-        hold: float = 0.0,
-        resync: float = RESYNC,
-        interval: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.store = HostStore(hold, clock)
-        self.counting = Counting(self.store, resync=resync, interval=interval)
-        # (service ARN, check code) of each misconfiguration already logged, so each is logged once, not every pass.
-        self.misconfigured: set[tuple[str, str]] = set()
-        # Service ARN -> monotonic time since which a write it wants has been deferred: the longest-waiting go first.
-        self.waiting_since: dict[str, float] = {}
-        self.coverage = GapWatch()  # hosts missing their task, and since when
-        self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
-
-    def forget_unmanaged(self, managed: set[str]) -> None:
-        """Keep the misconfigurations logged only for the services managed now (by ARN): memory stays bounded."""
-        self.misconfigured = {key for key in self.misconfigured if key[0] in managed}
-
-    @classmethod
-    def for_config(cls, config: Config, *, clock: Callable[[], float] = time.monotonic) -> Memory:
-        """The daemon's memory: a lost agent is held for SCALE_DOWN_AFTER x INTERVAL seconds."""
-        return cls(
-            hold=config.scale_down_after * config.interval,
-            resync=config.resync,
-            interval=config.interval,
-            clock=clock,
-        )
-
-
-@dataclass(frozen=True)
-class Managed:
-    """The managed services as observed, plus the references that could not be used."""
-
-    services: list[Service]
-    skipped: list[plan.Decision]
-
-
-def discover(api: Api, config: Config, identity: TaskIdentity | None) -> Managed:
-    """Find and describe the managed services: SERVICES, SERVICE_REGEX and MANAGED_TAG, deduplicated by ARN.
-
-    Raises EcsError when a listing or a description fails.
-    """
-    explicit = list(config.services)
-    candidates: list[str] = []
-    if config.discovery:
-        listed = api.list_services(config.cluster)
-        by_name = {_name(arn): arn for arn in listed}
-        # An explicit name that the listing knows is described by its ARN, once.
-        explicit = [by_name.get(ref, ref) for ref in explicit]
-        if config.managed_tag is not None:
-            candidates = listed  # tags only come with DescribeServices
-        elif config.service_regex is not None:
-            candidates = [arn for arn in listed if config.service_regex.fullmatch(_name(arn))]
-    references = list(dict.fromkeys([*explicit, *candidates]))
-    lookup = api.describe_services(config.cluster, references) if references else None
-
-    wanted = set(explicit) | {_name(ref) for ref in explicit}
-    services: dict[str, Service] = {}
-    skipped: list[plan.Decision] = []
-    returned: set[str] = set()
-    for service in lookup.services if lookup else ():
-        returned |= {service.arn, service.name}
-        named = service.arn in wanted or service.name in wanted
-        discovered = service.status == "ACTIVE" and (
-            (config.service_regex is not None and config.service_regex.fullmatch(service.name) is not None)
-            or (config.managed_tag is not None and config.managed_tag.matches(service.tags))
-        )
-        if not (named or discovered) or service.arn in services:
-            continue
-        if _is_self(service, identity):
-            log.info("skip_self", cluster=config.cluster, service=service.name)
-            continue
-        services[service.arn] = service
-    for failure in lookup.failures if lookup else ():
-        returned |= {failure.service, _name(failure.service)}
-        if failure.service in wanted or _name(failure.service) in wanted:
-            reason = (
-                "service not found in this cluster"
-                if failure.reason == "MISSING"
-                else f"DescribeServices: {failure.reason}"
-            )
-            skipped.append(plan.skip(_name(failure.service), reason, arn=failure.service))
-    # An explicit reference that came back neither as a service nor as a failure.
-    for ref in explicit:
-        if ref not in returned:
-            skipped.append(plan.skip(_name(ref), "service not found in this cluster", arn=ref if "/" in ref else None))
-    return Managed(list(services.values()), skipped)
 
 
 def _warn_misconfigured(config: Config, memory: Memory, service: Service) -> None:
@@ -219,8 +52,6 @@ def _warn_misconfigured(config: Config, memory: Memory, service: Service) -> Non
     deadlock, is still sized (that is what the operator asked for), but not
     without a word: the same finding as `check`, as a warning.
     """
-    from .check import ERROR, findings_for  # check imports this module
-
     problems = {f.code: f.message for f in findings_for(service) if f.severity == ERROR}
     for code, message in problems.items():
         if (service.arn, code) not in memory.misconfigured:
@@ -232,13 +63,14 @@ def _warn_misconfigured(config: Config, memory: Memory, service: Service) -> Non
 
 
 def run_pass(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory | None = None,
     *,
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
     changes: Sequence[InstanceChange] | None = None,
+    now: float | None = None,
 ) -> PassReport:
     """Observe, plan and act once. `memory` carries the host store (and lost agents' holds) between passes.
 
@@ -246,8 +78,10 @@ def run_pass(
     (a lost agent stops counting at once), as in --once and the Lambda handler.
     With `changes` (an event pass) those changes are already in the store: the
     hosts are counted from it, with no listing.
+
+    `now` is when the pass starts on the store's clock (monotonic), as the loop
+    reads it; by default the pass reads that clock itself.
     """
-    started = time.monotonic()
     report = PassReport(cluster=config.cluster, started_at=time.time())
     if changes is not None:
         report.trigger = "event"
@@ -258,28 +92,31 @@ def run_pass(
     looping = memory is not None and not config.once
     if memory is None:
         memory = Memory(hold=0.0, resync=0.0)
+    clock = memory.store.clock
+    started = clock() if now is None else now
     try:
-        _observe_and_act(api, config, memory, report, stop, identity, changes is not None, looping)
+        _observe_and_act(api, config, memory, report, stop, identity, changes is not None, looping, started)
     except ShuttingDown:
         report.stopped = True
     finally:
-        report.duration = time.monotonic() - started
+        report.duration = max(0.0, clock() - started)
         report.api_calls = api.total_calls - calls_before
         if report.trigger == "event" and report.write_times:
-            memory.store.events_wrote = True
+            memory.store.note_event_write()
         _log_report(config, report, memory.logged if looping else None)
     return report
 
 
 def _observe_and_act(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory,
     report: PassReport,
     stop: threading.Event | None,
     identity: TaskIdentity | None,
     event_pass: bool,
-    looping: bool = False,
+    looping: bool,
+    now: float,
 ) -> None:
     try:
         managed = discover(api, config, identity)
@@ -299,16 +136,20 @@ def _observe_and_act(
     memory.forget_unmanaged({service.arn for service in managed.services})
 
     # Per-service checks that need no host count.
-    sized: list[tuple[Service, plan.Sizing]] = []
+    sized: list[tuple[Service, sizing.Sizing]] = []
     for service in managed.services:
-        reason = plan.unmanageable(service)
-        if reason is not None:
-            report.decisions.append(plan.skip(service.name, reason, arn=service.arn, current=service.desired_count))
+        rule = manage.unmanageable(service)
+        if rule is not None:
+            report.decisions.append(
+                plan.skip(service.name, rule.reason, rule.code, arn=service.arn, current=service.desired_count)
+            )
             continue
         try:
-            size = plan.sizing(service.tags)
-        except plan.SizingError as error:
-            report.decisions.append(plan.skip(service.name, str(error), arn=service.arn, current=service.desired_count))
+            size = sizing.sizing(service.tags)
+        except sizing.SizingError as error:
+            report.decisions.append(plan.skip(
+                    service.name, str(error), Reason.BAD_TAG, arn=service.arn, current=service.desired_count
+                ))
             continue
         sized.append((service, size))
         _warn_misconfigured(config, memory, service)
@@ -316,9 +157,9 @@ def _observe_and_act(
     if config.cloudformation_guard:
         sized = _cloudformation_guard(api, sized, report)
 
-    host_filters = {service.arn: tuple(service.member_of) for service, _ in sized}
+    host_filters = {service.arn: host_filter_of(service) for service, _ in sized}
     # A managed service skipped in this pass (a stack mid-update, a bad tag) keeps its filter and its holds.
-    kept = {tuple(service.member_of) for service in managed.services}
+    kept = {host_filter_of(service) for service in managed.services}
     counted: dict[tuple[str, ...], Counted] = {}
     try:
         if event_pass:
@@ -337,11 +178,14 @@ def _observe_and_act(
         # Never size anything from a partial count.
         for service, _ in sized:
             report.decisions.append(
-                plan.skip(service.name, "host count failed", arn=service.arn, current=service.desired_count)
+                plan.skip(
+                    service.name, "host count failed", Reason.HOST_COUNT_FAILED, arn=service.arn,
+                    current=service.desired_count,
+                )
             )
         return
     for member_of, result in counted.items():
-        expression = host_filter(member_of)
+        expression = eligible_expression(member_of)
         if result.error is not None:
             report.counting[expression] = result.how
             continue
@@ -355,7 +199,10 @@ def _observe_and_act(
         if service.arn in uncounted:
             why = counted[host_filters[service.arn]].error
             report.decisions.append(
-                plan.skip(service.name, f"host count failed: {why}", arn=service.arn, current=service.desired_count)
+                plan.skip(
+                    service.name, f"host count failed: {why}", Reason.HOST_COUNT_FAILED, arn=service.arn,
+                    current=service.desired_count,
+                )
             )
     sized = [(service, size) for service, size in sized if service.arn not in uncounted]
     planned = {
@@ -364,32 +211,33 @@ def _observe_and_act(
         )
         for service, size in sized
     }
-    now_writable = _pace_writes(api, config, memory, [planned[service.arn] for service, _ in sized])
+    now_writable = _pace_writes(api, config, memory, [planned[service.arn] for service, _ in sized], now)
     for service, _ in sized:
         decision = planned[service.arn]
         # A throttle in this pass spends the budget (transport.py): then the rest wait for the next pass too.
         if decision.writes and (service.arn not in now_writable or (not config.once and api.writes_available() == 0)):
-            decision = dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
+            decision = _deferred(decision)
         elif decision.writes:
             decision = _apply(api, config, decision, stop, report)
-        if decision.reason == DEFERRED_REASON:
+        if decision.code is Reason.DEFERRED:
             report.deferred += 1
-            memory.waiting_since.setdefault(service.arn, time.monotonic())
+            memory.waiting_since.setdefault(service.arn, now)
         report.decisions.append(decision)
 
     if looping:  # coverage needs the gap history the loop keeps; --once and the Lambda handler only size
         exact = {f for f, result in counted.items() if result.exact}
-        _read_coverage(api, config, memory, report, sized, host_filters, exact)
+        _read_coverage(api, config, memory, report, sized, host_filters, exact, now)
 
 
 def _read_coverage(
-    api: Api,
+    api: PassGateway,
     config: Config,
     memory: Memory,
     report: PassReport,
-    sized: Sequence[tuple[Service, plan.Sizing]],
+    sized: Sequence[tuple[Service, sizing.Sizing]],
     host_filters: dict[str, tuple[str, ...]],
     exact: set[tuple[str, ...]],
+    clock: float,
 ) -> None:
     """Read the coverage of the services whose host filter was counted exactly in this pass, after sizing.
 
@@ -405,9 +253,9 @@ def _read_coverage(
     API never stretches the pass; sizing is already done by then.
     """
     hosts = {f: found for f in exact if (found := coverage.eligible_hosts(memory, f)) is not None}
-    now, clock = time.time(), time.monotonic()
+    now = time.time()
     readable = {
-        service.name: coverage.read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
+        service.name: read_cost(len(hosts[host_filters[service.arn]][0]), size.tasks_per_host)
         for service, size in sized
         if host_filters[service.arn] in hosts
         and memory.coverage.worth_reading(
@@ -453,13 +301,13 @@ def _read_coverage(
 
 
 def _cloudformation_guard(
-    api: Api, sized: Iterable[tuple[Service, plan.Sizing]], report: PassReport
-) -> list[tuple[Service, plan.Sizing]]:
+    api: PassGateway, sized: Iterable[tuple[Service, sizing.Sizing]], report: PassReport
+) -> list[tuple[Service, sizing.Sizing]]:
     """Leave alone services whose CloudFormation stack is mid-operation (one DescribeStacks per stack)."""
     statuses: dict[str, str | None | EcsError] = {}
-    kept: list[tuple[Service, plan.Sizing]] = []
+    kept: list[tuple[Service, sizing.Sizing]] = []
     for service, size in sized:
-        stack = service.tags.get(plan.STACK_NAME_TAG)
+        stack = service.tags.get(sizing.STACK_NAME_TAG)
         if not stack:
             kept.append((service, size))
             continue
@@ -474,6 +322,7 @@ def _cloudformation_guard(
                 plan.skip(
                     service.name,
                     f"cloudformation stack {stack} status unknown: {status}",
+                    Reason.CLOUDFORMATION,
                     arn=service.arn,
                     current=service.desired_count,
                 )
@@ -483,6 +332,7 @@ def _cloudformation_guard(
                 plan.skip(
                     service.name,
                     f"cloudformation stack {stack} is {status}",
+                    Reason.CLOUDFORMATION,
                     arn=service.arn,
                     current=service.desired_count,
                     error=False,
@@ -496,7 +346,14 @@ def _cloudformation_guard(
 DEFERRED_REASON = "deferred: the API budget pays for no more writes now; the next pass decides again"
 
 
-def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[plan.Decision]) -> set[str]:
+def _deferred(decision: plan.Decision) -> plan.Decision:
+    """The write a decision asks for, left to the next pass: the budget cannot pay for it now."""
+    return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON, code=Reason.DEFERRED)
+
+
+def _pace_writes(
+    api: PassGateway, config: Config, memory: Memory, decisions: Sequence[plan.Decision], now: float
+) -> set[str]:
     """The services whose update this pass may send: as many as the service-modify budget pays for now.
 
     Scale-ups go first, then the services that have waited longest, so none
@@ -505,7 +362,6 @@ def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[p
     With --once there is no next pass, so every write is sent (each waits for its token).
     """
     wanted = [d for d in decisions if d.writes and d.service_arn is not None]
-    now = time.monotonic()
     waiting = {arn: since for arn, since in memory.waiting_since.items() if arn in {d.service_arn for d in wanted}}
     for decision in wanted:
         waiting.setdefault(str(decision.service_arn), now)
@@ -527,19 +383,23 @@ def _pace_writes(api: Api, config: Config, memory: Memory, decisions: Sequence[p
 
 
 def _apply(
-    api: Api, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
+    api: PassGateway, config: Config, decision: plan.Decision, stop: threading.Event | None, report: PassReport
 ) -> plan.Decision:
     """Make the update a decision asks for; a refused update becomes a skip for that service only."""
     if stop is not None and stop.is_set():
         report.stopped = True
-        return dataclasses.replace(decision, action=plan.SKIP, reason="shutting down before update")
+        return dataclasses.replace(
+            decision, action=plan.SKIP, reason="shutting down before update", code=Reason.SHUTTING_DOWN
+        )
     assert decision.service_arn is not None and decision.target is not None
     try:
         api.set_desired_count(config.cluster, decision.service_arn, decision.target)
     except EcsError as error:
         if isinstance(error, Throttled) and not config.once:  # the next pass, when the budget pays, decides again
-            return dataclasses.replace(decision, action=plan.SKIP, reason=DEFERRED_REASON)
-        return dataclasses.replace(decision, action=plan.SKIP, reason=f"update failed: {error}", error=True)
+            return _deferred(decision)
+        return dataclasses.replace(
+            decision, action=plan.SKIP, reason=f"update failed: {error}", code=Reason.UPDATE_FAILED, error=True
+        )
     report.write_times.append(time.time())
     return decision
 

@@ -32,9 +32,10 @@ from typing import Any
 
 import structlog
 
-from .ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
-from .hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
-from .models import QueueMessage
+from ecs_cluster_manager.aws.ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api, EcsError, RequestRejected, ShuttingDown
+from ecs_cluster_manager.model.models import QueueMessage
+from ecs_cluster_manager.model.names import name_of
+from ecs_cluster_manager.observe.hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +139,7 @@ def _timestamp(value: Any) -> float | None:
 
 def same_cluster(cluster_arn: str, cluster: str) -> bool:
     """Whether an event's clusterArn is this cluster (CLUSTER may be a name or an ARN): by name."""
-    return cluster_arn.rsplit("/", 1)[-1] == cluster.rsplit("/", 1)[-1]
+    return name_of(cluster_arn) == name_of(cluster)
 
 
 class Seen:

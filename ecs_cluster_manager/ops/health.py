@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .config import Config
-from .coverage import Coverage
-from .liveness import Liveness
-from .reconcile import PassReport
+from ecs_cluster_manager.config import Config
+from ecs_cluster_manager.model.coverage import Coverage
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.ops.liveness import Liveness
 
 if TYPE_CHECKING:
-    from .ecs import Api
-    from .events import EventSource
-    from .metrics import Metrics, Server
+    from ecs_cluster_manager.aws.ecs import Api
+    from ecs_cluster_manager.observe.events import EventSource
+    from ecs_cluster_manager.ops.metrics import Metrics, Server
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ class Monitor:
         if self.config.metrics_port is None:
             return
 
-        from .metrics import Metrics, Server
+        from ecs_cluster_manager.ops.metrics import Metrics, Server
 
         metrics = Metrics(self.config.interval, liveness=self.liveness)
         server = Server(

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -34,7 +34,17 @@ import botocore.exceptions
 import structlog
 import tenacity
 
-from .budget import DEFAULT_SHARE, Budget, category_of
+from ecs_cluster_manager.aws.budget import DEFAULT_SHARE, Budget, category_of
+from ecs_cluster_manager.aws.errors import (
+    AccessDenied,
+    ClusterNotFound,
+    CredentialsError,
+    EcsError,
+    RequestRejected,
+    ShuttingDown,
+    Throttled,
+    TransientError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -63,41 +73,6 @@ TRANSIENT_CODES = THROTTLING_CODES | {
     "RequestTimeout",
     "RequestTimeoutException",
 }
-
-
-class EcsError(Exception):
-    """An AWS call failed; the message says which call and why. `operation` is the call, when known."""
-
-    operation: str | None = None
-
-
-class ShuttingDown(Exception):  # noqa: N818 - a state, not an error
-    """A shutdown was requested, so no new request is sent; the pass ends where it is."""
-
-
-class TransientError(EcsError):
-    """Throttling, a 5xx answer, a timeout or a dropped connection that outlived the retries."""
-
-
-class Throttled(TransientError):
-    """The API throttled the call through every retry: the budget was spent by someone else too."""
-
-
-class ClusterNotFound(EcsError):
-    """The cluster does not exist (in this account and region)."""
-
-
-class AccessDenied(EcsError):
-    """The credentials in use may not make this call."""
-
-
-class RequestRejected(EcsError):
-    """The API refused the request itself (invalid parameter, unknown service, ...)."""
-
-
-class CredentialsError(EcsError):
-    """No usable credentials, profile or region: a configuration problem."""
-
 
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, botocore.exceptions.ClientError):
@@ -387,6 +362,12 @@ class Transport:
             return retrying(attempt)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise translate(error, operation) from None
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in batches of at most `size`: the API's limit per call."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Gateway:

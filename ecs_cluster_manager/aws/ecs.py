@@ -9,30 +9,19 @@ sqs.py); `Api` keeps one-line delegates to them so callers need one object.
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import structlog
 
-from .budget import DEFAULT_SHARE, SERVICE_MODIFY, Budget
-from .cloudformation import CloudFormation
-from .models import (
-    ContainerInstance,
-    PlacementConstraint,
-    QueueMessage,
-    Service,
-    ServiceFailure,
-    ServiceLookup,
-    Task,
-    TaskIdentity,
-)
-from .sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
-from .transport import (
+from ecs_cluster_manager.aws.budget import DEFAULT_SHARE, SERVICE_MODIFY, Budget
+from ecs_cluster_manager.aws.cloudformation import CloudFormation
+from ecs_cluster_manager.aws.sqs import DELETE_MESSAGE_BATCH, SQS_MAX_WAIT_SECONDS, Sqs
+from ecs_cluster_manager.aws.transport import (
     DEFAULT_ATTEMPTS,
     THROTTLING_CODES,
     TRANSIENT_CODES,
@@ -46,13 +35,22 @@ from .transport import (
     Throttled,
     TransientError,
     Transport,
+    chunks,
     is_transient,
     translate,
 )
+from ecs_cluster_manager.model.models import (
+    ContainerInstance,
+    PlacementConstraint,
+    QueueMessage,
+    Service,
+    ServiceFailure,
+    ServiceLookup,
+    Task,
+)
+from ecs_cluster_manager.model.names import name_of
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 
 LIST_CONTAINER_INSTANCES_PAGE = 100  # the API's maximum
 LIST_SERVICES_PAGE = 100  # the API's maximum (its default is 10)
@@ -63,12 +61,10 @@ DESCRIBE_TASKS_BATCH = 100  # the API's limit per call
 # The start of ECS's service event for a task it could not place, and of the event that says all is placed.
 PLACEMENT_FAILURE = "was unable to place a task"
 STEADY_STATE = "has reached a steady state"
-AGENT_CONNECTED = "agentConnected == true"
 # Hosts of AWS's own endpoints: any other endpoint was configured (AWS_ENDPOINT_URL and the like).
 AWS_ENDPOINT_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws", ".c2s.ic.gov", ".sc2s.sgov.gov")
 
 __all__ = [
-    "AGENT_CONNECTED",
     "DELETE_MESSAGE_BATCH",
     "SQS_MAX_WAIT_SECONDS",
     "THROTTLING_CODES",
@@ -82,22 +78,9 @@ __all__ = [
     "ShuttingDown",
     "Throttled",
     "TransientError",
-    "host_filter",
     "is_transient",
-    "task_identity",
     "translate",
 ]
-
-
-def host_filter(member_of: Iterable[str] = ()) -> str:
-    """The cluster query language filter for eligible hosts: agent connected and every memberOf expression."""
-    parts = [AGENT_CONNECTED, *(f"({expression})" for expression in member_of)]
-    return " and ".join(parts)
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Api(Gateway):
@@ -254,10 +237,6 @@ class Api(Gateway):
             "ListContainerInstances", self._ecs.list_container_instances, "containerInstanceArns", **params
         )
 
-    def count_hosts(self, cluster: str, filter_expression: str = AGENT_CONNECTED) -> int:
-        """Count ACTIVE container instances matching the filter, across every page (never a partial count)."""
-        return len(self.list_container_instances(cluster, "ACTIVE", filter_expression))
-
     def registered_count(self, cluster: str) -> int:
         """DescribeClusters' registeredContainerInstancesCount: ACTIVE and DRAINING instances, in one call."""
         page = self._call("DescribeClusters", self._ecs.describe_clusters, clusters=[cluster])
@@ -276,7 +255,7 @@ class Api(Gateway):
         """Describe services (names or ARNs) with their tags, ten per call."""
         found: list[Service] = []
         failures: list[ServiceFailure] = []
-        for batch in _chunks(list(services), DESCRIBE_SERVICES_BATCH):
+        for batch in chunks(list(services), DESCRIBE_SERVICES_BATCH):
             page = self._call(
                 "DescribeServices", self._ecs.describe_services, cluster=cluster, services=list(batch), include=["TAGS"]
             )
@@ -302,7 +281,7 @@ class Api(Gateway):
     def describe_tasks(self, cluster: str, arns: Sequence[str]) -> list[Task]:
         """Describe tasks, 100 per call; a task ECS no longer knows is left out (it stopped meanwhile)."""
         tasks: list[Task] = []
-        for batch in _chunks(list(arns), DESCRIBE_TASKS_BATCH):
+        for batch in chunks(list(arns), DESCRIBE_TASKS_BATCH):
             page = self._call("DescribeTasks", self._ecs.describe_tasks, cluster=cluster, tasks=list(batch))
             tasks.extend(_task(raw) for raw in page.get("tasks", []))
         return tasks
@@ -310,7 +289,7 @@ class Api(Gateway):
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
         """Describe container instances, 100 per call; one ECS no longer knows is left out."""
         instances: list[ContainerInstance] = []
-        for batch in _chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
+        for batch in chunks(list(arns), DESCRIBE_CONTAINER_INSTANCES_BATCH):
             page = self._call(
                 "DescribeContainerInstances",
                 self._ecs.describe_container_instances,
@@ -388,7 +367,7 @@ def _service(raw: Mapping[str, Any]) -> Service:
     tags = {t["key"]: t.get("value", "") for t in raw.get("tags") or [] if "key" in t}
     return Service(
         arn=raw["serviceArn"],
-        name=raw.get("serviceName") or raw["serviceArn"].rsplit("/", 1)[-1],
+        name=raw.get("serviceName") or name_of(raw["serviceArn"]),
         cluster_arn=raw.get("clusterArn", ""),
         status=raw.get("status", "UNKNOWN"),
         desired_count=int(raw.get("desiredCount", 0)),
@@ -441,20 +420,4 @@ def _task(raw: Mapping[str, Any]) -> Task:
         desired_status=raw.get("desiredStatus", "RUNNING"),
         started_at=_unix(raw.get("startedAt")),
         created_at=_unix(raw.get("createdAt")),
-    )
-
-
-def task_identity(environ: Mapping[str, str], timeout: float = 2.0) -> TaskIdentity | None:
-    """Read the ECS task metadata endpoint (v4) when this process runs as an ECS task."""
-    base = environ.get("ECS_CONTAINER_METADATA_URI_V4")
-    if not base:
-        return None
-    try:
-        with urllib.request.urlopen(f"{base}/task", timeout=timeout) as response:  # noqa: S310 - the agent's own URL
-            document = json.load(response)
-    except (OSError, ValueError) as error:
-        log.warning("task_metadata_unavailable", error=str(error))
-        return None
-    return TaskIdentity(
-        cluster=document.get("Cluster"), service_name=document.get("ServiceName"), task_arn=document.get("TaskARN")
     )

@@ -7,21 +7,14 @@ budget applies to them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from .models import QueueMessage
-from .transport import Gateway, Transport
-
-T = TypeVar("T")
+from ecs_cluster_manager.aws.transport import Gateway, Transport, chunks
+from ecs_cluster_manager.model.models import QueueMessage
 
 SQS_MAX_WAIT_SECONDS = 20  # SQS's longest long poll (ReceiveMessage WaitTimeSeconds)
 DELETE_MESSAGE_BATCH = 10  # SQS's limit per DeleteMessageBatch
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Sqs(Gateway):
@@ -73,7 +66,7 @@ class Sqs(Gateway):
         """Delete messages, ten per call; returns the ones SQS did not delete (message id -> reason)."""
         sqs = self._sqs_client()
         failed: dict[str, str] = {}
-        for batch in _chunks(list(messages), DELETE_MESSAGE_BATCH):
+        for batch in chunks(list(messages), DELETE_MESSAGE_BATCH):
             by_entry = {str(index): message for index, message in enumerate(batch)}
             page = self._call(
                 "DeleteMessageBatch",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .transport import CredentialsError, EcsError, Gateway, RequestRejected, Transport
+from ecs_cluster_manager.aws.transport import CredentialsError, EcsError, Gateway, RequestRejected, Transport
 
 
 class CloudFormation(Gateway):

@@ -53,13 +53,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .models import ContainerInstance, HostCount
+from ecs_cluster_manager.model.holds import lost_for_good
+from ecs_cluster_manager.model.models import ContainerInstance, HostCount
+from ecs_cluster_manager.observe.filters import EVERY_HOST, HostFilter
 
 ACTIVE = "ACTIVE"
 INACTIVE = "INACTIVE"
 
-HostFilter = tuple[str, ...]  # the memberOf expressions of a service, in order; () is every host
-EVERY_HOST: HostFilter = ()
 
 # Why an event changed no decision (the `reason` label of the ignored-events metric).
 DUPLICATE = "duplicate"
@@ -339,7 +339,33 @@ class HostStore:
         for arn in [a for a, host in self.hosts.items() if a not in kept and host.as_of <= oldest]:
             del self.hosts[arn]
 
+    def set_reading(self, host_filter: HostFilter, side: str, offset: int | None) -> None:
+        """Record how a cheap reading of a filter is taken (counting.py's `side`) and its offset."""
+        state = self.filters[host_filter]
+        state.side, state.offset = side, offset
+
+    def note_event_write(self) -> None:
+        """An event pass wrote from event-patched members: the next regular pass lists every filter exactly."""
+        self.events_wrote = True
+
+    def note_exact_counts(self) -> None:
+        """A regular pass listed every filter exactly: cheap readings may stand again."""
+        self.events_wrote = False
+
     # -- reads -------------------------------------------------------------------
+
+    def has_filter(self, host_filter: HostFilter) -> bool:
+        """Whether the store counts this filter (it has been listed exactly and is still used)."""
+        return host_filter in self.filters
+
+    def known(self) -> frozenset[str]:
+        """Every container instance the store knows, in a filter or not."""
+        return frozenset(self.hosts)
+
+    @property
+    def cold(self) -> bool:
+        """Nothing listed yet: every event may change a decision."""
+        return not self.filters
 
     def count(self, host_filter: HostFilter, now: float | None = None) -> HostCount:
         """The filter's ACTIVE hosts, the usable ones, and the lost ones still held (with the longest loss)."""
@@ -375,9 +401,7 @@ class HostStore:
     def _counted_out(self, host: Host, now: float) -> bool:
         if host.agent_connected:
             return False
-        if not host.holdable:
-            return True  # never seen usable since it became ACTIVE: it was never counted
-        return host.lost_since is not None and now - host.lost_since >= self.hold
+        return lost_for_good(host.lost_since, now, self.hold, holdable=host.holdable)
 
     def _counted_anywhere(self, arn: str) -> bool:
         """Whether any filter has it as a member, or has yet to match it."""

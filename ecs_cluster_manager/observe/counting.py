@@ -44,13 +44,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
-from .ecs import Api, RequestRejected
-from .hosts import EVERY_HOST, HostFilter, HostStore
-from .models import HostCount
+from ecs_cluster_manager.aws.ecs import LIST_CONTAINER_INSTANCES_PAGE as LIST_PAGE
+from ecs_cluster_manager.aws.ecs import RequestRejected
+from ecs_cluster_manager.aws.gateway import PassGateway
+from ecs_cluster_manager.model.models import HostCount
+from ecs_cluster_manager.observe.filters import DISCONNECTED, EVERY_HOST, HostFilter, member_expression
+from ecs_cluster_manager.observe.hosts import HostStore
 
 RESYNC = 300.0  # seconds: the longest a filter goes without an exact listing
-DISCONNECTED = "agentConnected == false"
 # How a large filter is read cheaply: the whole cluster, or a memberOf filter through its complement.
 CLUSTER, COMPLEMENT = "cluster", "complement"
 # Filters listed on every pass: their hosts fit on one page, or few hosts match them.
@@ -58,11 +59,6 @@ SMALL, DIRECT = "small", "direct"
 
 EXACT, CHEAP, EVENT = "exact", "cheap", "event"
 FAILED = "failed"  # ECS rejected the filter: the count carries the error
-
-
-def member_expression(host_filter: HostFilter) -> str | None:
-    """The filter as one cluster query language expression, or None for every host."""
-    return " and ".join(f"({expression})" for expression in host_filter) or None
 
 
 def _and(*parts: str | None) -> str:
@@ -90,7 +86,7 @@ class Counted:
 class _ClusterReading:
     """R and the DRAINING count, read at most once per pass whichever filters need them (`reread` reads again)."""
 
-    def __init__(self, api: Api, cluster: str) -> None:
+    def __init__(self, api: PassGateway, cluster: str) -> None:
         self.api, self.cluster = api, cluster
         self._registered: int | None = None
         self._draining: int | None = None
@@ -130,7 +126,7 @@ class Counting:
         self.small = small  # a filter with at most this many hosts is listed on every pass (one page)
 
     def regular(
-        self, api: Api, cluster: str, host_filters: Iterable[HostFilter], keep: Iterable[HostFilter] = ()
+        self, api: PassGateway, cluster: str, host_filters: Iterable[HostFilter], keep: Iterable[HostFilter] = ()
     ) -> dict[HostFilter, Counted]:
         """Count each filter for a regular pass; raises EcsError when a read fails (nothing partial is used),
         except that a filter ECS rejects fails alone (its Counted carries the error).
@@ -163,14 +159,14 @@ class Counting:
             store.observe_descriptions(described, lost, started, seen=store.clock())
             calls[filters[0]] += api.total_calls - before
         if all(mode == EXACT for f, mode in how.items() if f not in failed):
-            store.events_wrote = False
+            store.note_exact_counts()
         now = store.clock()
         return {
             f: Counted.failed(failed[f], calls[f]) if f in failed else Counted(store.count(f, now), how[f], calls[f])
             for f in filters
         }
 
-    def events(self, api: Api, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
+    def events(self, api: PassGateway, cluster: str, host_filters: Iterable[HostFilter]) -> dict[HostFilter, Counted]:
         """Count each filter for an event pass: the events are in the store; match new instances of memberOf filters.
 
         A filter never listed yet, or a new instance whose EC2 id no event gave, is listed exactly instead.
@@ -210,7 +206,7 @@ class Counting:
         # List in the last pass before the resync falls due, so no filter goes longer than `resync` unlisted.
         return self.store.clock() + self.interval - state.listed_at < self.resync
 
-    def _agrees(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> bool:
+    def _agrees(self, api: PassGateway, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> bool:
         """Take a cheap reading; True when it agrees with the store host for host (and the store has taken it in).
 
         It agrees when its ACTIVE number is the store's and every disconnected
@@ -228,7 +224,7 @@ class Counting:
         self.store.observe_agents(host_filter, disconnected, started, seen=seen)
         return True
 
-    def _list(self, api: Api, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
+    def _list(self, api: PassGateway, cluster: str, host_filter: HostFilter, shared: _ClusterReading) -> None:
         expression = member_expression(host_filter)
         previous = self.store.filters.get(host_filter)
         # A filter that may be read cheaply afterwards: R - DRAINING is read before the listing too, and the
@@ -241,30 +237,29 @@ class Counting:
         # Listed after every ACTIVE page: an agent lost meanwhile is lost since this answer, not since `started`.
         disconnected = frozenset(api.list_container_instances(cluster, "ACTIVE", _and(DISCONNECTED, expression)))
         state = self.store.observe_listing(host_filter, active, disconnected, started, seen=self.store.clock())
-        state.side, state.offset = SMALL, 0
+        self.store.set_reading(host_filter, SMALL, 0)
         if self.resync <= 0:
             return
         if len(active) <= self.small:
             if expression is not None:
                 self._list_outside(api, cluster, host_filter)
             return
-        state.offset = None
         if expression is None:
-            state.side = CLUSTER
+            self.store.set_reading(host_filter, CLUSTER, None)
         elif len(active) <= shared.active() - len(active):
-            state.side = DIRECT  # few hosts match: listing them is the reading
+            self.store.set_reading(host_filter, DIRECT, None)  # few hosts match: listing them is the reading
             self._list_outside(api, cluster, host_filter)
             return
         else:
-            state.side = COMPLEMENT
+            self.store.set_reading(host_filter, COMPLEMENT, None)
         if before is None:
             return  # no reading from before the listing: the offset is measured at the next one
         shared.reread()
         reading, _, _ = self._reading(api, cluster, host_filter, state.side, shared, disconnected=disconnected)
         if shared.active() == before:
-            state.offset = reading - len(active)
+            self.store.set_reading(host_filter, state.side, reading - len(active))
 
-    def _list_outside(self, api: Api, cluster: str, host_filter: HostFilter) -> None:
+    def _list_outside(self, api: PassGateway, cluster: str, host_filter: HostFilter) -> None:
         """With no service on every host, list the hosts outside a memberOf filter once per resync, so that the
         store knows them: events about hosts outside every filter then start no pass and cost no call."""
         state = self.store.filters[host_filter]
@@ -278,7 +273,7 @@ class Counting:
 
     def _reading(
         self,
-        api: Api,
+        api: PassGateway,
         cluster: str,
         host_filter: HostFilter,
         side: str,
@@ -301,7 +296,7 @@ class Counting:
         return active, disconnected, seen
 
 
-def usable_exactly(api: Api, cluster: str, host_filter: HostFilter) -> frozenset[str]:
+def usable_exactly(api: PassGateway, cluster: str, host_filter: HostFilter) -> frozenset[str]:
     """List one filter exactly into a new store: the ARNs of its usable hosts, as `check` sees them."""
     counting = Counting(HostStore(), resync=0)
     counted = counting.regular(api, cluster, [host_filter])[host_filter]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import socket
 import threading
 import time
@@ -24,11 +23,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from . import plan
-from .config import ConfigError
-from .events import EventStats
-from .liveness import Liveness
-from .reconcile import PassReport
+from ecs_cluster_manager.config import ConfigError
+from ecs_cluster_manager.model import plan
+from ecs_cluster_manager.model.reasons import SKIP_REASONS
+from ecs_cluster_manager.model.report import PassReport
+from ecs_cluster_manager.observe.events import EventStats
+from ecs_cluster_manager.ops.liveness import Liveness
 
 log = structlog.get_logger(__name__)
 
@@ -40,35 +40,9 @@ PREFIX = "ecs_cluster_manager"
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-# The free-text skip reason of a Decision, mapped to a short code so the
-# service_skips_total{reason} label stays low-cardinality (the text carries
-# stack names, error messages and counts). First match wins.
-OTHER_REASON = "other"
-_REASON_CODES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), code)
-    for pattern, code in (
-        (r"^service not found\b", "missing"),
-        (r"^DescribeServices: ", "describe_failed"),
-        (r"^service is ", "inactive"),
-        (r"^tag \S+", "bad_tag"),
-        (r"^cloudformation stack ", "cloudformation"),
-        (r"^host count failed\b", "host_count_failed"),
-        (r"^update failed\b", "update_failed"),
-        (r"^schedulingStrategy is ", "unmanageable"),
-        (r"^launchType \S+ does not run on container instances", "unmanageable"),
-        (r"^shutting down\b", "shutting_down"),
-        (r"^deferred\b", "deferred"),
-    )
-)
-REASON_CODES = frozenset({code for _, code in _REASON_CODES} | {OTHER_REASON})
-
-
-def reason_code(reason: str) -> str:
-    """The short, fixed code for a skip reason (`other` for text no rule knows)."""
-    for pattern, code in _REASON_CODES:
-        if pattern.search(reason):
-            return code
-    return OTHER_REASON
+# The `reason` label of service_skips_total: the decision's code (model/reasons.py), never its words, so the
+# label stays low-cardinality (the words carry stack names, error messages and counts).
+REASON_CODES = frozenset(reason.value for reason in SKIP_REASONS)
 
 
 class MetricsError(ConfigError):
@@ -299,7 +273,7 @@ class Metrics:
             if decision.action == plan.UPDATE:
                 self.service_updates.labels(service=decision.service).inc()
             elif decision.action == plan.SKIP:
-                self.service_skips.labels(service=decision.service, reason=reason_code(decision.reason)).inc()
+                self.service_skips.labels(service=decision.service, reason=decision.code.value).inc()
             desired = decision.target if decision.action == plan.UPDATE else decision.current
             if desired is not None:
                 self.service_desired.labels(service=decision.service).set(desired)

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, liveness and logging set-up. Never imports the engine."""
