@@ -33,10 +33,15 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
 - With ``schedule=True``, services place their tasks on the hosts
   (scheduler.py): one per eligible host with room, placement failures as
   service events, tasks leaving drained and deregistered hosts.
+- StopTask: the task is STOPPED with the request's ``reason`` as its
+  stoppedReason (a service's task is then started again where one fits); an
+  unknown task is InvalidParameterException (moto fails with a server error)
+  and a stopped task stays as it is (moto frees its resources again).
 
 With ``enable_events(cluster)``, every change of a container instance also
 publishes ECS's "Container Instance State Change" event through EventBridge
-to an SQS queue (events.py).
+to an SQS queue (events.py); with ``task_events=True``, the rule also takes
+the "ECS Task State Change" events of tasks started and stopped.
 
 The layer also records every API call (``calls``) and lets a test inject
 throttling, server errors and latency (``fault_hook``, ``Fault``,
@@ -54,6 +59,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import datetime
 import hashlib
 import io
 import json
@@ -390,6 +396,7 @@ class _EnforcingApp:
             "PutAttributes": self.put_attributes,
             "DeleteAttributes": self.delete_attributes,
             "ListAttributes": self.list_attributes,
+            "StopTask": self.stop_task,
         }
 
     # -- plumbing ----------------------------------------------------------
@@ -421,6 +428,7 @@ class _EnforcingApp:
             backend = self.ecs_backend(environ)
             with self.owner._moto_lock:
                 self.owner.scheduler.run(backend, str(params.get("cluster") or "default"))
+            self.owner.scheduler.publish_events()
         if fault is not None and fault.kind != "delay":
             reply = _fault_reply(fault, service, json_protocol=target is not None)
         elif service == "ecs" and operation in self.handlers:
@@ -688,6 +696,49 @@ class _EnforcingApp:
                     found.append(_task_json(task))
         return _json_reply({"tasks": found, "failures": failures})
 
+    def stop_task(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """StopTask as ECS answers it: the task is STOPPED with the request's reason as its stoppedReason.
+
+        An unknown task is an InvalidParameterException (moto fails with a
+        server error), and stopping a stopped task changes nothing (moto gives
+        its CPU and memory back to the host a second time). The scheduler
+        replaces a service's task at its next run; with events enabled the
+        host's and (with task events) the task's state-change events are
+        published.
+        """
+        reference = str(params.get("task") or "").split("/")[-1]
+        if not reference:
+            raise _ApiError("InvalidParameterException", "task is required.")
+        pending = []
+        events = self.owner.events
+        with self.owner._moto_lock:
+            backend = self.ecs_backend(environ)
+            cluster = str(params.get("cluster") or "default").split("/")[-1]
+            if cluster not in backend.clusters:
+                raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+            task = next((t for t in backend.tasks.get(cluster, {}).values() if t.task_arn.endswith(f"/{reference}")),
+                        None)
+            if task is None:
+                raise _ApiError("InvalidParameterException", "The referenced task was not found.")
+            if "STOPPED" not in (task.last_status, task.desired_status):
+                instance = backend.container_instances.get(cluster, {}).get(
+                    (task.container_instance_arn or "").split("/")[-1]
+                )
+                if instance is not None or not task.container_instance_arn:
+                    backend.stop_task(cluster, task.task_arn, params.get("reason"))
+                else:  # its host is deregistered: moto's stop_task would fail looking it up
+                    task.last_status = task.desired_status = "STOPPED"
+                    task.stopped_reason = params.get("reason")
+                task.stop_code = "UserInitiated"
+                task.stopped_at = datetime.datetime.now(datetime.UTC)
+                if instance is not None and events.active:
+                    pending.append(events.capture(instance, str(backend.clusters[cluster].arn)))
+                if events.task_events_active:
+                    pending.append(events.capture_task(task))
+            answer = {"task": _task_json(task)}
+        events.publish(pending)
+        return _json_reply(answer)
+
     def create_service(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
         """moto's CreateService, keeping what it drops: placement constraints and strategy, deployment
         configuration, capacity provider strategy (ECS returns and keeps them)."""
@@ -909,6 +960,11 @@ def _task_json(task: Any) -> dict[str, Any]:
         document["createdAt"] = started
     if task.stopped_reason:
         document["stoppedReason"] = task.stopped_reason
+    stopped = _epoch(getattr(task, "stopped_at", None))
+    if stopped is not None:
+        document["stoppedAt"] = stopped
+    if getattr(task, "stop_code", None):
+        document["stopCode"] = task.stop_code
     return document
 
 
@@ -1273,15 +1329,18 @@ class LocalECS:
 
     # -- ECS state-change events -------------------------------------------------
 
-    def enable_events(self, cluster: str) -> str:
+    def enable_events(self, cluster: str, *, task_events: bool = False) -> str:
         """Deliver the cluster's "ECS Container Instance State Change" events to an SQS queue; return its URL.
 
         Creates (or finds) the queue and an EventBridge rule with ECS's event
         pattern for the cluster, targeting it. From then on every change of a
         container instance (in any cluster; the rule picks this one's) is
-        published with PutEvents. Idempotent; reset() undoes it.
+        published with PutEvents. With ``task_events`` the rule also takes
+        "ECS Task State Change" events, which are then published for every
+        task the scheduler starts and every task that stops (events.py).
+        Idempotent; reset() undoes it.
         """
-        return self.events.enable(cluster)
+        return self.events.enable(cluster, task_events=task_events)
 
     def disable_events(self, cluster: str) -> None:
         """Delete the cluster's rule and queue; with no cluster left, nothing is published."""
@@ -1393,6 +1452,8 @@ class LocalECS:
         ecs_backend, _ = self._backends()
         with self._moto_lock:
             self.scheduler.run(ecs_backend, cluster)
+        self.scheduler.publish_events()
+        with self._moto_lock:
             return [
                 {
                     "taskArn": task.task_arn,
