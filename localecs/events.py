@@ -52,7 +52,8 @@ TASK_DETAIL_TYPE = "ECS Task State Change"
 _PUT_EVENTS_LIMIT = 10
 _NAME_PREFIX = "localecs-ecs-instance-events-"
 # ECS operations whose success changes a container instance (PutAttributes does
-# too, but ECS emits no event for it).
+# too, but ECS emits no event for it). StopTask is not here: the layer answers it
+# itself (server.py) and publishes its events.
 WATCHED_OPERATIONS = frozenset(
     {
         "RegisterContainerInstance",
@@ -60,7 +61,6 @@ WATCHED_OPERATIONS = frozenset(
         "DeregisterContainerInstance",
         "RunTask",
         "StartTask",
-        "StopTask",
     }
 )
 
@@ -396,8 +396,6 @@ class InstanceEvents:
             ]
         elif operation in ("RunTask", "StartTask"):
             arns = [task.get("containerInstanceArn", "") for task in answer.get("tasks", [])]
-        elif operation == "StopTask":
-            arns = [answer.get("task", {}).get("containerInstanceArn", "")]
         changed = []
         for arn in dict.fromkeys(arns):
             instance = instances.get(str(arn).split("/")[-1]) if arn else None
