@@ -1,4 +1,4 @@
-"""ECS "Container Instance State Change" events, delivered the way AWS delivers them.
+"""ECS "Container Instance State Change" (and "Task State Change") events, delivered the way AWS delivers them.
 
 Real ECS publishes one event to EventBridge for every change of a container
 instance: registration, deregistration, a status change (DRAINING, ACTIVE),
@@ -12,6 +12,17 @@ then on every change of a container instance, made through the API or by a
 LocalECS helper, is published with EventBridge PutEvents; moto matches the
 rule and sends the event document to the queue. Nothing is published while
 no cluster has events enabled, so the cost is paid only by those who ask.
+
+ECS also publishes an "ECS Task State Change" event each time a task's state
+changes. With ``enable(cluster, task_events=True)`` the rule takes those too,
+and the local API publishes one (its detail: clusterArn, containerInstanceArn,
+taskArn, group, lastStatus, desiredStatus, taskDefinitionArn, version growing
+with each change of the task, updatedAt, and stoppedReason once stopped) when
+the scheduler starts a service's task (RUNNING) and when a task stops
+(STOPPED: StopTask, or the scheduler stopping it). Task events are published
+only while some cluster's rule takes them; a rule without the task
+detail-type filters them out as EventBridge does, so its queue sees only
+container instance events, as before.
 
 PutEvents goes to moto's EventBridge backend in this process, under the moto
 lock, rather than over HTTP: the answer is the same, it is several times
@@ -32,15 +43,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .server import LocalECS, _EnforcingApp, _Reply
 
-__all__ = ["DETAIL_TYPE", "SOURCE", "WATCHED_OPERATIONS", "InstanceEvents"]
+__all__ = ["DETAIL_TYPE", "SOURCE", "TASK_DETAIL_TYPE", "WATCHED_OPERATIONS", "InstanceEvents"]
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Container Instance State Change"
+TASK_DETAIL_TYPE = "ECS Task State Change"
 # PutEvents takes at most 10 entries a call.
 _PUT_EVENTS_LIMIT = 10
 _NAME_PREFIX = "localecs-ecs-instance-events-"
 # ECS operations whose success changes a container instance (PutAttributes does
-# too, but ECS emits no event for it).
+# too, but ECS emits no event for it). StopTask is not here: the layer answers it
+# itself (server.py) and publishes its events.
 WATCHED_OPERATIONS = frozenset(
     {
         "RegisterContainerInstance",
@@ -48,7 +61,6 @@ WATCHED_OPERATIONS = frozenset(
         "DeregisterContainerInstance",
         "RunTask",
         "StartTask",
-        "StopTask",
     }
 )
 
@@ -60,6 +72,7 @@ class _Subscription:
     cluster_arn: str
     queue_url: str
     rule_name: str
+    task_events: bool = False  # the rule's pattern also takes "ECS Task State Change"
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class _Pending:
 
     detail: dict[str, Any]
     published_at: float  # seconds since the epoch; the event's `time` and detail's `updatedAt`
+    detail_type: str = DETAIL_TYPE
+    resource: str = ""  # the event's `resources` entry: the task's ARN for a task event (else the instance's)
 
 
 def _event_time(timestamp: float) -> str:
@@ -93,6 +108,7 @@ class InstanceEvents:
         # versions follow the order of the changes.
         self._versions: dict[str, int] = {}
         self._last: dict[str, dict[str, Any]] = {}
+        self._task_versions: dict[str, int] = {}  # detail.version of each task's events (by task ARN)
         self._lock = threading.Lock()  # guards _subscriptions and _last
         self._published = 0
 
@@ -104,12 +120,21 @@ class InstanceEvents:
         return bool(self._subscriptions)
 
     @property
+    def task_events_active(self) -> bool:
+        """True once a cluster has task events enabled: task state changes are then published too."""
+        return any(subscription.task_events for subscription in self._subscriptions.values())
+
+    @property
     def published(self) -> int:
         """How many events were published since the last reset."""
         return self._published
 
-    def enable(self, cluster: str) -> str:
-        """Create (or find) the queue and rule for a cluster's events; return the queue URL."""
+    def enable(self, cluster: str, *, task_events: bool = False) -> str:
+        """Create (or find) the queue and rule for a cluster's events; return the queue URL.
+
+        The rule takes "ECS Container Instance State Change" events of the
+        cluster, and with ``task_events`` "ECS Task State Change" ones too.
+        """
         ecs = self._owner._admin_client("ecs")
         clusters = ecs.describe_clusters(clusters=[cluster])["clusters"]
         if not clusters or clusters[0].get("status") != "ACTIVE":
@@ -120,7 +145,8 @@ class InstanceEvents:
         events = self._owner._admin_client("events")
         queue_url = str(sqs.create_queue(QueueName=name)["QueueUrl"])
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        pattern = {"source": [SOURCE], "detail-type": [DETAIL_TYPE], "detail": {"clusterArn": [cluster_arn]}}
+        detail_types = [DETAIL_TYPE, TASK_DETAIL_TYPE] if task_events else [DETAIL_TYPE]
+        pattern = {"source": [SOURCE], "detail-type": detail_types, "detail": {"clusterArn": [cluster_arn]}}
         rule_arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
         # As in AWS; moto enforces no queue policy.
         policy = {
@@ -138,7 +164,7 @@ class InstanceEvents:
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
         events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
         with self._lock:
-            self._subscriptions[cluster_arn] = _Subscription(cluster_arn, queue_url, name)
+            self._subscriptions[cluster_arn] = _Subscription(cluster_arn, queue_url, name, task_events)
         return queue_url
 
     def disable(self, cluster: str) -> None:
@@ -161,6 +187,7 @@ class InstanceEvents:
         with self._owner._moto_lock, self._lock:
             self._subscriptions.clear()
             self._versions.clear()
+            self._task_versions.clear()
             self._last.clear()
             self._published = 0
 
@@ -230,6 +257,38 @@ class InstanceEvents:
         }
         return _Pending(detail, now)
 
+    def capture_task(self, task: Any) -> _Pending:
+        """An "ECS Task State Change" event for a moto Task as it is now, with the next version of that task."""
+        arn = str(task.task_arn)
+        version = self._task_versions.get(arn, 0) + 1
+        self._task_versions[arn] = version
+        now = datetime.datetime.now(datetime.UTC).timestamp()
+        detail: dict[str, Any] = {
+            "clusterArn": task.cluster_arn,
+            "containerInstanceArn": task.container_instance_arn,
+            "taskArn": arn,
+            "group": task.group,
+            "lastStatus": task.last_status,
+            "desiredStatus": task.desired_status,
+            "taskDefinitionArn": task.task_definition_arn,
+            "launchType": task.launch_type or "EC2",
+            "startedBy": task.started_by,
+            "containers": [],
+            "version": version,
+            "updatedAt": _updated_at(now),
+        }
+        for key, attribute in (("startedAt", "started_at"), ("stoppedAt", "stopped_at")):
+            moment = getattr(task, attribute, None)
+            if isinstance(moment, datetime.datetime):
+                detail[key] = _updated_at(moment.timestamp())
+        if task.last_status == "STOPPED":
+            if task.stopped_reason:
+                detail["stoppedReason"] = task.stopped_reason
+            stop_code = getattr(task, "stop_code", None)
+            if stop_code:
+                detail["stopCode"] = stop_code
+        return _Pending(detail, now, TASK_DETAIL_TYPE, arn)
+
     # -- publishing ----------------------------------------------------------------
 
     def publish(self, pending: Iterable[_Pending]) -> None:
@@ -250,8 +309,8 @@ class InstanceEvents:
             entries = [
                 {
                     "Source": SOURCE,
-                    "DetailType": DETAIL_TYPE,
-                    "Resources": [event.detail["containerInstanceArn"]],
+                    "DetailType": event.detail_type,
+                    "Resources": [event.resource or event.detail["containerInstanceArn"]],
                     "Time": event.published_at,
                     "Detail": json.dumps(event.detail),
                 }
@@ -263,6 +322,8 @@ class InstanceEvents:
             for event, answer in zip(chunk, answers, strict=True):
                 if "EventId" not in answer:
                     raise RuntimeError(f"PutEvents refused an event: {answer}")
+                if event.detail_type != DETAIL_TYPE:
+                    continue  # last_event keeps container instances' events only
                 # The body moto's SQS target delivers: EventBridge's document without `account`.
                 documents[event.detail["containerInstanceArn"]] = {
                     "id": answer["EventId"],
@@ -335,8 +396,6 @@ class InstanceEvents:
             ]
         elif operation in ("RunTask", "StartTask"):
             arns = [task.get("containerInstanceArn", "") for task in answer.get("tasks", [])]
-        elif operation == "StopTask":
-            arns = [answer.get("task", {}).get("containerInstanceArn", "")]
         changed = []
         for arn in dict.fromkeys(arns):
             instance = instances.get(str(arn).split("/")[-1]) if arn else None

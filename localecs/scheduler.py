@@ -26,7 +26,16 @@ and only when something changed since the last run (any ECS write, or a
 LocalECS helper that changes hosts or resources), so a converged cluster costs
 nothing per request, at 5,000 hosts too. Tasks it starts stay RUNNING
 (moto's task state manager does not move them on), and their placements
-publish no state-change event. Everything runs with the moto lock held.
+publish no container instance state-change event. Everything runs with the
+moto lock held.
+
+A task stopped with StopTask (a service's or any other) is STOPPED at once,
+with the request's ``reason`` as its stoppedReason; the service's scheduler
+then starts a task again where one fits (CPU, memory, ports, constraints), as
+ECS's does, while a task of no service (RunTask, StartTask) is not restarted.
+With task events enabled (``enable_events(cluster, task_events=True)``), each
+task the scheduler starts or stops is an "ECS Task State Change" event,
+published by ``publish_events`` once the lock is released.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ class Scheduler:
         self.hold_stops = False
         self._generation = 0
         self._scheduled: dict[str, int] = {}  # cluster name -> generation it was last scheduled at
+        self._pending_events: list[Any] = []  # task state-change events waiting for publish_events()
 
     def changed(self) -> None:
         """Something that may move tasks changed: the next read schedules again."""
@@ -75,7 +85,21 @@ class Scheduler:
         self.enabled = enabled
         self.hold_stops = False
         self._scheduled.clear()
+        self._pending_events.clear()
         self.changed()
+
+    def publish_events(self) -> None:
+        """Publish the task state-change events of the tasks started and stopped so far.
+
+        Call it after releasing the moto lock (``run`` holds it, and so only
+        collects them).
+        """
+        pending, self._pending_events = self._pending_events, []
+        self.owner.events.publish(pending)
+
+    def _task_changed(self, task: Any) -> None:
+        if self.owner.events.task_events_active:
+            self._pending_events.append(self.owner.events.capture_task(task))
 
     def run(self, backend: Any, cluster: str) -> None:
         """Bring every scheduled service of the cluster to its desiredCount, if anything changed since the last run."""
@@ -233,16 +257,19 @@ class Scheduler:
         backend.update_container_instance_resources(host, needs)
         backend.update_cluster_resources(cluster, 1)
         backend.tasks[cluster.name][task.task_arn] = task
+        self._task_changed(task)
         return task
 
-    @staticmethod
-    def _stop(backend: Any, cluster: Any, task: Any, instance: Any, reason: str) -> None:
+    def _stop(self, backend: Any, cluster: Any, task: Any, instance: Any, reason: str) -> None:
         if instance is not None and task.resource_requirements:
             backend.update_container_instance_resources(instance, task.resource_requirements, removing=True)
         backend.update_cluster_resources(cluster, -1, task_state="RUNNING")
         task.last_status = "STOPPED"
         task.desired_status = "STOPPED"
         task.stopped_reason = reason
+        task.stop_code = "ServiceSchedulerInitiated"
+        task.stopped_at = datetime.now(UTC)
+        self._task_changed(task)
 
     @staticmethod
     def _deployments(service: Any, primary_definition: str, tasks: list[Any]) -> None:

@@ -19,13 +19,29 @@ default) behind a WSGI layer that adds what real ECS enforces and moto does not:
 - CreateService keeps placementConstraints, placementStrategy,
   deploymentConfiguration and capacityProviderStrategy (moto drops them);
   UpdateService with a new taskDefinition starts a new PRIMARY deployment.
+- PutAttributes and DeleteAttributes: a target is a container instance's full
+  ARN (with or without ``targetType``) or its id with ``targetType``
+  ``container-instance`` (moto refuses the ARN with targetType and takes the
+  id without it); at most 10 attributes a call and 10 custom attributes a
+  host; an unknown target is TargetNotFoundException and nothing of the call
+  is applied; DeleteAttributes removes by name (moto only when the value given
+  equals the attribute's). DescribeContainerInstances leaves out a missing
+  value rather than writing null.
+- ListAttributes: filters by name, or by name and value (moto compares the
+  value whenever a name is given), refuses a value without a name, and pages
+  (``maxResults`` 1-100, default 100, ``nextToken``).
 - With ``schedule=True``, services place their tasks on the hosts
   (scheduler.py): one per eligible host with room, placement failures as
   service events, tasks leaving drained and deregistered hosts.
+- StopTask: the task is STOPPED with the request's ``reason`` as its
+  stoppedReason (a service's task is then started again where one fits); an
+  unknown task is InvalidParameterException (moto fails with a server error)
+  and a stopped task stays as it is (moto frees its resources again).
 
 With ``enable_events(cluster)``, every change of a container instance also
 publishes ECS's "Container Instance State Change" event through EventBridge
-to an SQS queue (events.py).
+to an SQS queue (events.py); with ``task_events=True``, the rule also takes
+the "ECS Task State Change" events of tasks started and stopped.
 
 The layer also records every API call (``calls``) and lets a test inject
 throttling, server errors and latency (``fault_hook``, ``Fault``,
@@ -43,6 +59,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import datetime
 import hashlib
 import io
 import json
@@ -99,6 +116,15 @@ _KEPT_ON_CREATE = {
     "deploymentConfiguration": "deployment_configuration",
     "capacityProviderStrategy": "capacity_provider_strategy",
 }
+# botocore's model (ecs service-2.json), PutAttributes' `attributes`: "You can specify up to 10 custom
+# attributes for each resource. You can specify up to 10 attributes in a single call." DeleteAttributes':
+# "You can specify up to 10 attributes for each request."
+_ATTRIBUTES_PER_CALL = 10
+_CUSTOM_ATTRIBUTES_PER_RESOURCE = 10
+_TARGET_TYPE = "container-instance"  # the only TargetType in the model
+# The model's rules for an Attribute's name and value (1-128 characters; a value neither starts nor ends with a space).
+_ATTRIBUTE_NAME_RE = re.compile(r"[A-Za-z0-9_/\\.-]{1,128}")
+_ATTRIBUTE_VALUE_RE = re.compile(r"[A-Za-z0-9_.@/\\: -]{1,128}")
 _CREDENTIAL_SCOPE_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
@@ -367,6 +393,10 @@ class _EnforcingApp:
             "DescribeTasks": self.describe_tasks,
             "CreateService": self.create_service,
             "UpdateService": self.update_service,
+            "PutAttributes": self.put_attributes,
+            "DeleteAttributes": self.delete_attributes,
+            "ListAttributes": self.list_attributes,
+            "StopTask": self.stop_task,
         }
 
     # -- plumbing ----------------------------------------------------------
@@ -398,6 +428,7 @@ class _EnforcingApp:
             backend = self.ecs_backend(environ)
             with self.owner._moto_lock:
                 self.owner.scheduler.run(backend, str(params.get("cluster") or "default"))
+            self.owner.scheduler.publish_events()
         if fault is not None and fault.kind != "delay":
             reply = _fault_reply(fault, service, json_protocol=target is not None)
         elif service == "ecs" and operation in self.handlers:
@@ -665,6 +696,49 @@ class _EnforcingApp:
                     found.append(_task_json(task))
         return _json_reply({"tasks": found, "failures": failures})
 
+    def stop_task(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """StopTask as ECS answers it: the task is STOPPED with the request's reason as its stoppedReason.
+
+        An unknown task is an InvalidParameterException (moto fails with a
+        server error), and stopping a stopped task changes nothing (moto gives
+        its CPU and memory back to the host a second time). The scheduler
+        replaces a service's task at its next run; with events enabled the
+        host's and (with task events) the task's state-change events are
+        published.
+        """
+        reference = str(params.get("task") or "").split("/")[-1]
+        if not reference:
+            raise _ApiError("InvalidParameterException", "task is required.")
+        pending = []
+        events = self.owner.events
+        with self.owner._moto_lock:
+            backend = self.ecs_backend(environ)
+            cluster = str(params.get("cluster") or "default").split("/")[-1]
+            if cluster not in backend.clusters:
+                raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+            task = next((t for t in backend.tasks.get(cluster, {}).values() if t.task_arn.endswith(f"/{reference}")),
+                        None)
+            if task is None:
+                raise _ApiError("InvalidParameterException", "The referenced task was not found.")
+            if "STOPPED" not in (task.last_status, task.desired_status):
+                instance = backend.container_instances.get(cluster, {}).get(
+                    (task.container_instance_arn or "").split("/")[-1]
+                )
+                if instance is not None or not task.container_instance_arn:
+                    backend.stop_task(cluster, task.task_arn, params.get("reason"))
+                else:  # its host is deregistered: moto's stop_task would fail looking it up
+                    task.last_status = task.desired_status = "STOPPED"
+                    task.stopped_reason = params.get("reason")
+                task.stop_code = "UserInitiated"
+                task.stopped_at = datetime.datetime.now(datetime.UTC)
+                if instance is not None and events.active:
+                    pending.append(events.capture(instance, str(backend.clusters[cluster].arn)))
+                if events.task_events_active:
+                    pending.append(events.capture_task(task))
+            answer = {"task": _task_json(task)}
+        events.publish(pending)
+        return _json_reply(answer)
+
     def create_service(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
         """moto's CreateService, keeping what it drops: placement constraints and strategy, deployment
         configuration, capacity provider strategy (ECS returns and keeps them)."""
@@ -717,7 +791,133 @@ class _EnforcingApp:
             arn = str(described.get("containerInstanceArn", ""))
             described["version"] = self.owner.events.version(arn)
             described["agentConnected"] = bool(described.get("agentConnected", True))
+            # moto writes an attribute without a value as "value": null; ECS leaves the key out.
+            described["attributes"] = [
+                {k: v for k, v in item.items() if v is not None} for item in described.get("attributes") or []
+            ]
         return _json_reply(answer)
+
+    # -- attributes (moto's PutAttributes, DeleteAttributes and ListAttributes differ from ECS) ---------
+
+    def _attribute_cluster(self, environ: dict[str, Any], params: Mapping[str, Any]) -> tuple[Any, str]:
+        """The backend and the name of the request's cluster ("default" when none is given); call with the lock."""
+        backend = self.ecs_backend(environ)
+        cluster = str(params.get("cluster") or "default").split("/")[-1]
+        if cluster not in backend.clusters:
+            raise _ApiError("ClusterNotFoundException", "Cluster not found.")
+        return backend, cluster
+
+    @staticmethod
+    def _attribute_list(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        attributes = params.get("attributes")
+        if not isinstance(attributes, list) or not attributes:
+            raise _ApiError("InvalidParameterException", "Attributes cannot be empty.")
+        if len(attributes) > _ATTRIBUTES_PER_CALL:
+            raise _ApiError(
+                "InvalidParameterException",
+                f"A maximum of {_ATTRIBUTES_PER_CALL} attributes can be given in a call; {len(attributes)} were given.",
+            )
+        return [dict(item) if isinstance(item, dict) else {} for item in attributes]
+
+    @staticmethod
+    def _attribute_target(backend: Any, cluster: str, attribute: Mapping[str, Any]) -> Any:
+        """The container instance an attribute's targetId names: its full ARN, or its id with targetType.
+
+        As the model documents targetType: "This parameter is required if you
+        use the short form ID for a resource instead of the full ARN." moto
+        takes an id without targetType, and refuses a full ARN with it.
+        """
+        target_id = attribute.get("targetId")
+        target_type = attribute.get("targetType")
+        if target_type is not None and target_type != _TARGET_TYPE:
+            raise _ApiError("InvalidParameterException", f"targetType must be {_TARGET_TYPE}, not {target_type!r}.")
+        if not target_id or not isinstance(target_id, str):
+            raise _ApiError("InvalidParameterException", "targetId is required for each attribute.")
+        is_arn = target_id.startswith("arn:")
+        if not is_arn and target_type is None:
+            raise _ApiError(
+                "InvalidParameterException",
+                f"targetType is required when targetId is a short form ID: {target_id!r}.",
+            )
+        instance = backend.container_instances.get(cluster, {}).get(target_id.rsplit("/", 1)[-1])
+        if instance is None or (is_arn and instance.container_instance_arn != target_id):
+            raise _ApiError("TargetNotFoundException", f"Could not find {target_id}.")
+        return instance
+
+    def put_attributes(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """PutAttributes as ECS answers it: every target and attribute is checked before any is set."""
+        attributes = self._attribute_list(params)
+        with self.owner._moto_lock:
+            backend, cluster = self._attribute_cluster(environ, params)
+            changes: list[tuple[Any, str, str | None]] = []
+            for attribute in attributes:
+                name, value = attribute.get("name"), attribute.get("value")
+                if not isinstance(name, str) or not _ATTRIBUTE_NAME_RE.fullmatch(name):
+                    raise _ApiError("InvalidParameterException", f"Invalid attribute name: {name!r}.")
+                if value is not None and (
+                    not isinstance(value, str) or not _ATTRIBUTE_VALUE_RE.fullmatch(value) or value != value.strip()
+                ):
+                    raise _ApiError("InvalidParameterException", f"Invalid value for attribute {name}: {value!r}.")
+                changes.append((self._attribute_target(backend, cluster, attribute), name, value))
+            for instance in {id(instance): instance for instance, _, _ in changes}.values():
+                custom = {name for name in instance.attributes if not name.startswith("ecs.")}
+                custom |= {name for target, name, _ in changes if target is instance and not name.startswith("ecs.")}
+                if len(custom) > _CUSTOM_ATTRIBUTES_PER_RESOURCE:
+                    raise _ApiError(
+                        "AttributeLimitExceededException",
+                        f"{instance.container_instance_arn} would have {len(custom)} custom attributes; "
+                        f"at most {_CUSTOM_ATTRIBUTES_PER_RESOURCE} are allowed.",
+                    )
+            for instance, name, value in changes:
+                instance.attributes[name] = value
+        return _json_reply({"attributes": params["attributes"]})
+
+    def delete_attributes(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """DeleteAttributes as ECS answers it: an attribute goes by name, whatever its value.
+
+        The model: "For custom attributes, specify the attribute name and
+        target ID, but don't specify the value." moto deletes an attribute
+        only when the value given equals the attribute's, so a delete without
+        a value leaves an attribute that has one.
+        """
+        attributes = self._attribute_list(params)
+        with self.owner._moto_lock:
+            backend, cluster = self._attribute_cluster(environ, params)
+            targets = [(self._attribute_target(backend, cluster, a), str(a.get("name") or "")) for a in attributes]
+            for instance, name in targets:
+                instance.attributes.pop(name, None)
+        return _json_reply({"attributes": params["attributes"]})
+
+    def list_attributes(self, environ: dict[str, Any], params: dict[str, Any]) -> _Reply:
+        """ListAttributes as ECS answers it: filtered by name, or by name and value; maxResults and nextToken.
+
+        moto compares the value to attributeValue whenever a name is given (so
+        a name alone finds only attributes without a value), ignores a value
+        without a name, and never pages.
+        """
+        limit = _page_size(params, _MAX_PAGE)
+        target_type = params.get("targetType")
+        if target_type != _TARGET_TYPE:
+            raise _ApiError("InvalidParameterException", f"targetType must be {_TARGET_TYPE}, not {target_type!r}.")
+        name, value = params.get("attributeName"), params.get("attributeValue")
+        if value is not None and name is None:
+            # The model: "You must also specify an attribute name to use this parameter."
+            raise _ApiError("InvalidParameterException", "attributeValue requires attributeName.")
+        with self.owner._moto_lock:
+            backend, cluster = self._attribute_cluster(environ, params)
+            scope = _token_scope("ListAttributes", cluster, target_type, name, value)
+            after = _read_token(params.get("nextToken"), scope)
+            found: dict[str, dict[str, Any]] = {}
+            for instance in backend.container_instances.get(cluster, {}).values():
+                for key, current in dict(instance.attributes).items():
+                    if (name is not None and key != name) or (value is not None and current != value):
+                        continue
+                    item = {"name": key, "targetId": instance.container_instance_arn, "targetType": _TARGET_TYPE}
+                    if current is not None:
+                        item["value"] = current
+                    found[f"{instance.container_instance_arn}\n{key}"] = item
+        page, token = _page(sorted(found), after, limit, scope)
+        return _json_reply(_with_token({"attributes": [found[key] for key in page]}, token))
 
 
 def _instance_fields(instance: Any, task_groups: list[str]) -> dict[str, Any]:
@@ -760,6 +960,11 @@ def _task_json(task: Any) -> dict[str, Any]:
         document["createdAt"] = started
     if task.stopped_reason:
         document["stoppedReason"] = task.stopped_reason
+    stopped = _epoch(getattr(task, "stopped_at", None))
+    if stopped is not None:
+        document["stoppedAt"] = stopped
+    if getattr(task, "stop_code", None):
+        document["stopCode"] = task.stop_code
     return document
 
 
@@ -1124,15 +1329,18 @@ class LocalECS:
 
     # -- ECS state-change events -------------------------------------------------
 
-    def enable_events(self, cluster: str) -> str:
+    def enable_events(self, cluster: str, *, task_events: bool = False) -> str:
         """Deliver the cluster's "ECS Container Instance State Change" events to an SQS queue; return its URL.
 
         Creates (or finds) the queue and an EventBridge rule with ECS's event
         pattern for the cluster, targeting it. From then on every change of a
         container instance (in any cluster; the rule picks this one's) is
-        published with PutEvents. Idempotent; reset() undoes it.
+        published with PutEvents. With ``task_events`` the rule also takes
+        "ECS Task State Change" events, which are then published for every
+        task the scheduler starts and every task that stops (events.py).
+        Idempotent; reset() undoes it.
         """
-        return self.events.enable(cluster)
+        return self.events.enable(cluster, task_events=task_events)
 
     def disable_events(self, cluster: str) -> None:
         """Delete the cluster's rule and queue; with no cluster left, nothing is published."""
@@ -1244,6 +1452,8 @@ class LocalECS:
         ecs_backend, _ = self._backends()
         with self._moto_lock:
             self.scheduler.run(ecs_backend, cluster)
+        self.scheduler.publish_events()
+        with self._moto_lock:
             return [
                 {
                     "taskArn": task.task_arn,
