@@ -32,6 +32,7 @@ from localecs import ApiCall, LocalECS
 # transport.py's botocore `user_agent_extra`: the last token of each of the daemon's User-Agent headers.
 DAEMON_USER_AGENT = "ecs-cluster-manager"
 AFTER_ALL = "after_all"
+SLOW = "slow"
 DEFER_OPTION = "--defer-after-all"
 FROM_OPTION = "--after-all-from"
 # The key of a worker's record in the `workeroutput` pytest-xdist hands to the controller.
@@ -190,9 +191,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Move tests marked after_all to the end, keeping the order within each group; or, with --defer-after-all
-    and --after-all-from, leave them out, or run only them. Runs after -k and -m have deselected."""
+    and --after-all-from, leave them out, or run only them. Runs after -k and -m have deselected. On a
+    pytest-xdist worker (every worker collects the same order) tests marked slow come first."""
     later = [item for item in items if item.get_closest_marker(AFTER_ALL)]
     others = [item for item in items if not item.get_closest_marker(AFTER_ALL)]
+    if _is_worker(config):
+        # In parallel the longest tests go first, so they never end the run alone: the short ones fill in around them.
+        others.sort(key=lambda item: item.get_closest_marker(SLOW) is None)
     if config.getoption(DEFER_OPTION):
         _DEFERRED[:] = [item.nodeid for item in later]
         if later:
