@@ -5,8 +5,9 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 PYTEST_ARGS ?=
-# pytest-xdist workers for `test` and `test-fast`: a number, or auto (one per core).
-PYTEST_WORKERS ?= auto
+# pytest-xdist workers for `test` and `test-fast`: one more than the cores, since the
+# end-to-end tests spend much of their time waiting for the daemon they run.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 ARGS        ?=
 BENCH_ARGS  ?=
 RUFF_PATHS  ?= $(wildcard run.py ecs_cluster_manager localecs tests bench)
