@@ -5,6 +5,9 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 PYTEST_ARGS ?=
+# pytest-xdist workers for `test` and `test-fast`: one more than the cores, since the
+# end-to-end tests spend much of their time waiting for the daemon they run.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 ARGS        ?=
 BENCH_ARGS  ?=
 RUFF_PATHS  ?= $(wildcard run.py ecs_cluster_manager localecs tests bench)
@@ -15,6 +18,17 @@ PIP_INSTALL := $(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check
 # rest too. Each is rebuilt when missing or older than its requirements files.
 DEMO_STAMP  := $(VENV)/.installed-demo
 VENV_STAMP  := $(VENV)/.installed-dev
+# The tests run in two invocations (tests/conftest.py): every test but those marked
+# after_all, in parallel, each worker taking the next test as it frees up (slow ones
+# first); then the after_all tests in one process, from the record of the AWS
+# operations the first invocation's workers saw, which it writes to this file.
+OPERATIONS_RECORD := .pytest_cache/daemon-operations.json
+PYTEST_PARALLEL   := -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1
+define run_tests
+	@rm -f $(OPERATIONS_RECORD)
+	$(VENV_PYTHON) -m pytest $(PYTEST_PARALLEL) --defer-after-all=$(OPERATIONS_RECORD) $(1) $(PYTEST_ARGS)
+	$(VENV_PYTHON) -m pytest --after-all-from=$(OPERATIONS_RECORD) $(1) $(PYTEST_ARGS)
+endef
 
 .PHONY: venv test test-fast lint demo sandbox run check bench
 
@@ -36,11 +50,11 @@ $(VENV_STAMP): $(DEMO_STAMP) requirements-dev.txt
 
 venv: $(VENV_STAMP) ## Create or update the venv with everything (requirements-dev.txt)
 
-test: $(VENV_STAMP) ## Run the test suite (PYTEST_ARGS=...)
-	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+test: $(VENV_STAMP) ## Run the test suite in parallel, then the after_all tests (PYTEST_ARGS=...)
+	$(call run_tests,)
 
-test-fast: $(VENV_STAMP) ## Run the tests not marked slow
-	$(VENV_PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: $(VENV_STAMP) ## Run the tests not marked slow, the same way
+	$(call run_tests,-m "not slow")
 
 lint: $(VENV_STAMP) ## ruff, mypy and the import layers (lint-imports) on the Python code, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
@@ -76,5 +90,6 @@ info::
 	@echo "python:      $(PYTHON) ($$($(PYTHON) --version 2>&1))"
 	@echo "venv:        $(VENV) ($$(test -x $(VENV_PYTHON) && $(VENV_PYTHON) --version 2>&1 || echo not built))"
 	@echo "PYTEST_ARGS: $(PYTEST_ARGS)"
+	@echo "PYTEST_WORKERS: $(PYTEST_WORKERS)"
 	@echo "ARGS:        $(ARGS)"
 	@echo "BENCH_ARGS:  $(BENCH_ARGS)"

@@ -93,6 +93,10 @@ class Daemon:
         )
         self.lines: list[str] = []
         self.errors: list[str] = []  # stderr, read as it comes so a full pipe never blocks the daemon
+        # The JSON events of lines[:_parsed_lines], parsed once each: tests poll `events` many times a second.
+        self._parsed: list[dict[str, Any]] = []
+        self._parsed_lines = 0
+        self._parse_lock = threading.Lock()
         self._reader = threading.Thread(target=_collect, args=(self.process.stdout, self.lines), daemon=True)
         self._reader.start()
         self._error_reader = threading.Thread(target=_collect, args=(self.process.stderr, self.errors), daemon=True)
@@ -105,7 +109,12 @@ class Daemon:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return events("".join(self.lines))
+        """The JSON events of every complete line so far (a copy: the caller may change it)."""
+        with self._parse_lock:
+            complete = len(self.lines)  # each a whole line: the reader appends a line once its newline came (or EOF)
+            self._parsed.extend(events("".join(self.lines[self._parsed_lines : complete])))
+            self._parsed_lines = complete
+            return list(self._parsed)
 
     def passes(self) -> int:
         return sum(1 for e in self.events if e.get("event") == "pass")

@@ -72,6 +72,8 @@ def test_a_registered_host_raises_desired_count_within_2s_of_its_event(
         ecs.add_hosts(CLUSTER, 1)
         assert daemon.wait_for(lambda: ecs.desired_count(CLUSTER, "agent") == hosts + added, timeout=10)  # noqa: B023
         assert time.monotonic() - started < 2.0
+    # desiredCount is written before the pass logs its own line: wait for the third pass's line too.
+    assert daemon.wait_for(lambda: len(passes(daemon, "event")) >= 3, timeout=5)
     event_passes = passes(daemon, "event")
     assert len(event_passes) == 3 and len(passes(daemon, "interval")) == 1
     # DescribeServices and UpdateService: no ListContainerInstances, whatever the cluster size.
