@@ -33,6 +33,7 @@ from localecs import ApiCall, LocalECS
 DAEMON_USER_AGENT = "ecs-cluster-manager"
 AFTER_ALL = "after_all"
 SLOW = "slow"
+LONG = "long"
 DEFER_OPTION = "--defer-after-all"
 FROM_OPTION = "--after-all-from"
 # The key of a worker's record in the `workeroutput` pytest-xdist hands to the controller.
@@ -197,7 +198,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     others = [item for item in items if not item.get_closest_marker(AFTER_ALL)]
     if _is_worker(config):
         # In parallel the longest tests go first, so they never end the run alone: the short ones fill in around them.
-        others.sort(key=lambda item: item.get_closest_marker(SLOW) is None)
+        others.sort(key=lambda item: (item.get_closest_marker(SLOW) is None, item.get_closest_marker(LONG) is None))
     if config.getoption(DEFER_OPTION):
         _DEFERRED[:] = [item.nodeid for item in later]
         if later:

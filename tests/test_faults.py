@@ -199,6 +199,7 @@ def test_proxy_refuses_connections_and_fails_one_page(ecs: LocalECS) -> None:
 # -- the daemon through the proxy ------------------------------------------------------
 
 
+@pytest.mark.long
 def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_metrics(
     ecs: LocalECS, proxy: FaultProxy, tmp_path: Path
 ) -> None:
@@ -276,6 +277,7 @@ def test_30_percent_throttling_every_pass_converges_with_backoff_in_logs_and_met
     assert metric_sum(text, P + "passes_failed_total") == 0
 
 
+@pytest.mark.long
 def test_endpoint_unreachable_for_30s_daemon_survives_reports_unhealthy_and_converges_on_return(
     ecs: LocalECS, proxy: FaultProxy, tmp_path: Path
 ) -> None:

@@ -283,6 +283,7 @@ def distinct_services(local: LocalECS, cluster: str, hosts: int, *names: str) ->
 
 
 @needs_podman
+@pytest.mark.long
 def test_container_once_then_check(containers: Containers, ecs: LocalECS) -> None:
     """`docker run IMAGE --once` sets both services to the 4 hosts (rc 0); `check` then says OK, `check --json` ok."""
     distinct_services(ecs, "prod", 4, "a", "b")
@@ -302,6 +303,7 @@ def test_container_once_then_check(containers: Containers, ecs: LocalECS) -> Non
 
 
 @needs_podman
+@pytest.mark.long
 def test_container_loop_as_the_task_runs_it(containers: Containers, ecs: LocalECS) -> None:
     """With the stack's read-only root and tmpfs, as uid 10001, the loop follows a host added and a host drained,
     the image's HEALTHCHECK reports healthy, and SIGTERM (`podman stop`) ends it within 2 s with exit 0."""
@@ -335,6 +337,7 @@ def test_container_loop_as_the_task_runs_it(containers: Containers, ecs: LocalEC
 
 
 @needs_podman
+@pytest.mark.long
 def test_container_health_fails_when_the_api_is_gone(containers: Containers) -> None:
     """The image's HEALTHCHECK reports healthy after a pass, and unhealthy once the API has been gone for three
     intervals."""

@@ -91,6 +91,7 @@ def test_installed_command_prints_the_version(installed: tuple[Path, Path]) -> N
     assert result.stdout.strip() == f"ecs-cluster-manager {ecs_cluster_manager.__version__}"
 
 
+@pytest.mark.long
 def test_installed_command_converges_a_cluster(installed: tuple[Path, Path], ecs: LocalECS, tmp_path: Path) -> None:
     """`ecs-cluster-manager --once` and `python -m ecs_cluster_manager --once` from the wheel size a service."""
     _, env_dir = installed
