@@ -8,6 +8,7 @@ ECS API. The pure decisions import without boto3 or botocore.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pkgutil
 import re
@@ -17,6 +18,7 @@ import sys
 import tomllib
 import venv
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,34 @@ PIP = ["-m", "pip", "--disable-pip-version-check"]
 LAYERS = ("model", "aws", "observe", "engine", "ops")  # the subpackages, each a layer
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the built wheel, a fresh venv with requirements.txt and that wheel installed)."""
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(the built wheel, a fresh venv with requirements.txt and that wheel installed).
+
+    Built once per run: pytest-xdist's workers share this run's temporary root, and the first to get here
+    builds while the others wait on the lock (a venv is tens of seconds of CPU)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "package"
+        shared.mkdir(exist_ok=True)
+        with open(shared / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (shared / "built").exists():
+                _build(shared)
+                (shared / "built").touch()
+        yield _built(shared)
+        return
     root = tmp_path_factory.mktemp("package")
+    _build(root)
+    yield _built(root)
+
+
+def _built(root: Path) -> tuple[Path, Path]:
+    (wheel,) = (root / "wheels").glob("ecs_cluster_manager-*.whl")
+    return wheel, root / "venv"
+
+
+def _build(root: Path) -> None:
+    """Build the wheel from a copy of the sources into root/wheels, and install it into a new root/venv."""
     # Built from a copy of what the build reads, so setuptools' build/ and *.egg-info stay out of the checkout.
     source = root / "source"
     source.mkdir()
@@ -53,7 +79,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     python = str(env_dir / "bin" / "python")
     subprocess.run([python, *PIP, "install", "--quiet", "-r", str(ROOT / "requirements.txt")], check=True, timeout=600)
     subprocess.run([python, *PIP, "install", "--quiet", "--no-deps", str(wheel)], check=True, timeout=600)
-    return wheel, env_dir
 
 
 def _clean_env(env: dict[str, str]) -> dict[str, str]:
