@@ -265,11 +265,16 @@ class Counting:
         state = self.store.filters[host_filter]
         if EVERY_HOST in self.store.filters:
             return
-        started = self.store.clock()
-        if state.outside_at is not None and started + self.interval - state.outside_at < self.resync:
+        if state.outside_at is not None and self.store.clock() + self.interval - state.outside_at < self.resync:
             return
+        self._take_outside(api, cluster, host_filter)
+
+    def _take_outside(self, api: PassGateway, cluster: str, host_filter: HostFilter) -> int:
+        """List the ACTIVE hosts that do not match a memberOf filter into the store; how many there are."""
+        started = self.store.clock()
         outside = api.list_container_instances(cluster, "ACTIVE", f"not ({member_expression(host_filter)})")
         self.store.observe_outside(host_filter, outside, started)
+        return len(outside)
 
     def _reading(
         self,
@@ -289,10 +294,7 @@ class Counting:
         seen = self.store.clock()
         active = shared.active()
         if side == COMPLEMENT:
-            started = self.store.clock()
-            outside = api.list_container_instances(cluster, "ACTIVE", f"not ({expression})")
-            active -= len(outside)
-            self.store.observe_outside(host_filter, outside, started)
+            active -= self._take_outside(api, cluster, host_filter)
         return active, disconnected, seen
 
 
