@@ -22,6 +22,7 @@ DEFAULT_INTERVAL = 30.0
 DEFAULT_SCALE_DOWN_AFTER = 2
 DEFAULT_RESYNC = 300.0
 DEFAULT_COVERAGE_GRACE = 120.0  # seconds for ECS to place a host's task before it counts as missing
+DEFAULT_MAKE_ROOM_MAX = 1  # hosts a pass may stop preemptible tasks on, to make room for a daemon's task
 DEFAULT_METRICS_ADDR = "0.0.0.0"  # noqa: S104 - the metrics port is opt-in and meant to be scraped
 DEFAULT_HEARTBEAT_FILE = "/tmp/ecs-cluster-manager.heartbeat"  # noqa: S108
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -46,13 +47,15 @@ VARIABLES = (
     "RESYNC",
     "API_BUDGET",
     "COVERAGE_GRACE",
+    "READY_ATTRIBUTE",
+    "MAKE_ROOM_MAX",
 )
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")  # and the empty value
 # What `check` reads besides the command; any other flag is refused there rather than ignored.
 CHECK_OPTIONS = frozenset(
     {"cluster", "services", "service_regex", "managed_tag", "region", "profile", "log_level", "log_format"}
-    | {"json_output", "help", "version", "api_budget", "coverage_grace"}
+    | {"json_output", "help", "version", "api_budget", "coverage_grace", "ready_attribute", "make_room_max"}
 )
 
 # Service names: letters, digits, hyphens and underscores, up to 255 (ECS's own rule).
@@ -60,6 +63,8 @@ _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SERVICE_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:service/(?:[A-Za-z0-9_-]+/)?[A-Za-z0-9_-]{1,255}$")
 # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any endpoint's http(s)://HOST[:PORT]/ACCOUNT/NAME.
 _QUEUE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+# A custom container-instance attribute's name, as ECS accepts it: 1 to 128 of these characters.
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_./\\-]{1,128}$")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}$")
 
@@ -108,6 +113,9 @@ class Config:
     resync: float = DEFAULT_RESYNC
     api_budget: float = DEFAULT_API_BUDGET  # the share of each ECS throttling bucket the manager may spend
     coverage_grace: float = DEFAULT_COVERAGE_GRACE
+    # The container-instance attribute kept `true` on hosts whose daemons run (None: off).
+    ready_attribute: str | None = None
+    make_room_max: int = DEFAULT_MAKE_ROOM_MAX  # hosts a pass may make room on (0: none)
     command: str = "run"
     json_output: bool = False
 
@@ -212,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--coverage-grace",
         help="seconds a host may lack its task before coverage_gap is logged and check fails, >= 0 "
         f"(COVERAGE_GRACE, default {DEFAULT_COVERAGE_GRACE:g})",
+    )
+    parser.add_argument(
+        "--ready-attribute",
+        help="container-instance attribute kept with the value true on each host whose managed services' tasks "
+        "run, for application services to require with memberOf (READY_ATTRIBUTE, default off)",
+    )
+    parser.add_argument(
+        "--make-room-max",
+        help="hosts a pass may stop preemptible tasks on to make room for a make-room service's task, >= 0 "
+        f"(MAKE_ROOM_MAX, default {DEFAULT_MAKE_ROOM_MAX})",
     )
     parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="check: print JSON")
     return parser
@@ -459,6 +477,15 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     api_budget = parse_share(raw, name) if raw is not None else DEFAULT_API_BUDGET
     raw, name = pick(args.coverage_grace, "--coverage-grace", "COVERAGE_GRACE")
     coverage_grace = parse_seconds(raw, name) if raw is not None and raw.strip() else DEFAULT_COVERAGE_GRACE
+    raw, name = pick(args.ready_attribute, "--ready-attribute", "READY_ATTRIBUTE")
+    ready_attribute = raw.strip() if raw is not None and raw.strip() else None
+    if ready_attribute is not None and not _ATTRIBUTE_NAME.match(ready_attribute):
+        raise ConfigError(
+            f"{name}: not a container-instance attribute name (1 to 128 letters, digits, "
+            f"hyphens, underscores, periods, slashes or backslashes): {raw!r}"
+        )
+    raw, name = pick(args.make_room_max, "--make-room-max", "MAKE_ROOM_MAX")
+    make_room_max = parse_int(raw, name, minimum=0) if raw is not None and raw.strip() else DEFAULT_MAKE_ROOM_MAX
 
     return Config(
         cluster=cluster,
@@ -481,6 +508,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         resync=resync,
         api_budget=api_budget,
         coverage_grace=coverage_grace,
+        ready_attribute=ready_attribute,
+        make_room_max=make_room_max,
         command=command,
         json_output=bool(args.json_output),
     )

@@ -48,10 +48,16 @@ CATEGORIES = (
         CLUSTER_RESOURCE_READS,
         100,
         20.0,
-        ("ListContainerInstances", "DescribeContainerInstances", "ListTasks", "DescribeTasks"),
+        ("ListContainerInstances", "DescribeContainerInstances", "ListTasks", "DescribeTasks", "ListAttributes"),
     ),
     Category(SERVICE_READS, 100, 20.0, ("DescribeServices", "ListServices")),
-    Category(SERVICE_MODIFY, 50, 5.0, ("UpdateService", "CreateService", "DeleteService")),
+    # The table names no category for the attribute writes and StopTask: they share the service-modify bucket.
+    Category(
+        SERVICE_MODIFY,
+        50,
+        5.0,
+        ("UpdateService", "CreateService", "DeleteService", "PutAttributes", "DeleteAttributes", "StopTask"),
+    ),
 )
 CATEGORY_OF = {operation: category.name for category in CATEGORIES for operation in category.operations}
 
