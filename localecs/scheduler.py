@@ -21,10 +21,28 @@ brought to its desiredCount as ECS's service scheduler would:
   deployment waiting on its minimum healthy percent does: old tasks stay
   outdated, a drained host keeps its task (misplaced).
 
+Services with tasks to place are placed oldest need first: those that could
+not place every task at an earlier run, in the order they began waiting, then
+the rest in creation order. ECS documents no order between services; its
+scheduler works through pending tasks as they queue up, and a task that could
+not be placed stays in the queue, so a service that has waited for room is not
+overtaken by a task that has just been stopped. This is what lets a task
+stopped to make room for another service's (preemption) go elsewhere instead
+of retaking the room it left: the service it was stopped for has been waiting
+since its task did not fit, the stopped task's service only since the stop.
+
+``memberOf`` takes the cluster query language, ``task:group`` included: a
+host's groups are those of its tasks, the ones placed earlier in the same run
+too.
+
 Scheduling is lazy: it runs before an ECS read (Describe*, List*) of a cluster,
 and only when something changed since the last run (any ECS write, or a
 LocalECS helper that changes hosts or resources), so a converged cluster costs
-nothing per request, at 5,000 hosts too. Tasks it starts stay RUNNING
+nothing per request, at 5,000 hosts too. With ``place_after`` (seconds; the
+``LocalECS(place_after=...)`` option) a background thread also runs it that
+long after each change, on every cluster, as ECS's scheduler acts without
+being asked: a service whose desiredCount was raised gets its task, and its
+task event, even when nobody reads the cluster. Tasks it starts stay RUNNING
 (moto's task state manager does not move them on), and their placements
 publish no container instance state-change event. Everything runs with the
 moto lock held.
@@ -40,6 +58,8 @@ published by ``publish_events`` once the lock is released.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -50,6 +70,7 @@ if TYPE_CHECKING:
     from .server import LocalECS
 
 MAX_EVENTS = 100  # ECS keeps a service's last 100 events
+MAX_RETRIES = 3  # rounds a run gives the services still waiting after the others placed tasks
 TROUBLESHOOTING = "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
 STEADY_STATE = "service {name} has reached a steady state."
 UNABLE = "service {name} was unable to place a task because no container instance met all of its requirements."
@@ -76,17 +97,60 @@ class Scheduler:
         self._generation = 0
         self._scheduled: dict[str, int] = {}  # cluster name -> generation it was last scheduled at
         self._pending_events: list[Any] = []  # task state-change events waiting for publish_events()
+        # Service ARN -> time.monotonic() of the first run that left it short of its desiredCount.
+        self._waiting: dict[str, float] = {}
+        self._started = 0  # tasks started, ever: tells a run whether a round placed anything
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def changed(self) -> None:
-        """Something that may move tasks changed: the next read schedules again."""
+        """Something that may move tasks changed: the next read (or the background thread) schedules again."""
         self._generation += 1
+        self._wake.set()
 
     def reset(self, enabled: bool) -> None:
         self.enabled = enabled
         self.hold_stops = False
         self._scheduled.clear()
         self._pending_events.clear()
+        self._waiting.clear()
         self.changed()
+
+    # -- placing without being asked ------------------------------------------------
+
+    def start_background(self, delay: float) -> None:
+        """Run the scheduler on every cluster `delay` seconds after each change, in a thread, until stopped."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._background, args=(delay,), name="localecs-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop_background(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def _background(self, delay: float) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping.wait(delay):
+                return
+            if not self.enabled:
+                continue
+            try:
+                backend, _ = self.owner._backends()
+                with self.owner._moto_lock:
+                    for name in list(backend.clusters):
+                        self.run(backend, name)
+                self.publish_events()
+            except Exception:  # noqa: BLE001  # the server is being reset or stopped: the next change runs again
+                continue
 
     def publish_events(self) -> None:
         """Publish the task state-change events of the tasks started and stopped so far.
@@ -110,15 +174,27 @@ class Scheduler:
         found = backend.clusters.get(cluster_name)
         if found is None:
             return
-        for service in list(backend.services.values()):
-            if (
-                service.cluster_name == cluster_name
-                and service.status == "ACTIVE"
-                and service.scheduling_strategy == "REPLICA"
-                and (service.launch_type or "EC2") == "EC2"
-                and service.task_definition
-            ):
+        scheduled = [
+            service
+            for service in backend.services.values()
+            if service.cluster_name == cluster_name
+            and service.status == "ACTIVE"
+            and service.scheduling_strategy == "REPLICA"
+            and (service.launch_type or "EC2") == "EC2"
+            and service.task_definition
+        ]
+        never = float("inf")
+        # Oldest need first (see the module docstring); sorted() keeps creation order among equals.
+        for service in sorted(scheduled, key=lambda s: self._waiting.get(s.arn, never)):
+            self._schedule(backend, found, service)
+        # A service still waiting tries again while the run places tasks: one may have made a host match its
+        # memberOf (task:group), as ECS retries a pending task.
+        for _ in range(MAX_RETRIES):
+            started = self._started
+            for service in [s for s in scheduled if s.arn in self._waiting]:
                 self._schedule(backend, found, service)
+            if self._started == started:
+                break
 
     # -- one service -------------------------------------------------------------
 
@@ -145,6 +221,8 @@ class Scheduler:
         for task in all_tasks.values():
             if task.container_instance_arn and task.desired_status == "RUNNING":
                 groups.setdefault(task.container_instance_arn, []).append(task.group)
+
+        by_group = any(query is not None and "task:group" in query.subjects for query in queries)
 
         def matches(instance: Any) -> bool:
             from .server import _instance_fields
@@ -193,6 +271,8 @@ class Scheduler:
             counts[task.container_instance_arn] = counts.get(task.container_instance_arn, 0) + 1
         candidates = [i for i in instances.values() if usable(i)]
         while len(tasks) < service.desired_count:
+            if by_group:  # the tasks just placed change which hosts match
+                candidates = [i for i in instances.values() if usable(i)]
             open_hosts = [i for i in candidates if not (distinct and counts.get(i.container_instance_arn))]
             fitting = [i for i in open_hosts if backend._can_be_placed(i, requirements)]
             if not fitting:
@@ -201,6 +281,11 @@ class Scheduler:
             host = min(fitting, key=lambda i: (counts.get(i.container_instance_arn, 0), i.container_instance_arn))
             tasks.append(self._start(backend, cluster, service, definition, requirements, host, group))
             counts[host.container_instance_arn] = counts.get(host.container_instance_arn, 0) + 1
+            groups.setdefault(host.container_instance_arn, []).append(group)
+        if len(tasks) < service.desired_count:
+            self._waiting.setdefault(service.arn, time.monotonic())
+        else:
+            self._waiting.pop(service.arn, None)
 
         self._deployments(service, definition.arn, tasks)
         running = sum(1 for task in tasks if task.last_status == "RUNNING")
@@ -257,6 +342,7 @@ class Scheduler:
         backend.update_container_instance_resources(host, needs)
         backend.update_cluster_resources(cluster, 1)
         backend.tasks[cluster.name][task.task_arn] = task
+        self._started += 1
         self._task_changed(task)
         return task
 

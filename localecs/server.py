@@ -153,6 +153,7 @@ class ApiCall:
     # The request's User-Agent header: tells the daemon's calls (suffix
     # "ecs-cluster-manager") from a test's own plain clients. Not compared.
     user_agent: str = field(default="", compare=False)
+    at: float = field(default=0.0, compare=False)  # time.time() when it was answered
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,9 @@ class _EnforcingApp:
         if not harness:
             user_agent = str(environ.get("HTTP_USER_AGENT", ""))
             self.owner._record(
-                ApiCall(service, operation, params, reply.status, fault.kind if fault else None, user_agent)
+                ApiCall(
+                    service, operation, params, reply.status, fault.kind if fault else None, user_agent, time.time()
+                )
             )
         return self._respond(start_response, reply)
 
@@ -995,6 +998,7 @@ class LocalECS:
         list_services_page: int = 10,
         default_amis: bool = False,
         schedule: bool = False,
+        place_after: float | None = None,
     ) -> None:
         """Configure, without starting.
 
@@ -1005,7 +1009,10 @@ class LocalECS:
 
         ``schedule=True`` makes services place their tasks (scheduler.py);
         off by default, services have no tasks, as in moto. ``reset()`` puts
-        it back to this value.
+        it back to this value. ``place_after`` (seconds, with ``schedule``)
+        also places tasks from a background thread that long after each
+        change, as ECS does without being asked; by default tasks are placed
+        at the next read of the cluster.
         """
         self.host = host
         self.port = port
@@ -1032,6 +1039,7 @@ class LocalECS:
         self.events = InstanceEvents(self)
         self._schedule = schedule
         self.scheduler = Scheduler(self, enabled=schedule)
+        self.place_after = place_after
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -1061,10 +1069,13 @@ class LocalECS:
         self._endpoint_url = f"http://{self.host}:{self._server.server_port}"
         identity = self._admin_client("sts").get_caller_identity()
         self.account_id = identity["Account"]
+        if self.place_after is not None:
+            self.scheduler.start_background(self.place_after)
         return self
 
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
+        self.scheduler.stop_background()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -1208,11 +1219,16 @@ class LocalECS:
         instance_type: str = "t3.medium",
         availability_zones: list[str] | None = None,
         reserved_memory: int = 0,
+        memory: int | None = None,
+        cpu: int | None = None,
     ) -> list[str]:
         """Launch ``count`` EC2 instances and register them with the cluster; return their ARNs.
 
         ``reserved_memory`` MiB of each host are taken from the start, as by
         tasks placed there before any service's (``task_stopped`` frees them).
+        ``memory`` (MiB) and ``cpu`` (units) register a host of another size
+        than moto's one (7,482 MiB, 4,096 units), as a smaller or larger
+        instance type of a mixed group would.
 
         Hosts are spread over ``availability_zones`` (default: the region's
         first three). Like real ECS, each carries the ``ecs.instance-type``,
@@ -1245,6 +1261,7 @@ class LocalECS:
                     for ec2_instance in reservation.instances:
                         registered = ecs_backend.register_container_instance(cluster_name, ec2_instance.id)
                         registered.attributes.update(attributes or {})
+                        _resize(registered, memory, cpu)
                         if reserved_memory:
                             ecs_backend.update_container_instance_resources(
                                 registered, {"CPU": 0, "MEMORY": reserved_memory, "PORTS": []}
@@ -1500,6 +1517,16 @@ class LocalECS:
         if not answer["services"]:
             raise LookupError(f"no service {service!r} in cluster {cluster!r}: {answer['failures']}")
         return int(answer["services"][0]["desiredCount"])
+
+
+def _resize(instance: Any, memory: int | None, cpu: int | None) -> None:
+    """Register another amount of memory or CPU for a fresh container instance (registered and remaining alike)."""
+    sizes = {"MEMORY": memory, "CPU": cpu}
+    for resources in (instance.registered_resources, instance.remaining_resources):
+        for resource in resources:
+            size = sizes.get(resource.get("name"))
+            if size is not None:
+                resource["integerValue"] = size
 
 
 def _run_instances_arguments(region: str, zone: str, instance_type: str) -> dict[str, Any]:
