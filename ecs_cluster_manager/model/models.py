@@ -87,6 +87,7 @@ class Task:
     desired_status: str = "RUNNING"
     started_at: float | None = None  # Unix time the task started RUNNING, when ECS says
     created_at: float | None = None  # Unix time the task was created, when ECS says
+    version: int | None = None  # ECS's version of the task's state, which its state-change events carry too
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ecs_cluster_manager.model import plan
 from ecs_cluster_manager.model.coverage import Coverage
+from ecs_cluster_manager.model.readiness import Readiness
 
 
 @dataclass
@@ -32,6 +33,9 @@ class PassReport:
     stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
     coverage: dict[str, Coverage] = field(default_factory=dict)  # service name -> coverage read in this pass
     coverage_errors: dict[str, str] = field(default_factory=dict)  # service name -> why its coverage read failed
+    readiness: Readiness | None = None  # READY_ATTRIBUTE: the hosts ready and not, as this pass decided
+    hosts_marked: int | None = None  # READY_ATTRIBUTE: hosts with the attribute after this pass
+    readiness_error: str | None = None  # why the attribute was not kept in this pass
 
     @property
     def observed(self) -> bool:

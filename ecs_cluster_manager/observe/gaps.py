@@ -32,6 +32,7 @@ class GapWatch:
     eligible_before: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
     left: set[str] = field(default_factory=set)
     read_eligible: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> eligible hosts at its reading
+    starting: set[str] = field(default_factory=set)  # services with a task starting on a host at their last reading
 
     def worth_reading(
         self, service: Service, eligible: frozenset[str], now: float, every: float, grace: float
@@ -40,6 +41,8 @@ class GapWatch:
 
         While a gap is open it is read again every quarter of the grace, so the gap is reported (or found
         closed) within about a quarter of COVERAGE_GRACE of the moment it should be, at a bounded cost.
+        A service with a task starting at its last reading is read again, so the pass after the task
+        reaches RUNNING sees it (readiness follows from it).
         """
         last = self.last_read.get(service.name)
         return (
@@ -49,6 +52,7 @@ class GapWatch:
             or self.read_eligible.get(service.name) != eligible
             or service.running_count != service.desired_count
             or service.pending_count > 0
+            or service.name in self.starting
         )
 
     def saw_eligible(self, host_filter: tuple[str, ...], eligible: frozenset[str]) -> None:
@@ -72,6 +76,10 @@ class GapWatch:
         no longer eligible ends it silently.
         """
         service = coverage.service
+        if coverage.pending:
+            self.starting.add(service)
+        else:
+            self.starting.discard(service)
         missing = {host.container_instance_arn: host for host in coverage.missing}
         starting = {host.container_instance_arn for host in coverage.pending}
         overdue: list[str] = []
@@ -126,3 +134,4 @@ class GapWatch:
         for kept in (self.last_read, self.read_eligible):
             for service in [name for name in kept if name not in services]:
                 del kept[service]
+        self.starting &= set(services)

@@ -10,6 +10,7 @@ from ecs_cluster_manager.model.holds import hold_seconds
 from ecs_cluster_manager.observe.counting import RESYNC, Counting
 from ecs_cluster_manager.observe.gaps import GapWatch
 from ecs_cluster_manager.observe.hosts import HostStore
+from ecs_cluster_manager.observe.readiness import ReadyWatch
 
 
 class Memory:
@@ -35,6 +36,7 @@ class Memory:
         # Service ARN -> monotonic time since which a write it wants has been deferred: the longest-waiting go first.
         self.waiting_since: dict[str, float] = {}
         self.coverage = GapWatch()  # hosts missing their task, and since when
+        self.ready = ReadyWatch()  # READY_ATTRIBUTE: the tasks each host runs, and the hosts with the attribute
         self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
 
     def forget_unmanaged(self, managed: set[str]) -> None:
