@@ -5,7 +5,9 @@ a smaller matrix with fewer repetitions, for working on the benchmark itself.
 `--storm-only` runs only the scale-out storm (about 3 minutes) and replaces its
 section of --output, leaving the rest of the file as it was.
 `--only coverage` runs only the coverage read's part (bench/coverage.py) and
-updates its section of --output in place.
+updates its section of --output in place; `--only ready` the same for the
+readiness latency (bench/ready.py: host registered -> daemon task RUNNING ->
+ready attribute set, with events and polling).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from localecs import LocalECS
 
-from . import coverage, events, measure, report, storm
+from . import coverage, events, measure, ready, report, storm
 from .measure import Repetitions, Row
 
 FULL_HOSTS = (10, 100, 1000, 5000)
@@ -71,8 +73,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("coverage",),
-        help="run only this part and update its section of --output (coverage: the coverage read's calls and time)",
+        choices=("coverage", "ready"),
+        help="run only this part and update its section of --output (coverage: the coverage read's calls and time; "
+        "ready: registration to daemon task RUNNING to the ready attribute)",
     )
     return parser.parse_args(argv)
 
@@ -398,8 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return storm_only(args)
     if args.only == "coverage":
         return coverage.main(["--output", str(args.output)])
+    if args.only == "ready":
+        return ready.main(["--output", str(args.output), *(["--quick"] if args.quick else [])])
     results = run(args)
-    markdown = report.render(results) + "\n" + coverage.render(coverage.measure())
+    progress = Clock()
+    readiness = ready.measure(args.quick, progress)
+    markdown = report.render(results) + "\n" + coverage.render(coverage.measure()) + "\n" + ready.render(readiness)
     sys.stdout.write(markdown)
     args.output.write_text(markdown, encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)

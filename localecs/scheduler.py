@@ -38,14 +38,18 @@ too.
 Scheduling is lazy: it runs before an ECS read (Describe*, List*) of a cluster,
 and only when something changed since the last run (any ECS write, or a
 LocalECS helper that changes hosts or resources), so a converged cluster costs
-nothing per request, at 5,000 hosts too. With ``place_after`` (seconds; the
-``LocalECS(place_after=...)`` option) a background thread also runs it that
-long after each change, on every cluster, as ECS's scheduler acts without
-being asked: a service whose desiredCount was raised gets its task, and its
-task event, even when nobody reads the cluster. Tasks it starts stay RUNNING
-(moto's task state manager does not move them on), and their placements
-publish no container instance state-change event. Everything runs with the
-moto lock held.
+nothing per request, at 5,000 hosts too. Tasks it starts are RUNNING at once
+and stay RUNNING (moto's task state manager does not move them on), and their
+placements publish no container instance state-change event. Everything runs
+with the moto lock held.
+
+With ``start_after`` (seconds; the ``LocalECS(start_after=...)`` option) it
+acts as ECS does without being asked: a background thread also runs it on
+every cluster as soon as something changed, and a task it places is PENDING
+(its resources taken) for that long before it is RUNNING, as a real task
+waits for its image and containers. A raised desiredCount then gets its task,
+and its task events (PENDING, then RUNNING), while nobody reads the cluster,
+and a read just after the change does not find the task RUNNING yet.
 
 A task stopped with StopTask (a service's or any other) is STOPPED at once,
 with the request's ``reason`` as its stoppedReason; the service's scheduler
@@ -103,6 +107,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.start_after = 0.0  # seconds a placed task is PENDING before it is RUNNING (0: RUNNING at once)
+        self._starting: dict[str, tuple[float, Any]] = {}  # task ARN -> (time.monotonic() it runs at, task)
 
     def changed(self) -> None:
         """Something that may move tasks changed: the next read (or the background thread) schedules again."""
@@ -115,16 +121,18 @@ class Scheduler:
         self._scheduled.clear()
         self._pending_events.clear()
         self._waiting.clear()
+        self._starting.clear()
         self.changed()
 
     # -- placing without being asked ------------------------------------------------
 
-    def start_background(self, delay: float) -> None:
-        """Run the scheduler on every cluster `delay` seconds after each change, in a thread, until stopped."""
+    def start_background(self, start_after: float) -> None:
+        """Schedule every cluster from a thread after each change, tasks RUNNING `start_after` s after placement."""
         if self._thread is not None:
             return
+        self.start_after = start_after
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._background, args=(delay,), name="localecs-scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._background, name="localecs-scheduler", daemon=True)
         self._thread.start()
 
     def stop_background(self) -> None:
@@ -134,23 +142,40 @@ class Scheduler:
         self._wake.set()
         self._thread.join(timeout=10)
         self._thread = None
+        self.start_after = 0.0
 
-    def _background(self, delay: float) -> None:
+    def _background(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping.wait(delay):
+            due = min((at for at, _ in self._starting.values()), default=None)
+            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            if self._stopping.is_set():
                 return
+            if self._wake.is_set():
+                self._wake.clear()
+                time.sleep(0.01)  # the changes made together are scheduled together
             if not self.enabled:
                 continue
             try:
                 backend, _ = self.owner._backends()
                 with self.owner._moto_lock:
+                    self._run_started(time.monotonic())
                     for name in list(backend.clusters):
                         self.run(backend, name)
                 self.publish_events()
             except Exception:  # noqa: BLE001  # the server is being reset or stopped: the next change runs again
                 continue
+
+    def _run_started(self, now: float) -> None:
+        """PENDING tasks whose time has come are RUNNING (their task event follows); call with the moto lock."""
+        for arn, (at, task) in list(self._starting.items()):
+            if at > now:
+                continue
+            del self._starting[arn]
+            if task.desired_status == "RUNNING" and task.last_status == "PENDING":
+                task.last_status = "RUNNING"
+                task.started_at = datetime.now(UTC)
+                self._task_changed(task)
+                self.changed()  # the services' runningCount
 
     def publish_events(self) -> None:
         """Publish the task state-change events of the tasks started and stopped so far.
@@ -338,7 +363,11 @@ class Scheduler:
         )
         # ECS does not move a task on because it was described: keep it RUNNING until it is stopped.
         task._transitions = [("RUNNING", "RUNNING")]
-        task.started_at = datetime.now(UTC)  # type: ignore[attr-defined]  # moto's Task has no such field
+        task.created_at = task.started_at = datetime.now(UTC)  # type: ignore[attr-defined]  # moto's Task has neither
+        if self.start_after > 0:
+            task.started_at = None  # type: ignore[attr-defined]
+            task.last_status = "PENDING"  # no transition leads on from it: RUNNING once _run_started says so
+            self._starting[task.task_arn] = (time.monotonic() + self.start_after, task)
         backend.update_container_instance_resources(host, needs)
         backend.update_cluster_resources(cluster, 1)
         backend.tasks[cluster.name][task.task_arn] = task

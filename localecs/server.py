@@ -960,7 +960,9 @@ def _task_json(task: Any) -> dict[str, Any]:
     started = _epoch(getattr(task, "started_at", None))
     if started is not None:
         document["startedAt"] = started
-        document["createdAt"] = started
+    created = _epoch(getattr(task, "created_at", None))
+    if created is not None or started is not None:
+        document["createdAt"] = created if created is not None else started
     if task.stopped_reason:
         document["stoppedReason"] = task.stopped_reason
     stopped = _epoch(getattr(task, "stopped_at", None))
@@ -998,7 +1000,7 @@ class LocalECS:
         list_services_page: int = 10,
         default_amis: bool = False,
         schedule: bool = False,
-        place_after: float | None = None,
+        start_after: float | None = None,
     ) -> None:
         """Configure, without starting.
 
@@ -1009,10 +1011,11 @@ class LocalECS:
 
         ``schedule=True`` makes services place their tasks (scheduler.py);
         off by default, services have no tasks, as in moto. ``reset()`` puts
-        it back to this value. ``place_after`` (seconds, with ``schedule``)
-        also places tasks from a background thread that long after each
-        change, as ECS does without being asked; by default tasks are placed
-        at the next read of the cluster.
+        it back to this value. ``start_after`` (seconds, with ``schedule``)
+        also places tasks from a background thread as soon as something
+        changes, each PENDING that long before it is RUNNING, as ECS does
+        without being asked; by default tasks are placed at the next read of
+        the cluster, RUNNING at once.
         """
         self.host = host
         self.port = port
@@ -1039,7 +1042,7 @@ class LocalECS:
         self.events = InstanceEvents(self)
         self._schedule = schedule
         self.scheduler = Scheduler(self, enabled=schedule)
-        self.place_after = place_after
+        self.start_after = start_after
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -1069,8 +1072,8 @@ class LocalECS:
         self._endpoint_url = f"http://{self.host}:{self._server.server_port}"
         identity = self._admin_client("sts").get_caller_identity()
         self.account_id = identity["Account"]
-        if self.place_after is not None:
-            self.scheduler.start_background(self.place_after)
+        if self.start_after is not None:
+            self.scheduler.start_background(self.start_after)
         return self
 
     def stop(self) -> None:
@@ -1121,6 +1124,17 @@ class LocalECS:
         """A copy of the calls made so far (helpers' own calls excluded)."""
         with self._calls_lock:
             return list(self._calls)
+
+    def calls_since(self, start: int) -> list[ApiCall]:
+        """The calls recorded from index `start` on (``len(calls)`` taken earlier), without copying the rest."""
+        with self._calls_lock:
+            return self._calls[start:]
+
+    @property
+    def calls_recorded(self) -> int:
+        """How many calls the log holds: an index for calls_since()."""
+        with self._calls_lock:
+            return len(self._calls)
 
     def clear_calls(self) -> None:
         """Forget the calls recorded so far."""

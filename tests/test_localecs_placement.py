@@ -30,8 +30,8 @@ def cluster(ecs: LocalECS) -> LocalECS:
 
 @pytest.fixture
 def placing(cluster: LocalECS) -> Iterator[LocalECS]:
-    """The same, with tasks placed 50 ms after each change by the scheduler's own thread."""
-    cluster.scheduler.start_background(0.05)
+    """The same, with tasks placed by the scheduler's own thread, each PENDING for 0.5 s before it is RUNNING."""
+    cluster.scheduler.start_background(0.5)
     try:
         yield cluster
     finally:
@@ -179,22 +179,33 @@ def receive_task_events(local: LocalECS, queue_url: str, until: float) -> list[d
     return found
 
 
-def test_tasks_are_placed_without_a_read_and_their_start_is_a_task_event(placing: LocalECS) -> None:
-    """With place_after, an UpdateService that raises desiredCount starts the task by itself: its "ECS Task State
-    Change" event (group service:NAME, RUNNING, the host, the cluster, version 1) reaches the queue while nothing reads
-    ECS; the gated service's task starts the same way once the host gets the attribute."""
+def test_tasks_are_placed_without_a_read_pending_then_running_with_task_events(placing: LocalECS) -> None:
+    """With start_after, an UpdateService that raises desiredCount places the task by itself: PENDING at first (a
+    read just after the change finds no RUNNING task), RUNNING 0.5 s later; its "ECS Task State Change" events
+    (group service:NAME, PENDING then RUNNING, the host, the cluster, version 1 then 2) reach the queue while nothing
+    reads ECS; the gated service's task starts the same way once the host gets the attribute."""
     queue = placing.enable_events(CLUSTER, task_events=True)
     [host] = placing.add_hosts(CLUSTER, 1)
     placing.create_service(CLUSTER, "agent", desired_count=0)
     placing.create_service(CLUSTER, "web", desired_count=1, placement_constraints=[GATE])
     client = placing.client()
     client.update_service(cluster=CLUSTER, service="agent", desiredCount=1)
-    [started] = receive_task_events(placing, queue, time.monotonic() + 10)
-    detail = started["detail"]
-    assert (detail["group"], detail["lastStatus"], detail["containerInstanceArn"], detail["version"]) == (
-        "service:agent", "RUNNING", host, 1
+    raised = time.monotonic()
+    assert running(placing, "agent") == []
+    events = receive_task_events(placing, queue, time.monotonic() + 10)
+    assert [(e["detail"]["lastStatus"], e["detail"]["version"]) for e in events] == [("PENDING", 1), ("RUNNING", 2)]
+    assert time.monotonic() - raised >= 0.5
+    detail = events[-1]["detail"]
+    assert (detail["group"], detail["containerInstanceArn"], detail["taskArn"]) == (
+        "service:agent", host, events[0]["detail"]["taskArn"]
     )
-    assert detail["clusterArn"].endswith(f":cluster/{CLUSTER}")
+    assert detail["clusterArn"].endswith(f":cluster/{CLUSTER}") and "startedAt" in detail
+    [task] = running(placing, "agent")
+    assert task["startedAt"].timestamp() >= task["createdAt"].timestamp()
+    [service] = client.describe_services(cluster=CLUSTER, services=["agent"])["services"]
+    assert (service["runningCount"], service["pendingCount"]) == (1, 0)
     client.put_attributes(cluster=CLUSTER, attributes=[{"name": READY, "value": "true", "targetId": host}])
-    [gated] = receive_task_events(placing, queue, time.monotonic() + 10)
-    assert (gated["detail"]["group"], gated["detail"]["containerInstanceArn"]) == ("service:web", host)
+    gated = receive_task_events(placing, queue, time.monotonic() + 10)
+    assert [(e["detail"]["group"], e["detail"]["lastStatus"]) for e in gated] == [
+        ("service:web", "PENDING"), ("service:web", "RUNNING")
+    ]
