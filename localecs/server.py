@@ -1479,7 +1479,8 @@ class LocalECS:
         self._admin_client("ecs").update_service(cluster=cluster, service=service, taskDefinition=task_definition)
 
     def tasks(self, cluster: str, service: str) -> list[dict[str, Any]]:
-        """The service's tasks whose desired status is RUNNING: task ARN, host ARN, status, task definition."""
+        """The service's tasks whose desired status is RUNNING: task ARN, host ARN, status, task definition, and
+        startedAt (seconds since the epoch; None while PENDING)."""
         ecs_backend, _ = self._backends()
         with self._moto_lock:
             self.scheduler.run(ecs_backend, cluster)
@@ -1491,6 +1492,7 @@ class LocalECS:
                     "containerInstanceArn": task.container_instance_arn,
                     "lastStatus": task.last_status,
                     "taskDefinitionArn": task.task_definition_arn,
+                    "startedAt": _epoch(getattr(task, "started_at", None)),
                 }
                 for task in ecs_backend.tasks.get(cluster.split("/")[-1], {}).values()
                 if task.group == f"service:{service}" and task.desired_status == "RUNNING"
