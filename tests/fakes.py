@@ -121,7 +121,12 @@ class FakeEcs:
                     cluster_arn=f"{ACCOUNT}:cluster/{self.cluster}",
                     status="ACTIVE",
                     desired_count=record.desired_count,
-                    running_count=record.desired_count,
+                    # Once a test runs tasks of the service, its runningCount is theirs, as ECS reports it.
+                    running_count=(
+                        sum(1 for t in self.tasks[record.name] if t.last_status == "RUNNING")
+                        if record.name in self.tasks
+                        else record.desired_count
+                    ),
                     placement_constraints=constraints,
                     minimum_healthy_percent=0,
                 )

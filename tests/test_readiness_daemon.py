@@ -7,12 +7,14 @@ The daemon service `agent` is managed; the application service `web` requires
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemon, free_port, http_get
+from daemon_helpers import RUN_PY, Daemon, daemon_env, free_port, http_get
 from localecs import LocalECS
 
 CLUSTER = "ready"
@@ -49,6 +51,22 @@ def running_on(local: LocalECS, service: str) -> dict[str, int]:
         if task["lastStatus"] == "RUNNING" and task.get("containerInstanceArn"):
             hosts[task["containerInstanceArn"]] = hosts.get(task["containerInstanceArn"], 0) + 1
     return hosts
+
+
+def run_check(local: LocalECS, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, RUN_PY, "check", *args],
+        env=daemon_env(local, **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def check_json(local: LocalECS, **settings: str) -> tuple[int, dict[str, Any]]:
+    result = run_check(local, "--json", **settings)
+    return result.returncode, json.loads(result.stdout)
 
 
 def tail(daemon: Daemon) -> str:
@@ -92,7 +110,8 @@ def test_a_new_host_gets_the_attribute_only_once_its_daemon_task_runs(cluster: L
     with Daemon(
         local, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL="0.3", READY_ATTRIBUTE=ATTRIBUTE, COVERAGE_GRACE="30"
     ) as daemon:
-        violations = watch(local, daemon, lambda: len(marked(local)) == 2 and sum(running_on(local, "web").values()) == 4)
+        everywhere = lambda: len(marked(local)) == 2 and sum(running_on(local, "web").values()) == 4  # noqa: E731
+        violations = watch(local, daemon, everywhere)
         assert violations == []
         # A new host too full for the agent's task: not ready, so no web task lands there.
         full = local.add_hosts(CLUSTER, 1, reserved_memory=FULL_MEMORY)[0]
@@ -197,3 +216,29 @@ def test_status_and_gauge_show_readiness(cluster: LocalECS) -> None:
         assert "agent" in entry["why"]
         _, metrics = http_get(port, "/metrics")
         assert "ecs_cluster_manager_hosts_ready 2.0" in metrics or "ecs_cluster_manager_hosts_ready 2\n" in metrics
+
+
+def test_check_shows_each_host_ready_or_not_and_why(cluster: LocalECS) -> None:
+    """check, per host: ready (attribute set) or not, why, and what the daemon would write; --json too."""
+    local = cluster
+    full = local.add_hosts(CLUSTER, 1, reserved_memory=FULL_MEMORY)[0]
+    with Daemon(local, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL="0.3", READY_ATTRIBUTE=ATTRIBUTE) as daemon:
+        watch(local, daemon, lambda: len(marked(local)) == 2 and len(running_on(local, "agent")) == 2)
+    settings = {"CLUSTER": CLUSTER, "SERVICES": "agent", "READY_ATTRIBUTE": ATTRIBUTE}
+    table = run_check(local, **settings)
+    lines = table.stdout.splitlines()
+    not_ready = [line for line in lines if "not-ready" in line]
+    assert len(not_ready) == 1, table.stdout
+    assert "no RUNNING task of agent" in not_ready[0]
+    assert f"lacks {ATTRIBUTE}" in not_ready[0]
+    assert len([line for line in lines if line.split()[1:3] == ["info", "ready"]]) == 2, table.stdout
+    code, document = check_json(local, **settings)
+    by_host = {h["containerInstanceArn"]: h for h in document["readiness"]}
+    assert by_host[full]["ready"] is False and by_host[full]["attribute"] is False
+    assert sum(1 for h in by_host.values() if h["ready"] and h["attribute"]) == 2
+    assert by_host[full]["ec2InstanceId"].startswith("i-")
+    # A host that has the attribute but whose agent task is gone for longer than the grace: the daemon would delete.
+    local.set_attributes(CLUSTER, full, {ATTRIBUTE: "true"})
+    code, document = check_json(local, COVERAGE_GRACE="0", **settings)
+    by_host = {h["containerInstanceArn"]: h for h in document["readiness"]}
+    assert by_host[full]["attribute"] is True and by_host[full]["daemonWould"] == "delete", by_host[full]

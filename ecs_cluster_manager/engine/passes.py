@@ -280,6 +280,7 @@ def _read_coverage(
         eligible, ineligible = hosts[host_filters[service.arn]]
         memory.coverage.last_read[service.name] = clock
         memory.coverage.read_eligible[service.name] = eligible
+        memory.coverage.read_counts[service.name] = (service.running_count, service.pending_count)
         try:
             result = coverage.read(
                 api,

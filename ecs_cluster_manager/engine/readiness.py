@@ -14,16 +14,19 @@ written after a failed read, or in a dry run (which logs what it would write).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from ecs_cluster_manager.aws.errors import EcsError
 from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
+from ecs_cluster_manager.model.coverage import RUNNING, Coverage
 from ecs_cluster_manager.model.models import Service
 from ecs_cluster_manager.model.readiness import ACTIVE, PUT_BATCH, TRUE, HostState, Readiness, ServiceHosts, decide
 from ecs_cluster_manager.model.report import PassReport
-from ecs_cluster_manager.observe.filters import HostFilter
+from ecs_cluster_manager.observe.filters import DISCONNECTED, HostFilter
 from ecs_cluster_manager.observe.hosts import INACTIVE
 from ecs_cluster_manager.observe.memory import Memory
 
@@ -195,3 +198,88 @@ def _write(
 def _ec2_id(memory: Memory, arn: str) -> str | None:
     host = memory.store.hosts.get(arn)
     return host.ec2_instance_id if host is not None else None
+
+
+def audit(
+    api: PassGateway,
+    config: Config,
+    services: Sequence[Service],
+    eligible: Mapping[str, frozenset[str]],
+    coverages: Mapping[str, Coverage],
+    now: float,
+) -> list[HostReport]:
+    """`check`'s readiness: per ACTIVE or DRAINING host, ready or not and why, and whether it has the attribute.
+
+    check keeps no memory, so a missing task's age is the service's unbroken run
+    of placement failures (`placement_failure_since`), as for `missing-task`.
+    Raises EcsError when a read fails.
+    """
+    name = config.ready_attribute
+    assert name is not None
+    marked = set(api.list_attributes(config.cluster, name, TRUE))
+    active = api.list_container_instances(config.cluster, "ACTIVE")
+    disconnected = set(api.list_container_instances(config.cluster, "ACTIVE", DISCONNECTED))
+    draining = api.list_container_instances(config.cluster, "DRAINING")
+    hosts = {arn: HostState(ACTIVE, arn not in disconnected) for arn in active}
+    hosts.update((arn, HostState("DRAINING", True)) for arn in draining)
+    views: list[ServiceHosts] = []
+    for service in services:
+        found = coverages.get(service.name)
+        if service.arn not in eligible:
+            continue
+        running = frozenset(
+            t.container_instance_arn for t in (found.tasks if found else ())
+            if t.container_instance_arn and t.last_status == RUNNING
+        )
+        wanted = {h.container_instance_arn for h in (*found.missing, *found.pending)} if found else set()
+        since = service.placement_failure_since
+        views.append(
+            ServiceHosts(
+                name=service.name,
+                eligible=eligible[service.arn],
+                running=running,
+                unwanted=frozenset(eligible[service.arn] - running - wanted) if found else frozenset(),
+                missing_since={h.container_instance_arn: since for h in found.missing} if found and since else {},
+                read=found is not None,
+            )
+        )
+    decided = decide(hosts, views, marked, now=now, grace=config.coverage_grace)
+    why = {host.arn: host.why for host in decided.not_ready}
+    ec2_ids = {
+        instance.arn: instance.ec2_instance_id
+        for batch in (sorted(hosts)[i : i + DESCRIBED_HOSTS] for i in range(0, len(hosts), DESCRIBED_HOSTS))
+        for instance in api.describe_container_instances(config.cluster, batch)
+    }
+    return [
+        HostReport(
+            container_instance_arn=arn,
+            ec2_instance_id=ec2_ids.get(arn),
+            ready=arn in decided.ready,
+            attribute=arn in marked,
+            why=why.get(arn, "every managed service it is eligible for runs its task there"),
+            would=("put" if arn in decided.put else "delete" if arn in decided.delete else None),
+        )
+        for arn in sorted(hosts)
+    ]
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """One host as `check` reports its readiness."""
+
+    container_instance_arn: str
+    ec2_instance_id: str | None
+    ready: bool
+    attribute: bool  # whether it has the attribute now
+    why: str
+    would: str | None  # the write the daemon would make: "put", "delete" or None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "containerInstanceArn": self.container_instance_arn,
+            "ec2InstanceId": self.ec2_instance_id,
+            "ready": self.ready,
+            "attribute": self.attribute,
+            "why": self.why,
+            "daemonWould": self.would,
+        }
