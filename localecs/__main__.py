@@ -1,11 +1,16 @@
 """`python -m localecs`: keep a local ECS API running and change its cluster by hand.
 
     python -m localecs serve [--port N] [--hosts 3] [--services a,b] [--cluster sandbox] [--events]
+                             [--task-events] [--start-after SECONDS]
         start the API, create the cluster, its hosts and services (one task per
         host: distinctInstance), print the `export ...` line for the daemon,
         and stay up until Ctrl-C. With --events, the cluster's "ECS Container
         Instance State Change" events go through EventBridge to an SQS queue,
-        whose URL the export line gives as EVENTS_QUEUE_URL.
+        whose URL the export line gives as EVENTS_QUEUE_URL; --task-events adds
+        its "ECS Task State Change" events (for READY_ATTRIBUTE). With
+        --start-after, tasks are placed as soon as something changes, each
+        PENDING that many seconds before it is RUNNING, as in ECS; without it,
+        at the next read of the cluster, RUNNING at once.
     python -m localecs add-host [--count N] [--attribute KEY=VALUE ...]
     python -m localecs drain|activate|deregister|disconnect|connect [HOST]
         change the cluster of a running server: HOST is a container instance
@@ -68,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send the cluster's container instance state-change events to an SQS queue (EVENTS_QUEUE_URL)",
     )
+    serve.add_argument(
+        "--task-events",
+        action="store_true",
+        help="with --events, the cluster's task state-change events too (as READY_ATTRIBUTE's rule takes them)",
+    )
+    serve.add_argument(
+        "--start-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="place tasks as soon as something changes, each PENDING this long before it is RUNNING, as ECS does "
+        "(default: at the next read, RUNNING at once)",
+    )
 
     def control(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
@@ -95,11 +113,16 @@ def serve(args: argparse.Namespace) -> int:
     if args.hosts < 0:
         print("python -m localecs serve: --hosts must be >= 0", file=sys.stderr)
         return 2
+    if args.start_after is not None and args.start_after < 0:
+        print("python -m localecs serve: --start-after must be >= 0", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        local = LocalECS(host=args.host, port=args.port, region=args.region, schedule=args.schedule).start()
+        local = LocalECS(
+            host=args.host, port=args.port, region=args.region, schedule=args.schedule, start_after=args.start_after
+        ).start()
     except OSError as error:
         reason = error.strerror or error
         print(f"python -m localecs serve: --port {args.port}: cannot listen: {reason}", file=sys.stderr)
@@ -122,7 +145,7 @@ def serve(args: argparse.Namespace) -> int:
         }
         if args.events:
             # After the first hosts: the queue holds only what changes once the daemon may be watching.
-            exports["EVENTS_QUEUE_URL"] = local.enable_events(args.cluster)
+            exports["EVENTS_QUEUE_URL"] = local.enable_events(args.cluster, task_events=args.task_events)
         print(f"local ECS API on {local.endpoint_url}: cluster {args.cluster!r}, {args.hosts} host(s), "
               f"service(s) {', '.join(services) or '(none)'} at desiredCount 0", flush=True)
         print("in another shell, paste this and run the daemon (unset AWS_PROFILE if you have one):\n", flush=True)

@@ -5,12 +5,18 @@ with tasks to place get the room, and placement (with its task event) without an
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
+from daemon_helpers import ROOT
 from localecs import LocalECS
 
 CLUSTER = "placement"
@@ -209,3 +215,42 @@ def test_tasks_are_placed_without_a_read_pending_then_running_with_task_events(p
     assert [(e["detail"]["group"], e["detail"]["lastStatus"]) for e in gated] == [
         ("service:web", "PENDING"), ("service:web", "RUNNING")
     ]
+
+
+def test_serve_with_start_after_and_task_events_places_and_reports_without_a_read() -> None:
+    """`serve --events --task-events --start-after 0.2`: a raised desiredCount puts the task's PENDING and RUNNING
+    events on the exported queue while nothing reads ECS."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "localecs", "serve", "--hosts", "1", "--services", "agent", "--events", "--task-events",
+         "--start-after", "0.2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        exports: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while not exports and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if line.startswith("export "):
+                exports = dict(pair.split("=", 1) for pair in line.split()[1:])
+        options: dict[str, Any] = {
+            "endpoint_url": exports["AWS_ENDPOINT_URL"], "region_name": exports["AWS_REGION"],
+            "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+        }
+        boto3.client("ecs", **options).update_service(cluster=exports["CLUSTER"], service="agent", desiredCount=1)
+        sqs = boto3.client("sqs", **options)
+        statuses: list[str] = []
+        until = time.monotonic() + 15
+        while len(statuses) < 2 and time.monotonic() < until:
+            for message in sqs.receive_message(QueueUrl=exports["EVENTS_QUEUE_URL"], MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=1).get("Messages", []):
+                body = json.loads(message["Body"])
+                if body["detail-type"] == "ECS Task State Change":
+                    statuses.append(body["detail"]["lastStatus"])
+        assert statuses == ["PENDING", "RUNNING"]
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
