@@ -115,7 +115,8 @@ def test_a_late_running_event_of_a_task_that_stopped_since_makes_no_host_ready()
     """The model's first find: a RUNNING event delivered after its task stopped (the STOPPED event lost) and its
     host drained: the event pass reads the task, finds it gone, and puts nothing."""
     fake = FakeEcs()
-    h1, h2 = fake.add_host(), fake.add_host()
+    fake.add_host()
+    h2 = fake.add_host()
     fake.add_service("agent", 0)
     fake.tasks["agent"] = []
     clock = FakeClock()

@@ -6,8 +6,9 @@ updates one task when it is newer (`version`) than what is known of it. An
 event saying a task is RUNNING is only a hint, since events come late and out
 of order (the task may have stopped since): the pass that follows describes
 that task (`unconfirmed`, DescribeTasks) before its host can be made ready, so
-a daemon task that reaches RUNNING makes its host ready within that pass. `marked` is what ECS has: read with ListAttributes at start and
-at least every RESYNC, and updated by every write that succeeded.
+a daemon task that reaches RUNNING makes its host ready within that pass.
+`marked` is what ECS has: read with ListAttributes at start and at least every
+RESYNC, and updated by every write that succeeded.
 """
 
 from __future__ import annotations
