@@ -46,7 +46,8 @@ START_AFTER = 1.0  # seconds a placed task is PENDING before it is RUNNING
 EVENTS_INTERVAL, POLLING_INTERVAL, QUICK_POLLING_INTERVAL = 300.0, 30.0, 5.0
 FULL_EVENTS_HOSTS, QUICK_EVENTS_HOSTS = (10, 100, 1000), (10,)
 POLLING_HOSTS = 10
-FULL_TRIALS, QUICK_TRIALS = 15, 4  # registrations per events size, and in all for polling
+FULL_TRIALS, QUICK_TRIALS = 15, 4  # registrations per events size
+FULL_POLLING_TRIALS, QUICK_POLLING_TRIALS = 8, 4  # polling's, in all: about a minute each at INTERVAL=30
 POLLING_CLUSTERS = 4  # polling's trials run on this many clusters at once
 BEGIN, END = "<!-- ready-attribute -->", "<!-- /ready-attribute -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
@@ -208,6 +209,7 @@ def measure(quick: bool = False, progress: Callable[[str], None] | None = None) 
             figures.append(figure)
         interval = QUICK_POLLING_INTERVAL if quick else POLLING_INTERVAL
         polling = Figure(POLLING, interval, POLLING_HOSTS, offset=interval)
+        count = QUICK_POLLING_TRIALS if quick else FULL_POLLING_TRIALS
         clusters = min(count, POLLING_CLUSTERS)
         errors: list[BaseException] = []
         threads = []
