@@ -139,7 +139,7 @@ def trials(
                 and str(c.params.get("service")).rsplit("/", 1)[-1] == SERVICE
                 and c.params.get("desiredCount") == hosts
             )
-            [task] = [t for t in _tasks(local, cluster) if t.get("containerInstanceArn") == host]
+            [task] = _tasks(local, cluster, host)
             figure.trials.append(
                 Trial(
                     desired=raised - registered,
@@ -161,13 +161,11 @@ def _epoch(value: object) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(str(value))
 
 
-def _tasks(local: LocalECS, cluster: str) -> list[dict[str, object]]:
+def _tasks(local: LocalECS, cluster: str, host: str) -> list[dict[str, object]]:
+    """The managed service's tasks on `host` (one ListTasks page: distinctInstance leaves at most one)."""
     client = local.client()
-    arns = client.list_tasks(cluster=cluster, serviceName=SERVICE)["taskArns"]
-    found: list[dict[str, object]] = []
-    for start in range(0, len(arns), 100):
-        found += client.describe_tasks(cluster=cluster, tasks=arns[start : start + 100])["tasks"]
-    return found
+    arns = client.list_tasks(cluster=cluster, serviceName=SERVICE, containerInstance=host)["taskArns"]
+    return list(client.describe_tasks(cluster=cluster, tasks=arns)["tasks"]) if arns else []
 
 
 def _cluster(local: LocalECS, name: str, hosts: int) -> None:

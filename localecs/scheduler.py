@@ -146,7 +146,8 @@ class Scheduler:
 
     def _background(self) -> None:
         while not self._stopping.is_set():
-            due = min((at for at, _ in self._starting.values()), default=None)
+            with self.owner._moto_lock:  # _start adds to _starting under it
+                due = min((at for at, _ in self._starting.values()), default=None)
             self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
             if self._stopping.is_set():
                 return

@@ -197,7 +197,7 @@ def test_tasks_are_placed_without_a_read_pending_then_running_with_task_events(p
     client = placing.client()
     client.update_service(cluster=CLUSTER, service="agent", desiredCount=1)
     raised = time.monotonic()
-    assert running(placing, "agent") == []
+    assert running(placing, "agent") == [] or time.monotonic() - raised >= 0.5  # a slow machine may take that long
     events = receive_task_events(placing, queue, time.monotonic() + 10)
     assert [(e["detail"]["lastStatus"], e["detail"]["version"]) for e in events] == [("PENDING", 1), ("RUNNING", 2)]
     assert time.monotonic() - raised >= 0.5
@@ -207,7 +207,7 @@ def test_tasks_are_placed_without_a_read_pending_then_running_with_task_events(p
     )
     assert detail["clusterArn"].endswith(f":cluster/{CLUSTER}") and "startedAt" in detail
     [task] = running(placing, "agent")
-    assert task["startedAt"].timestamp() >= task["createdAt"].timestamp()
+    assert task["startedAt"].timestamp() - task["createdAt"].timestamp() >= 0.49
     [service] = client.describe_services(cluster=CLUSTER, services=["agent"])["services"]
     assert (service["runningCount"], service["pendingCount"]) == (1, 0)
     client.put_attributes(cluster=CLUSTER, attributes=[{"name": READY, "value": "true", "targetId": host}])
