@@ -14,7 +14,8 @@ registers one host, and reads from the local API's call log and tasks: when
 UpdateService raised desiredCount (registration -> desiredCount, the other
 figures' measure and this one's baseline), when the host's task started (its
 `startedAt`), and when PutAttributes named the host; and the daemon's calls from
-the registration to the attribute, by operation. Nothing polls the API while a
+the registration to the attribute, by operation. The cluster's first hosts
+already run their task and have the attribute when the daemon starts. Nothing polls the API while a
 trial waits (the call log is read in process), and polling's trials run on
 several clusters at once, each with its own daemon.
 """
@@ -110,13 +111,19 @@ def trials(
     """Run the daemon with `env` on `cluster` and register `count` hosts, one a trial, into `figure`."""
     rng = random.Random(seed)
     timeout = 2 * figure.interval + 30
+    hosts = len(local.hosts(cluster))
+    began = local.calls_recorded
+    # The daemon has started when it has listed the attribute, and (with events) polled its queue.
+    started = {"ListAttributes", "ReceiveMessage"} if "EVENTS_QUEUE_URL" in env else {"ListAttributes"}
     with daemon(env, stdout=subprocess.DEVNULL):
         deadline = time.monotonic() + 120
-        hosts = len(local.hosts(cluster))
-        while local.desired_count(cluster, SERVICE) != hosts or _ready_hosts(local, cluster) != hosts:
+        while not started <= {c.operation for c in local.calls_since(began) if is_daemon_call(c)}:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{cluster}: the daemon did not mark the {hosts} hosts ready")
+                raise RuntimeError(f"{cluster}: the daemon did not start")
             time.sleep(0.2)
+        time.sleep(1.0)  # its first pass done
+        if local.desired_count(cluster, SERVICE) != hosts or _ready_hosts(local, cluster) != hosts:
+            raise RuntimeError(f"{cluster}: the daemon changed the cluster it found converged")
         for index in range(count):
             time.sleep(rng.uniform(0.0, figure.offset))
             start = local.calls_recorded
@@ -169,14 +176,25 @@ def _tasks(local: LocalECS, cluster: str, host: str) -> list[dict[str, object]]:
 
 
 def _cluster(local: LocalECS, name: str, hosts: int) -> None:
+    """A converged cluster of `hosts`: the service's task RUNNING on each, and each with the attribute."""
     local.create_cluster(name)
-    local.add_hosts(name, hosts)
+    arns = local.add_hosts(name, hosts)
     local.create_service(
         name,
         SERVICE,
+        desired_count=hosts,
         placement_constraints=[{"type": "distinctInstance"}],
         deployment_configuration={"minimumHealthyPercent": 50, "maximumPercent": 100},
     )
+    deadline = time.monotonic() + 60 + hosts / 10
+    while sum(1 for t in local.tasks(name, SERVICE) if t["lastStatus"] == "RUNNING") < hosts:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: the local scheduler did not start {hosts} tasks")
+        time.sleep(0.2)
+    ecs = local.client()
+    for start in range(0, hosts, 10):
+        attributes = [{"name": ATTRIBUTE, "value": "true", "targetId": arn} for arn in arns[start : start + 10]]
+        ecs.put_attributes(cluster=name, attributes=attributes)
 
 
 def measure(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[Figure]:
