@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,9 +124,21 @@ def follow(local: LocalECS, service: str, count: int, started: float) -> None:
     print(f"=== followed in {took:.1f}s" if followed else f"=== not followed after {took:.0f}s", flush=True)
 
 
-def passes_started(local: LocalECS) -> int:
-    """Every pass describes the managed services: the DescribeServices calls count the passes."""
-    return local.count("DescribeServices")
+def event_passes(metrics_port: int) -> int:
+    """The passes events started so far, from the daemon's own /metrics (-1 when it cannot be read)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1
+    found = re.search(r'^ecs_cluster_manager_passes_by_trigger_total\{trigger="event"\} ([\d.]+)$', text, re.M)
+    return int(float(found.group(1))) if found else -1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def running_on(local: LocalECS, service: str, host: str) -> list[dict[str, object]]:
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             show(local)
 
             queue_url = local.enable_events(CLUSTER, task_events=True)
+            metrics_port = free_port()
             env = {
                 **local.env(),
                 "CLUSTER": CLUSTER,
@@ -282,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"EVENTS_QUEUE_URL={queue_url}, READY_ATTRIBUTE={READY}, COVERAGE_GRACE={COVERAGE_GRACE:g}s): "
                 "host and task changes reach it as ECS events, in about a second"
             )
-            daemon = subprocess.Popen(manager_argv(), env=env)
+            daemon = subprocess.Popen(manager_argv(), env={**env, "METRICS_PORT": str(metrics_port)})
             began = time.monotonic()
             follow(local, "log-shipper", 4, began)
             wait_until(lambda: sum(1 for h in local.hosts(CLUSTER) if h["attributes"].get(READY) == "true") == 4, 30)
@@ -307,13 +323,18 @@ def main(argv: list[str] | None = None) -> int:
             ready_host_step(local, web, mark, registered, MANAGED_SERVICES)
 
             say("a host's agent disconnects and reconnects, and tasks start on it: routine, so no pass and no change")
-            before = passes_started(local)
+            before = event_passes(metrics_port)
             local.set_agent_connected(CLUSTER, hosts[3], False)
             local.set_agent_connected(CLUSTER, hosts[3], True)
             local.task_placed(CLUSTER, hosts[3])
             time.sleep(2.0)
             show(local)
-            print(f"=== passes started by those events: {passes_started(local) - before}", flush=True)
+            after = event_passes(metrics_port)
+            print(
+                f"=== passes started by those events: {after - before} (passes started by events so far: {after}, "
+                "from the daemon's /metrics)",
+                flush=True,
+            )
             print(
                 "    (an agent lost for good lowers the count only after SCALE_DOWN_AFTER=2 regular passes,\n"
                 "    so its routine reconnects never stop a task)",
