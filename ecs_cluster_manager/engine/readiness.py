@@ -112,7 +112,8 @@ def keep_ready(
     readiness = decide(hosts, views(memory, services, host_filters), watch.marked, now=now, grace=config.coverage_grace)
     report.readiness = readiness
     if config.dry_run:
-        if readiness.put or readiness.delete:
+        # Logged when what it would write changes, not on every pass.
+        if (readiness.put or readiness.delete) and watch.would != (readiness.put, readiness.delete):
             log.info(
                 "readiness",
                 cluster=config.cluster,
@@ -121,6 +122,7 @@ def keep_ready(
                 would_delete=_named(readiness.delete),
                 dry_run=True,
             )
+        watch.would = (readiness.put, readiness.delete)
     else:
         _write(api, config, memory, report, readiness, name)
     report.hosts_marked = len(watch.marked)

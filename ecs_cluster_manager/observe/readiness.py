@@ -62,6 +62,7 @@ class ReadyWatch:
     marked_at: float | None = None  # store clock: when `marked` was last read in full
     active_before: set[str] = field(default_factory=set)  # hosts the store had ACTIVE at the last decision
     unconfirmed: dict[str, str] = field(default_factory=dict)  # task ARN -> service: reported RUNNING, not read yet
+    would: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # a dry run's last (puts, deletes), as logged
 
     def read(self, coverage: Coverage, tasks: Iterable[Task], eligible: Iterable[str]) -> None:
         """Take in a coverage reading: the service's tasks (replacing what was known) and the hosts it leaves empty."""
