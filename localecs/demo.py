@@ -5,7 +5,8 @@ ECS, publishing ECS container instance and task state-change events through
 EventBridge to an SQS queue, as AWS does), creates a cluster with a few hosts
 and some services, runs `ecs-cluster-manager check`, then the real daemon
 (`ecs-cluster-manager`, pointed at the local API through AWS_ENDPOINT_URL, with
-EVENTS_QUEUE_URL, a long INTERVAL, READY_ATTRIBUTE and a short COVERAGE_GRACE)
+EVENTS_QUEUE_URL, READY_ATTRIBUTE, a short COVERAGE_GRACE and an INTERVAL short
+enough for the regular pass to act on it soon)
 while hosts come and go, and prints the services' desiredCount after each
 change with the time it took. The local API places each service's tasks by
 itself, each PENDING for a moment before it is RUNNING, as ECS does. It shows
@@ -35,7 +36,9 @@ from . import LocalECS
 from .shell import manager_argv, manager_command
 
 CLUSTER = "demo"
-DEFAULT_INTERVAL = 300.0  # with events, INTERVAL is only the safety net
+# With events, host and task changes start their own passes; the regular pass is what acts on time passing
+# alone: a host missing a make-room service's task for COVERAGE_GRACE is seen at the first regular pass after it.
+DEFAULT_INTERVAL = 10.0
 START_AFTER = 0.5  # seconds a placed task is PENDING before it is RUNNING
 COVERAGE_GRACE = 4.0  # seconds a host may miss its task before it counts as missing: short, for the demo
 READY = "ecs-cluster-manager.ready"
@@ -197,26 +200,30 @@ def stops_for_room(local: LocalECS, mark: int) -> list[tuple[float, str, str]]:
     ]
 
 
-def room_step(local: LocalECS, host: str, mark: int, since: float, before: set[str]) -> None:
-    """Wait for the manager to make room on `host`; say what it stopped, where that task went, and when."""
-    if not wait_until(lambda: bool(stops_for_room(local, mark)), COVERAGE_GRACE + 30):
-        print("=== no room was made within COVERAGE_GRACE + 30 s", flush=True)
+def room_step(local: LocalECS, host: str, mark: int, since: float, interval: float) -> None:
+    """Wait for the manager to make room on `host`; say what it stopped, where ECS started it again, and when."""
+    if not wait_until(lambda: bool(stops_for_room(local, mark)), COVERAGE_GRACE + interval + 15):
+        print("=== no room was made within COVERAGE_GRACE + INTERVAL + 15 s", flush=True)
         return
     wait_until(lambda: started(local, "log-shipper", host, since) is not None, 15)
-    stopped_at, task, reason = stops_for_room(local, mark)[0]
+    stops = stops_for_room(local, mark)
+    stopped_at, task, reason = stops[0]
     moved: dict[str, object] | None = None
 
     def replaced() -> bool:
+        """batch-worker's task started since the stop: the one ECS started in place of the stopped one."""
         nonlocal moved
-        new = [t for t in local.tasks(CLUSTER, "batch-worker") if t["taskArn"] not in before]
-        moved = next((t for t in new if t["lastStatus"] == "RUNNING"), None)
+        tasks = local.tasks(CLUSTER, "batch-worker")
+        moved = next((t for t in tasks if float(str(t["startedAt"] or 0)) >= stopped_at), None)
         return moved is not None
 
     wait_until(replaced, 15)
+    wait_until(lambda: marked_at(local, host, mark, since) is not None, 15)
     shipper = started(local, "log-shipper", host, since)
     ready = marked_at(local, host, mark, since)
     print(
-        f"=== the manager stopped 1 batch-worker task there at {stopped_at - since:.1f}s "
+        f"=== the manager stopped {len(stops)} batch-worker task{'s' if len(stops) > 1 else ''} there at "
+        f"{stopped_at - since:.1f}s "
         f"(StopTask reason {reason!r}): task {task.rsplit('/', 1)[-1]}",
         flush=True,
     )
@@ -236,7 +243,7 @@ def room_step(local: LocalECS, host: str, mark: int, since: float, before: set[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localecs.demo", description=__doc__)
     parser.add_argument(
-        "--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds (default 300)"
+        "--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds (default 10)"
     )
     interval = parser.parse_args(argv).interval
     stop_requested = False
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"starting the daemon: {manager_command()}  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2, "
                 f"EVENTS_QUEUE_URL={queue_url}, READY_ATTRIBUTE={READY}, COVERAGE_GRACE={COVERAGE_GRACE:g}s): "
-                "host and task changes reach it as ECS events, in about a second"
+                "host and task changes reach it as ECS events, in about a second; the regular pass acts on "
+                "what only time changes (a task missing past COVERAGE_GRACE)"
             )
             daemon = subprocess.Popen(manager_argv(), env={**env, "METRICS_PORT": str(metrics_port)})
             began = time.monotonic()
@@ -348,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             began = time.monotonic()
             mark = local.calls_recorded
-            batch_tasks = {t["taskArn"] for t in local.tasks(CLUSTER, "batch-worker")}
             [small] = local.add_hosts(CLUSTER, 1, attributes={"role": "batch"}, memory=SMALL_HOST_MEMORY)
             registered = time.time()
             local.update_desired_count(CLUSTER, "batch-worker", 6)
@@ -357,10 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{manager_command()} check   (SERVICES=log-shipper): the small host lacks its task, with ECS's reason")
             subprocess.run([*manager_argv(), "check"], env=coverage_check, check=False)
             say(
-                f"after COVERAGE_GRACE ({COVERAGE_GRACE:g}s) the manager makes room: log-shipper may make room, "
-                "batch-worker is preemptible"
+                f"at its first regular pass after COVERAGE_GRACE ({COVERAGE_GRACE:g}s) the manager makes room: "
+                "log-shipper may make room, batch-worker is preemptible"
             )
-            room_step(local, small, mark, registered, batch_tasks)
+            room_step(local, small, mark, registered, interval)
             subprocess.run([*manager_argv(), "check"], env=coverage_check, check=False)
             hosts.append(small)
 
