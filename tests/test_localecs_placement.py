@@ -254,3 +254,25 @@ def test_serve_with_start_after_and_task_events_places_and_reports_without_a_rea
         if server.poll() is None:
             os.kill(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_the_attribute_is_read_back_by_short_id_and_full_arn(cluster: LocalECS) -> None:
+    """An attribute put by short id (with targetType) reads the same through DescribeContainerInstances by short id
+    and by full ARN, and ListAttributes names the host by its full ARN, as ECS does."""
+    [host] = cluster.add_hosts(CLUSTER, 1)
+    short = host.rsplit("/", 1)[-1]
+    client = cluster.client()
+    client.put_attributes(
+        cluster=CLUSTER,
+        attributes=[{"name": READY, "value": "true", "targetId": short, "targetType": "container-instance"}],
+    )
+    for reference in (short, host):
+        [described] = client.describe_container_instances(cluster=CLUSTER, containerInstances=[reference])[
+            "containerInstances"
+        ]
+        assert described["containerInstanceArn"] == host
+        assert {"name": READY, "value": "true"} in described["attributes"], reference
+    listed = client.list_attributes(
+        cluster=CLUSTER, targetType="container-instance", attributeName=READY, attributeValue="true"
+    )["attributes"]
+    assert [(a["targetId"], a["value"]) for a in listed] == [(host, "true")]
