@@ -10,14 +10,17 @@ local scheduler places its task before the others' when room is made.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemon, free_port, http_get
+from daemon_helpers import RUN_PY, Daemon, daemon_env, free_port, http_get
 from localecs import LocalECS
 
 CLUSTER = "room"
@@ -166,3 +169,43 @@ def test_a_dry_run_names_what_it_would_stop_and_stops_nothing(ecs: LocalECS, tmp
     assert would["services"] == ["web"] and would["dry_run"] is True and "insufficient memory" in would["reason"]
     assert stop_calls(local) == [] and not named(daemon, "room_made")
     assert [t["taskArn"] for t in local.tasks(CLUSTER, "web")] == [web_task["taskArn"]]
+
+
+def run_check(local: LocalECS, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, RUN_PY, "check", "--json"],
+        env=daemon_env(local, CLUSTER=CLUSTER, SERVICES="agent", COVERAGE_GRACE="0", **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def make_room_findings(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [f for f in json.loads(result.stdout)["findings"] if f["code"] == "make-room"]
+
+
+def test_check_names_the_host_and_the_tasks_it_would_stop_and_stops_nothing(ecs: LocalECS) -> None:
+    """check's make-room finding names the full host, web's task and its service; without a preemptible task that
+    frees enough it warns instead; check stops nothing either way."""
+    local = ecs
+    _, full = full_host(local)
+    local.update_desired_count(CLUSTER, "agent", 3)
+    [web_task] = local.tasks(CLUSTER, "web")
+    ec2 = {h["containerInstanceArn"]: h["ec2InstanceId"] for h in local.hosts(CLUSTER)}
+    result = run_check(local)
+    assert result.returncode == 1, result.stdout + result.stderr  # the missing task is an error past the grace
+    [finding] = make_room_findings(result)
+    assert finding["severity"] == "info" and finding["service"] == "agent"
+    message = finding["message"]
+    assert ec2[full] in message and full in message and "would stop 1 task(s)" in message
+    assert f"{web_task['taskArn'].rsplit('/', 1)[-1]} (service web)" in message and "(service db)" not in message
+    assert "1024 MiB" in message and "insufficient memory" in message
+    local.client().untag_resource(
+        resourceArn=local.client().describe_services(cluster=CLUSTER, services=["web"])["services"][0]["serviceArn"],
+        tagKeys=[PREEMPTIBLE],
+    )
+    [warning] = make_room_findings(run_check(local))
+    assert warning["severity"] == "warning" and "no set of tasks of preemptible services" in warning["message"]
+    assert stop_calls(local) == []
