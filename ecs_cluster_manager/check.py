@@ -10,23 +10,31 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TextIO
+from typing import Any, TextIO
 
 from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.engine.audit import ERROR, WARNING, Finding, collect, has_errors
+from ecs_cluster_manager.engine.readiness import HostReport
 from ecs_cluster_manager.model.coverage import Coverage
 from ecs_cluster_manager.model.exits import EXIT_FAILED, EXIT_OK
 from ecs_cluster_manager.ops import logs
 
 
-def as_json(cluster: str, findings: Sequence[Finding], coverages: dict[str, Coverage] | None = None) -> str:
-    document = {
+def as_json(
+    cluster: str,
+    findings: Sequence[Finding],
+    coverages: dict[str, Coverage] | None = None,
+    hosts: Sequence[HostReport] | None = None,
+) -> str:
+    document: dict[str, Any] = {
         "cluster": cluster,
         "ok": not has_errors(findings),
         "findings": [asdict(f) for f in findings],
         "coverage": {name: found.as_json() for name, found in (coverages or {}).items()},
     }
+    if hosts is not None:
+        document["readiness"] = [host.as_json() for host in hosts]
     return json.dumps(document, indent=2)
 
 
@@ -54,8 +62,13 @@ def main(api: Api, config: Config, out: TextIO | None = None) -> int:
     # stdout carries the report (JSON must stay parseable), so log lines such as API retries go to stderr.
     logs.configure(config.log_level, config.log_format, stream=sys.stderr)
     coverages: dict[str, Coverage] = {}
-    findings = collect(api, config, coverages)
-    text = as_json(config.cluster, findings, coverages) if config.json_output else as_table(config.cluster, findings)
+    hosts: list[HostReport] = []
+    findings = collect(api, config, coverages, hosts)
+    text = (
+        as_json(config.cluster, findings, coverages, hosts if config.ready_attribute else None)
+        if config.json_output
+        else as_table(config.cluster, findings)
+    )
     try:
         print(text, file=out)
         out.flush()

@@ -33,8 +33,16 @@ from ecs_cluster_manager.engine.passes import run_pass
 from ecs_cluster_manager.model.exits import EXIT_FAILED, EXIT_OK
 from ecs_cluster_manager.model.holds import hold_seconds
 from ecs_cluster_manager.model.report import PassReport
-from ecs_cluster_manager.observe.events import COALESCE_LIMIT, COALESCE_QUIET, EventSource, InstanceChange, unreadable
+from ecs_cluster_manager.observe.events import (
+    COALESCE_LIMIT,
+    COALESCE_QUIET,
+    TASK_NO_CHANGE,
+    Change,
+    EventSource,
+    unreadable,
+)
 from ecs_cluster_manager.observe.memory import Memory
+from ecs_cluster_manager.observe.readiness import TaskChange
 from ecs_cluster_manager.ops import health
 from ecs_cluster_manager.ops.health import Monitor
 
@@ -106,23 +114,24 @@ def loop(
     first = True
     managing_none = False
     wake = threading.Event()  # set by the events source when changes wait, and on stop
+    readiness = config.ready_attribute is not None
     source: EventSource | None = None
     next_regular = time.monotonic()
     followup: float | None = None  # when the API budget can pay for writes a pass deferred
     try:
         while not stop.is_set():
-            changes: list[InstanceChange] | None = None
+            changes: list[Change] | None = None
             due = min(next_regular, followup if followup is not None else next_regular)
             if source is not None and memory is not None:
                 if time.monotonic() < due and wake.wait(max(0.0, due - time.monotonic())):
                     if stop.is_set():
                         break
-                    changes = gather(source, memory, stop) or None
+                    changes = gather(source, memory, stop, readiness=readiness) or None
                     if changes is None and time.monotonic() < due:
                         continue
                 if changes is None and time.monotonic() >= next_regular:
                     # A regular pass is due: it runs whatever arrives, after taking in what waits.
-                    absorb(source, memory, source.take())
+                    absorb(source, memory, source.take(), readiness=readiness)
             if changes is None and followup is not None and time.monotonic() < next_regular:
                 # Deferred writes, decided again from the store as it is now: no listing.
                 changes = []
@@ -173,11 +182,29 @@ def loop(
     return EXIT_OK
 
 
-def absorb(source: EventSource, memory: Memory, changes: list[InstanceChange]) -> list[InstanceChange]:
-    """Take changes into the host store (this thread is its only writer); return those that can change a decision."""
-    relevant: list[InstanceChange] = []
+def absorb(source: EventSource, memory: Memory, changes: list[Change], *, readiness: bool = False) -> list[Change]:
+    """Take changes into the host store (this thread is its only writer); return those that can change a decision.
+
+    A task event matters only with READY_ATTRIBUTE (`readiness`): when it makes a host newly run a
+    managed service's task, the pass that follows may make the host ready.
+    """
+    relevant: list[Change] = []
     ignored: list[str] = []
     for change in changes:
+        if isinstance(change, TaskChange):
+            if readiness and memory.ready.observe_task(change):
+                relevant.append(change)
+                log.info(
+                    "task_event",
+                    task=change.task_arn,
+                    service=change.service,
+                    container_instance=change.container_instance_arn,
+                    last_status=change.last_status,
+                    version=change.version,
+                )
+            else:
+                ignored.append(TASK_NO_CHANGE)
+            continue
         reason = memory.store.observe_event(change)
         if reason is None:
             relevant.append(change)
@@ -196,19 +223,19 @@ def absorb(source: EventSource, memory: Memory, changes: list[InstanceChange]) -
     return relevant
 
 
-def gather(source: EventSource, memory: Memory, stop: threading.Event) -> list[InstanceChange]:
+def gather(source: EventSource, memory: Memory, stop: threading.Event, *, readiness: bool = False) -> list[Change]:
     """The relevant changes of a burst: until none has come for COALESCE_QUIET after the first (COALESCE_LIMIT at most).
 
     Changes that arrive together make one event pass, so a burst of events never becomes a burst of writes.
     """
-    relevant = absorb(source, memory, source.take())
+    relevant = absorb(source, memory, source.take(), readiness=readiness)
     if not relevant:
         return []
     deadline = time.monotonic() + COALESCE_LIMIT
     while time.monotonic() < deadline:
         if stop.wait(min(COALESCE_QUIET, max(0.0, deadline - time.monotonic()))):
             break
-        more = absorb(source, memory, source.take())
+        more = absorb(source, memory, source.take(), readiness=readiness)
         if not more:
             break
         relevant.extend(more)

@@ -110,7 +110,12 @@ def handler(event: Mapping[str, Any], context: object) -> dict[str, Any]:
             change = events.parse_document(dict(event))
         except events.MalformedEvent as error:
             change = events.Ignored(f"malformed event: {error}")
-        reason = change.reason if isinstance(change, events.Ignored) else _relevance(runtime.memory, change)
+        if isinstance(change, events.Ignored):
+            reason = change.reason
+        elif isinstance(change, events.InstanceChange):
+            reason = _relevance(runtime.memory, change)
+        else:  # a task event under the container instance detail-type: the Lambda handler keeps no readiness
+            reason = events.TASK_NO_CHANGE
     if reason is not None:
         log.info("event_ignored", cluster=runtime.config.cluster, detail_type=event.get("detail-type"), reason=reason)
         return {"ignored": True, "reason": reason}

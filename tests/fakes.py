@@ -78,6 +78,9 @@ class FakeEcs:
         self.writes: list[tuple[str, int]] = []
         self.calls = 0
         self.fail_listing = False
+        self.tasks: dict[str, list[Task]] = {}  # service name -> its tasks
+        self.attributes: dict[str, dict[str, str]] = {}  # container instance ARN -> custom attributes
+        self.attribute_writes: list[tuple[str, str, tuple[str, ...]]] = []  # (operation, name, ARNs)
 
     # -- the world ---------------------------------------------------------------
 
@@ -130,7 +133,12 @@ class FakeEcs:
                     cluster_arn=f"{ACCOUNT}:cluster/{self.cluster}",
                     status="ACTIVE",
                     desired_count=record.desired_count,
-                    running_count=record.desired_count,
+                    # Once a test runs tasks of the service, its runningCount is theirs, as ECS reports it.
+                    running_count=(
+                        sum(1 for t in self.tasks[record.name] if t.last_status == "RUNNING")
+                        if record.name in self.tasks
+                        else record.desired_count
+                    ),
                     placement_constraints=constraints,
                     minimum_healthy_percent=0,
                     tags=dict(record.tags),
@@ -170,13 +178,44 @@ class FakeEcs:
         expression = f"({filter_expression}) and ec2InstanceId == {ec2_instance_id}"
         return bool(self.list_container_instances(cluster, "ACTIVE", expression))
 
+    def run_task(self, service: str, host: FakeHost, status: str = "RUNNING") -> Task:
+        """A task of `service` on `host`, as the service scheduler would start it."""
+        number = sum(map(len, self.tasks.values())) + 1
+        task = Task(f"{ACCOUNT}:task/{self.cluster}/t{number}", host.arn, status, "td:1")
+        self.tasks.setdefault(service, []).append(task)
+        return task
+
     def list_tasks(self, cluster: str, service_name: str) -> list[str]:
         self._call()
-        return []
+        return [task.arn for task in self.tasks.get(service_name, [])]
 
     def describe_tasks(self, cluster: str, arns: Sequence[str]) -> list[Task]:
         self._call()
-        return [self.host_tasks[arn] for arn in arns if arn in self.host_tasks]
+        wanted = set(arns)
+        return [task for tasks in self.tasks.values() for task in tasks if task.arn in wanted] + [
+            self.host_tasks[arn] for arn in arns if arn in self.host_tasks
+        ]
+
+    def list_attributes(self, cluster: str, name: str, value: str | None = None) -> list[str]:
+        self._call()
+        return [
+            arn for arn, attributes in self.attributes.items()
+            if name in attributes and (value is None or attributes[name] == value)
+        ]
+
+    def put_attributes(self, cluster: str, name: str, value: str, arns: Sequence[str]) -> None:
+        for _batch in range(0, len(arns), 10):
+            self._call()
+        for arn in arns:
+            self.attributes.setdefault(arn, {})[name] = value
+        self.attribute_writes.append(("PutAttributes", name, tuple(arns)))
+
+    def delete_attributes(self, cluster: str, name: str, arns: Sequence[str]) -> None:
+        for _batch in range(0, len(arns), 10):
+            self._call()
+        for arn in arns:
+            self.attributes.get(arn, {}).pop(name, None)
+        self.attribute_writes.append(("DeleteAttributes", name, tuple(arns)))
 
     def stack_status(self, stack_name: str) -> str | None:
         self._call()

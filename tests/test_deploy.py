@@ -81,9 +81,15 @@ def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]
 
 
 def _conditions(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, bool]:
-    """The template's conditions, evaluated with these parameter values (Fn::Equals and Fn::Not of Refs)."""
+    """The template's conditions, evaluated with these parameter values (Fn::Equals, Fn::Not and Fn::And of Refs
+    and of other conditions)."""
+    named = template.get("Conditions", {})
 
     def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Condition"}:
+            return value(named[node["Condition"]])
+        if isinstance(node, dict) and set(node) == {"Fn::And"}:
+            return all(value(part) for part in node["Fn::And"])
         if isinstance(node, dict) and set(node) == {"Ref"}:
             return parameters[node["Ref"]]
         if isinstance(node, dict) and set(node) == {"Fn::Equals"}:
@@ -240,10 +246,15 @@ def test_stack_inline_policy_is_the_documented_managed_tag_policy(
 ) -> None:
     """The stack selects services by MANAGED_TAG, so its task role carries deploy/iam-policy-managed-tag.json,
     with UpdateService held to services that carry the stack's ManagedTagKey=ManagedTagValue, and the queue
-    statement ReadEventsQueue only with EventsQueue=Enabled (the default)."""
-    assert _inline_statements(template) == tag_policy["Statement"]
-    assert _inline_statements(template, EventsQueue="Enabled") == tag_policy["Statement"]
-    without_queue = [s for s in tag_policy["Statement"] if s["Sid"] != "ReadEventsQueue"]
+    statement ReadEventsQueue only with EventsQueue=Enabled (the default), the READY_ATTRIBUTE statements only
+    with a ReadyAttribute (default none)."""
+    ready = {"ReadTheReadyAttribute", "KeepTheReadyAttribute"}
+    every = tag_policy["Statement"]
+    assert _inline_statements(template, ReadyAttribute="ecs-cluster-manager.ready") == every
+    without_ready = [s for s in every if s["Sid"] not in ready]
+    assert _inline_statements(template) == without_ready
+    assert _inline_statements(template, EventsQueue="Enabled") == without_ready
+    without_queue = [s for s in without_ready if s["Sid"] != "ReadEventsQueue"]
     assert _inline_statements(template, EventsQueue="Disabled") == without_queue
 
 
@@ -263,7 +274,10 @@ def test_events_queue_is_fed_by_a_rule_for_this_clusters_instance_changes(templa
     assert template["Parameters"]["EventsQueue"]["Default"] == "Enabled"
     queues = _resources(template, "AWS::SQS::Queue")
     [(queue_id, queue)] = queues.items()
-    [(rule_id, rule)] = _resources(template, "AWS::Events::Rule").items()
+    rules = _resources(template, "AWS::Events::Rule")
+    rule_id, task_rule_id = "InstanceStateChangeRule", "TaskStateChangeRule"
+    assert set(rules) == {rule_id, task_rule_id}
+    rule, task_rule = rules[rule_id], rules[task_rule_id]
     [(_, queue_policy)] = _resources(template, "AWS::SQS::QueuePolicy").items()
     for resource in (queue, rule, queue_policy):
         assert template["Conditions"][resource["Condition"]] == {"Fn::Equals": [{"Ref": "EventsQueue"}, "Enabled"]}
@@ -290,7 +304,25 @@ def test_events_queue_is_fed_by_a_rule_for_this_clusters_instance_changes(templa
     assert send["Principal"] == {"Service": "events.amazonaws.com"}
     assert send["Action"] == "sqs:SendMessage"
     assert send["Resource"] == {"Fn::GetAtt": [queue_id, "Arn"]}
-    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+    default = _conditions(template, _defaults(template))
+    assert _chosen(send["Condition"], default) == {"ArnEquals": {"aws:SourceArn": [{"Fn::GetAtt": [rule_id, "Arn"]}]}}
+
+    # READY_ATTRIBUTE: a second rule sends the cluster's service tasks reaching RUNNING, and may send too.
+    ready = _conditions(template, _defaults(template, ReadyAttribute="ecs-cluster-manager.ready"))
+    assert not default[task_rule["Condition"]] and ready[task_rule["Condition"]]
+    assert _plain(task_rule["Properties"]["EventPattern"]) == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Task State Change"],
+        "detail": {"clusterArn": [cluster_arn], "group": [{"prefix": "service:"}], "lastStatus": ["RUNNING"]},
+    }
+    [task_target] = task_rule["Properties"]["Targets"]
+    assert task_target["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    assert _chosen(send["Condition"], ready) == {
+        "ArnEquals": {"aws:SourceArn": [{"Fn::GetAtt": [rule_id, "Arn"]}, {"Fn::GetAtt": [task_rule_id, "Arn"]}]}
+    }
+    environment = _manager_environment(template, ReadyAttribute="ecs-cluster-manager.ready")
+    assert environment["READY_ATTRIBUTE"] == {"Ref": "ReadyAttribute"}
+    assert "READY_ATTRIBUTE" not in _manager_environment(template)
 
     assert _manager_environment(template)["EVENTS_QUEUE_URL"] == {"Ref": queue_id}
     assert "EVENTS_QUEUE_URL" not in _manager_environment(template, EventsQueue="Disabled")

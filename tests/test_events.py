@@ -81,8 +81,12 @@ def test_malformed_bodies_say_what_is_wrong(text: str, message: str) -> None:
 
 
 def test_other_event_types_are_ignored() -> None:
+    action = json.dumps({"source": "aws.ecs", "detail-type": "ECS Service Action", "detail": {}})
+    assert events.parse(action) == events.Ignored(events.OTHER_TYPE)
+    # Task state changes are read (READY_ATTRIBUTE follows them): one without its fields is malformed.
     task = json.dumps({"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": {}})
-    assert events.parse(task) == events.Ignored(events.OTHER_TYPE)
+    with pytest.raises(events.MalformedEvent, match="taskArn"):
+        events.parse(task)
 
 
 def test_seen_drops_copies_and_older_versions_and_stays_bounded() -> None:

@@ -120,7 +120,8 @@ class Scenario:
 
 
 def _read_events_queue(local: LocalECS, heartbeat: Path) -> None:
-    """`run.py` with EVENTS_QUEUE_URL until it has received a host's event and deleted it from the queue."""
+    """`run.py` with EVENTS_QUEUE_URL and READY_ATTRIBUTE until it has received a host's event and deleted it from
+    the queue, put the ready attribute on the hosts running its task and deleted it from a host that drained."""
     queue_url = local.enable_events(CLUSTER)
     with Daemon(
         local,
@@ -129,11 +130,15 @@ def _read_events_queue(local: LocalECS, heartbeat: Path) -> None:
         INTERVAL="300",
         EVENTS_QUEUE_URL=queue_url,
         HEARTBEAT_FILE=str(heartbeat),
+        READY_ATTRIBUTE="ecs-cluster-manager.ready",
     ) as daemon:
         assert daemon.wait_for(lambda: any(e.get("event") == "events_start" for e in daemon.events), timeout=60)
         local.add_hosts(CLUSTER, 1)
         assert daemon.wait_for(lambda: local.desired_count(CLUSTER, "named") == HOSTS + 1, timeout=60)
         assert daemon.wait_for(lambda: any(call.operation == "DeleteMessageBatch" for call in local.calls))
+        assert daemon.wait_for(lambda: any(call.operation == "PutAttributes" for call in local.calls), timeout=60)
+        local.drain(CLUSTER, local.hosts(CLUSTER)[1]["containerInstanceArn"])
+        assert daemon.wait_for(lambda: any(call.operation == "DeleteAttributes" for call in local.calls), timeout=60)
         assert daemon.stop() == 0
 
 

@@ -59,6 +59,9 @@ DESCRIBE_CONTAINER_INSTANCES_BATCH = 100  # the API's limit per call
 DESCRIBE_SERVICES_BATCH = 10  # the API's limit per call
 LIST_TASKS_PAGE = 100  # the API's maximum
 DESCRIBE_TASKS_BATCH = 100  # the API's limit per call
+LIST_ATTRIBUTES_PAGE = 100  # the API's maximum
+ATTRIBUTES_BATCH = 10  # PutAttributes and DeleteAttributes take at most 10 attributes a call
+CONTAINER_INSTANCE = "container-instance"  # the attributes' targetType
 # The start of ECS's service event for a task it could not place, and of the event that says all is placed.
 PLACEMENT_FAILURE = "was unable to place a task"
 STEADY_STATE = "has reached a steady state"
@@ -372,11 +375,57 @@ class Api(Gateway):
         """Delete messages, ten per call; returns the ones SQS did not delete (message id -> reason)."""
         return self._sqs_gateway().delete_messages(queue_url, messages)
 
+    def list_attributes(self, cluster: str, name: str, value: str | None = None) -> list[str]:
+        """The container instances (ARNs) that have the custom attribute `name` (with `value`), across every page."""
+        targets: list[str] = []
+        params: dict[str, Any] = {
+            "cluster": cluster,
+            "targetType": CONTAINER_INSTANCE,
+            "attributeName": name,
+            "maxResults": LIST_ATTRIBUTES_PAGE,
+        }
+        if value is not None:
+            params["attributeValue"] = value
+        seen_tokens: set[str] = set()
+        while True:
+            page = self._call("ListAttributes", self._ecs.list_attributes, **params)
+            targets.extend(
+                str(a["targetId"]) for a in page.get("attributes", []) if a.get("name") == name and a.get("targetId")
+            )
+            token = page.get("nextToken")
+            if not token:
+                return targets
+            if token in seen_tokens:
+                raise EcsError("ListAttributes: the same nextToken came back twice")
+            seen_tokens.add(token)
+            params["nextToken"] = token
+
     # -- writes ------------------------------------------------------------
 
     def stop_task(self, cluster: str, task: str, reason: str) -> None:
         """StopTask with a reason (ECS keeps it as the task's stoppedReason)."""
         self._call("StopTask", self._ecs.stop_task, cluster=cluster, task=task, reason=reason)
+    def put_attributes(self, cluster: str, name: str, value: str, arns: Sequence[str]) -> None:
+        """PutAttributes: the custom attribute `name`=`value` on each container instance (full ARNs), ten a call."""
+        for batch in chunks(list(arns), ATTRIBUTES_BATCH):
+            self._call(
+                "PutAttributes",
+                self._ecs.put_attributes,
+                cluster=cluster,
+                attributes=[
+                    {"name": name, "value": value, "targetType": CONTAINER_INSTANCE, "targetId": arn} for arn in batch
+                ],
+            )
+
+    def delete_attributes(self, cluster: str, name: str, arns: Sequence[str]) -> None:
+        """DeleteAttributes: the custom attribute `name` off each container instance (full ARNs), ten a call."""
+        for batch in chunks(list(arns), ATTRIBUTES_BATCH):
+            self._call(
+                "DeleteAttributes",
+                self._ecs.delete_attributes,
+                cluster=cluster,
+                attributes=[{"name": name, "targetType": CONTAINER_INSTANCE, "targetId": arn} for arn in batch],
+            )
 
     def set_desired_count(self, cluster: str, service: str, desired_count: int) -> None:
         """UpdateService with only desiredCount, which starts no new deployment."""
@@ -446,6 +495,7 @@ def _task(raw: Mapping[str, Any]) -> Task:
         started_at=_unix(raw.get("startedAt")),
         created_at=_unix(raw.get("createdAt")),
         group=raw.get("group"),
+        version=raw["version"] if isinstance(raw.get("version"), int) else None,
     )
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ecs_cluster_manager.aws.ecs import AccessDenied, Api, ClusterNotFound, EcsError, RequestRejected
 from ecs_cluster_manager.aws.metadata import task_identity
 from ecs_cluster_manager.config import Config
-from ecs_cluster_manager.engine import coverage, room
+from ecs_cluster_manager.engine import coverage, readiness, room
 from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
 from ecs_cluster_manager.model import room as choice
@@ -426,10 +426,16 @@ def denied_finding(error: AccessDenied, doing: str) -> Finding:
     )
 
 
-def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = None) -> list[Finding]:
+def collect(
+    api: Api,
+    config: Config,
+    coverages: dict[str, Coverage] | None = None,
+    host_reports: list[readiness.HostReport] | None = None,
+) -> list[Finding]:
     """Read the cluster and return every finding, cluster-wide ones first. Makes no change.
 
-    `coverages`, when given, receives each service's coverage by name.
+    `coverages`, when given, receives each service's coverage by name; `host_reports`,
+    with READY_ATTRIBUTE, each host's readiness.
     """
     identity = task_identity(os.environ)
     try:
@@ -484,6 +490,7 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
     findings.extend(filter_findings)
     rejected = {f.service for f in filter_findings if f.code == "host-filter"}
     now = time.time()
+    read: dict[str, Coverage] = {}
     for service in managed.services:
         hosts = eligible.get(service.arn)
         per_service = findings_for(service, len(hosts) if hosts is not None else None)
@@ -504,10 +511,55 @@ def collect(api: Api, config: Config, coverages: dict[str, Coverage] | None = No
         except EcsError as error:
             findings.append(Finding(service.name, ERROR, "coverage-failed", f"could not read its tasks: {error}"))
             continue
+        read[service.name] = found
         if coverages is not None:
             coverages[service.name] = found
         findings.extend(coverage_findings(service, found, now, config.coverage_grace, size.tasks_per_host))
         findings.extend(make_room_findings(api, config, service, found, {s.name for s in managed.services}, now))
+    if config.ready_attribute is not None and eligible:
+        findings.extend(_readiness_findings(api, config, countable, eligible, read, now, host_reports))
+    return findings
+
+
+# check names each host when there are at most this many; beyond, the hosts not ready and a count of the others.
+NAMED_READY_HOSTS = 50
+
+
+def _readiness_findings(
+    api: Api,
+    config: Config,
+    services: Sequence[Service],
+    eligible: dict[str, frozenset[str]],
+    read: dict[str, Coverage],
+    now: float,
+    out: list[readiness.HostReport] | None,
+) -> list[Finding]:
+    """Per host, ready or not and why (READY_ATTRIBUTE), and what the daemon would write: `ready` / `not-ready`."""
+    try:
+        reports = readiness.audit(api, config, services, eligible, read, now)
+    except AccessDenied as error:
+        return [denied_finding(error, f"could not read the hosts' {config.ready_attribute} attribute")]
+    except EcsError as error:
+        return [Finding(None, ERROR, "api-error", f"could not read the hosts' readiness: {error}")]
+    if out is not None:
+        out.extend(reports)
+    findings: list[Finding] = []
+    ready = [r for r in reports if r.ready]
+    for report in reports:
+        if report.ready and len(reports) > NAMED_READY_HOSTS:
+            continue
+        host = report.ec2_instance_id or name_of(report.container_instance_arn)
+        has = "has" if report.attribute else "lacks"
+        would = {"put": "; the daemon would put it", "delete": "; the daemon would delete it"}.get(
+            report.would or "", ""
+        )
+        attribute = f"{has} {config.ready_attribute}{would}"
+        if report.ready:
+            findings.append(Finding(None, INFO, "ready", f"{host}: ready ({report.why}); {attribute}"))
+        else:
+            findings.append(Finding(None, WARNING, "not-ready", f"{host}: not ready: {report.why}; {attribute}"))
+    if len(reports) > NAMED_READY_HOSTS:
+        findings.append(Finding(None, INFO, "ready", f"{len(ready)} of {len(reports)} host(s) ready"))
     return findings
 
 

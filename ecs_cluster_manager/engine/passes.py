@@ -24,7 +24,7 @@ from ecs_cluster_manager.aws.ecs import (
 )
 from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
-from ecs_cluster_manager.engine import coverage, room
+from ecs_cluster_manager.engine import coverage, readiness, room
 from ecs_cluster_manager.engine.audit import ERROR, findings_for
 from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
@@ -33,7 +33,7 @@ from ecs_cluster_manager.model.models import Service, TaskIdentity
 from ecs_cluster_manager.model.reasons import Reason
 from ecs_cluster_manager.model.report import PassReport
 from ecs_cluster_manager.observe.counting import Counted
-from ecs_cluster_manager.observe.events import InstanceChange, oldest_time
+from ecs_cluster_manager.observe.events import Change, oldest_time
 from ecs_cluster_manager.observe.filters import eligible_expression, host_filter_of
 from ecs_cluster_manager.observe.memory import Memory
 
@@ -69,7 +69,7 @@ def run_pass(
     *,
     stop: threading.Event | None = None,
     identity: TaskIdentity | None = None,
-    changes: Sequence[InstanceChange] | None = None,
+    changes: Sequence[Change] | None = None,
     now: float | None = None,
 ) -> PassReport:
     """Observe, plan and act once. `memory` carries the host store (and lost agents' holds) between passes.
@@ -229,6 +229,12 @@ def _observe_and_act(
         _read_coverage(api, config, memory, report, sized, host_filters, exact, now)
         managed_names = {service.name for service in managed.services}
         room.make_room(api, config, memory, report, [s for s, _ in sized], managed_names, now, stop)
+        if config.ready_attribute is not None:
+            manageable = [s for s in managed.services if manage.unmanageable(s) is None]
+            readiness.keep_ready(
+                api, config, memory, report, manageable, {s.arn: host_filter_of(s) for s in manageable}, now,
+                uncounted=sorted(s.name for s in managed.services if s.arn in uncounted),
+            )
 
 
 def _read_coverage(
@@ -276,6 +282,7 @@ def _read_coverage(
         eligible, ineligible = hosts[host_filters[service.arn]]
         memory.coverage.last_read[service.name] = clock
         memory.coverage.read_eligible[service.name] = eligible
+        memory.coverage.read_counts[service.name] = (service.running_count, service.pending_count)
         try:
             result = coverage.read(
                 api,
@@ -296,6 +303,7 @@ def _read_coverage(
             break
         report.coverage[service.name] = result
         memory.coverage.observe(config.cluster, result, eligible, clock, config.coverage_grace)
+        memory.ready.read(result, result.tasks, eligible)
     if hosts:
         misplaced = {h.container_instance_arn for c in report.coverage.values() for h in c.misplaced}
         memory.coverage.keep_left(misplaced, set().union(*(eligible for eligible, _ in hosts.values())))

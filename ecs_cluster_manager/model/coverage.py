@@ -6,7 +6,7 @@ Pure: no I/O, no clock. The reading is engine/coverage.py; the gap history, obse
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ecs_cluster_manager.model.models import Task
@@ -60,6 +60,8 @@ class Coverage:
     reason: str | None = None
     read_at: float | None = None
     wanted: int | None = None  # None: every eligible host
+    # The tasks it was computed from (RUNNING or starting, on a host): readiness takes them in.
+    tasks: tuple[Task, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -151,4 +153,5 @@ def compute(
         reason=placement_failure if missing else None,
         read_at=read_at,
         wanted=None if target is None else wanted,
+        tasks=tuple(t for t in tasks if t.container_instance_arn and t.last_status in STARTING | {RUNNING}),
     )

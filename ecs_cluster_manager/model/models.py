@@ -88,6 +88,7 @@ class Task:
     started_at: float | None = None  # Unix time the task started RUNNING, when ECS says
     created_at: float | None = None  # Unix time the task was created, when ECS says
     group: str | None = None  # `service:NAME` for a service's task; RunTask's and batch jobs' have another
+    version: int | None = None  # ECS's version of the task's state, which its state-change events carry too
 
 
 @dataclass(frozen=True)

@@ -36,17 +36,23 @@ from ecs_cluster_manager.aws.ecs import SQS_MAX_WAIT_SECONDS, AccessDenied, Api,
 from ecs_cluster_manager.model.models import QueueMessage
 from ecs_cluster_manager.model.names import name_of
 from ecs_cluster_manager.observe.hosts import AGENT_BACK, AGENT_LOST, DUPLICATE, NO_CHANGE, STALE
+from ecs_cluster_manager.observe.readiness import TaskChange
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Container Instance State Change"
+TASK_DETAIL_TYPE = "ECS Task State Change"
 ACTIVE = "ACTIVE"
 
 # Why an event started no pass: the `reason` label of the ignored-events metric.
 OTHER_CLUSTER = "other_cluster"
 OTHER_TYPE = "other_type"
-IGNORED_REASONS = (OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT_LOST, AGENT_BACK)
+NOT_A_SERVICE_TASK = "not_a_service_task"  # a task event of a task that belongs to no service (RunTask, batch)
+TASK_NO_CHANGE = "task_no_change"  # a task event that makes no host ready (READY_ATTRIBUTE off, or nothing new)
+IGNORED_REASONS = (
+    OTHER_CLUSTER, OTHER_TYPE, DUPLICATE, STALE, NO_CHANGE, AGENT_LOST, AGENT_BACK, NOT_A_SERVICE_TASK, TASK_NO_CHANGE
+)
 # How many instances the source remembers the newest version of, to drop copies: twice ECS's most per cluster.
 SEEN_LIMIT = 10_000
 
@@ -84,7 +90,10 @@ class Ignored:
     reason: str
 
 
-def parse(body: str) -> InstanceChange | Ignored:
+Change = InstanceChange | TaskChange  # what the source hands to the loop
+
+
+def parse(body: str) -> InstanceChange | TaskChange | Ignored:
     """Read one message body (an EventBridge event document); MalformedEvent says what is wrong."""
     try:
         document = json.loads(body)
@@ -93,10 +102,12 @@ def parse(body: str) -> InstanceChange | Ignored:
     return parse_document(document)
 
 
-def parse_document(document: Any) -> InstanceChange | Ignored:
+def parse_document(document: Any) -> InstanceChange | TaskChange | Ignored:
     """Read one EventBridge event document (already decoded); MalformedEvent says what is wrong."""
     if not isinstance(document, dict):
         raise MalformedEvent("not a JSON object")
+    if document.get("source") == SOURCE and document.get("detail-type") == TASK_DETAIL_TYPE:
+        return parse_task(document)
     if document.get("source") != SOURCE or document.get("detail-type") != DETAIL_TYPE:
         return Ignored(OTHER_TYPE)
     detail = document.get("detail")
@@ -128,6 +139,38 @@ def parse_document(document: Any) -> InstanceChange | Ignored:
     )
 
 
+def parse_task(document: dict[str, Any]) -> TaskChange | Ignored:
+    """Read an "ECS Task State Change" event: a service's task on a host; Ignored for a task of no service."""
+    detail = document.get("detail")
+    if not isinstance(detail, dict):
+        raise MalformedEvent("no detail object")
+    try:
+        arn = detail["taskArn"]
+        cluster_arn = detail["clusterArn"]
+        last_status = detail["lastStatus"]
+        version = detail["version"]
+    except KeyError as error:
+        raise MalformedEvent(f"detail has no {error.args[0]}") from None
+    if not (isinstance(arn, str) and isinstance(cluster_arn, str) and isinstance(last_status, str)):
+        raise MalformedEvent("taskArn, clusterArn and lastStatus must be strings")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise MalformedEvent("version must be a whole number")
+    group = detail.get("group")
+    host = detail.get("containerInstanceArn")
+    desired = detail.get("desiredStatus")
+    change = TaskChange(
+        task_arn=arn,
+        cluster_arn=cluster_arn,
+        group=group if isinstance(group, str) else "",
+        container_instance_arn=host if isinstance(host, str) and host else None,
+        last_status=last_status,
+        desired_status=desired if isinstance(desired, str) else last_status,
+        version=version,
+        time=_timestamp(document.get("time")),
+    )
+    return change if change.service is not None else Ignored(NOT_A_SERVICE_TASK)
+
+
 def _timestamp(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
@@ -149,13 +192,17 @@ class Seen:
         self.limit = limit
         self._versions: OrderedDict[str, int] = OrderedDict()
 
-    def check(self, change: InstanceChange) -> str | None:
-        """None for a change newer than any handed over (and remember it), else DUPLICATE or STALE."""
-        known = self._versions.get(change.container_instance_arn)
+    def check(self, change: Change) -> str | None:
+        """None for a change newer than any handed over (and remember it), else DUPLICATE or STALE.
+
+        A container instance's versions and a task's are kept apart, by their ARNs.
+        """
+        key = change.task_arn if isinstance(change, TaskChange) else change.container_instance_arn
+        known = self._versions.get(key)
         if known is not None and change.version <= known:
             return DUPLICATE if change.version == known else STALE
-        self._versions[change.container_instance_arn] = change.version
-        self._versions.move_to_end(change.container_instance_arn)
+        self._versions[key] = change.version
+        self._versions.move_to_end(key)
         while len(self._versions) > self.limit:
             self._versions.popitem(last=False)
         return None
@@ -221,7 +268,7 @@ class EventSource:
         self.backoff = tuple(backoff)
         self.stats = EventStats()
         self.on_update: Callable[[EventStats], None] | None = None  # after each batch and each change of health
-        self._changes: list[InstanceChange] = []
+        self._changes: list[Change] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
 
@@ -250,7 +297,7 @@ class EventSource:
         """Wait up to `timeout` for the thread; a long poll in flight is left to end on its own."""
         self._thread.join(timeout)
 
-    def take(self) -> list[InstanceChange]:
+    def take(self) -> list[Change]:
         """The changes received since the last call, oldest first."""
         with self._lock:
             changes, self._changes = self._changes, []
@@ -303,7 +350,7 @@ class EventSource:
     def handle(self, messages: Sequence[QueueMessage]) -> None:
         """Parse a batch, hand on this cluster's new changes, then delete every message of it."""
         arrived = time.monotonic()
-        changes: list[InstanceChange] = []
+        changes: list[Change] = []
         ignored: dict[str, int] = {}
         malformed = 0
         for message in messages:
@@ -319,7 +366,7 @@ class EventSource:
                 reason = OTHER_CLUSTER
             else:
                 reason = self.seen.check(parsed)
-            if reason is None and isinstance(parsed, InstanceChange):
+            if reason is None and isinstance(parsed, InstanceChange | TaskChange):
                 changes.append(dataclasses.replace(parsed, arrived=arrived))
             elif reason is not None:
                 ignored[reason] = ignored.get(reason, 0) + 1
@@ -347,7 +394,7 @@ class EventSource:
             log.warning("event_not_deleted", message_id=message_id, error=reason)
 
 
-def oldest_time(changes: Iterable[InstanceChange]) -> float | None:
+def oldest_time(changes: Iterable[Change]) -> float | None:
     """The `time` of the oldest change with one: where the latency to an update is measured from."""
     times = [change.time for change in changes if change.time is not None]
     return min(times) if times else None

@@ -32,6 +32,9 @@ class GapWatch:
     eligible_before: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
     left: set[str] = field(default_factory=set)
     read_eligible: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> eligible hosts at its reading
+    starting: set[str] = field(default_factory=set)  # services with a task starting on a host at their last reading
+    # service -> its (runningCount, pendingCount) when it was last read: a change means its tasks changed.
+    read_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def worth_reading(
         self, service: Service, eligible: frozenset[str], now: float, every: float, grace: float
@@ -40,6 +43,9 @@ class GapWatch:
 
         While a gap is open it is read again every quarter of the grace, so the gap is reported (or found
         closed) within about a quarter of COVERAGE_GRACE of the moment it should be, at a bounded cost.
+        A service with a task starting at its last reading, or whose runningCount or pendingCount
+        changed since, is read again, so the pass after a task reaches RUNNING sees it (readiness
+        follows from it).
         """
         last = self.last_read.get(service.name)
         return (
@@ -49,6 +55,8 @@ class GapWatch:
             or self.read_eligible.get(service.name) != eligible
             or service.running_count != service.desired_count
             or service.pending_count > 0
+            or service.name in self.starting
+            or self.read_counts.get(service.name) != (service.running_count, service.pending_count)
         )
 
     def saw_eligible(self, host_filter: tuple[str, ...], eligible: frozenset[str]) -> None:
@@ -72,6 +80,10 @@ class GapWatch:
         no longer eligible ends it silently.
         """
         service = coverage.service
+        if coverage.pending:
+            self.starting.add(service)
+        else:
+            self.starting.discard(service)
         missing = {host.container_instance_arn: host for host in coverage.missing}
         starting = {host.container_instance_arn for host in coverage.pending}
         overdue: list[str] = []
@@ -123,6 +135,7 @@ class GapWatch:
         """Drop the gaps, reading times and eligible hosts at reading of services no longer managed."""
         for key in [key for key in self.gaps if key[0] not in services]:
             del self.gaps[key]
-        for kept in (self.last_read, self.read_eligible):
+        for kept in (self.last_read, self.read_eligible, self.read_counts):
             for service in [name for name in kept if name not in services]:
                 del kept[service]
+        self.starting &= set(services)

@@ -11,6 +11,7 @@ from ecs_cluster_manager.model.room import RoomWatch
 from ecs_cluster_manager.observe.counting import RESYNC, Counting
 from ecs_cluster_manager.observe.gaps import GapWatch
 from ecs_cluster_manager.observe.hosts import HostStore
+from ecs_cluster_manager.observe.readiness import ReadyWatch
 
 
 class Memory:
@@ -36,6 +37,7 @@ class Memory:
         # Service ARN -> monotonic time since which a write it wants has been deferred: the longest-waiting go first.
         self.waiting_since: dict[str, float] = {}
         self.coverage = GapWatch()  # hosts missing their task, and since when
+        self.ready = ReadyWatch()  # READY_ATTRIBUTE: the tasks each host runs, and the hosts with the attribute
         self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
         self.room = RoomWatch()  # where room was made for a daemon's task, and when
 

@@ -74,6 +74,7 @@ class Monitor:
         self._decisions: dict[str, dict[str, Any]] = {}
         self._coverage: dict[str, Coverage] = {}
         self._coverage_errors: dict[str, dict[str, Any]] = {}
+        self._readiness: dict[str, Any] | None = None  # READY_ATTRIBUTE: the last pass's readiness
 
     def start(self) -> None:
         """Start the grace period, and the metrics server when METRICS_PORT is set.
@@ -154,6 +155,8 @@ class Monitor:
                 self._coverage_errors.pop(service, None)
             for service, error in report.coverage_errors.items():
                 self._coverage_errors[service] = {"error": error, "readAt": round(read_at, 3)}
+            if report.hosts_marked is not None or report.readiness_error is not None:
+                self._readiness = _readiness_json(self.config, report, read_at, self._readiness)
             if report.observed:  # a complete pass knows every managed service: forget the others
                 current = {d.service for d in report.decisions}
                 for kept in (self._decisions, self._coverage, self._coverage_errors):
@@ -171,7 +174,11 @@ class Monitor:
                 }
                 for name in sorted({*self._decisions, *self._coverage})
             }
-        return {"cluster": self.config.cluster, "services": services}
+            readiness = self._readiness
+        document: dict[str, Any] = {"cluster": self.config.cluster, "services": services}
+        if self.config.ready_attribute is not None:
+            document["readiness"] = readiness
+        return document
 
     def _touch_heartbeat(self) -> None:
         try:
@@ -233,3 +240,26 @@ def check_heartbeat(config: Config) -> int:
         return 1
     print(f"healthy: last successful pass {age:.0f}s ago")
     return 0
+
+
+def _readiness_json(
+    config: Config, report: PassReport, read_at: float, before: dict[str, Any] | None
+) -> dict[str, Any]:
+    """/status's `readiness`: the attribute, the hosts that have it, and each host not ready with why.
+
+    A pass that could not decide keeps the last decision and says why (`error`).
+    """
+    if report.readiness is None:
+        kept = dict(before or {"attribute": config.ready_attribute, "hostsReady": None, "notReady": []})
+        kept["error"] = report.readiness_error
+        return kept
+    return {
+        "attribute": config.ready_attribute,
+        "hostsReady": report.hosts_marked,
+        "notReady": [
+            {"containerInstanceArn": host.arn, "why": host.why, "waitingFor": list(host.waiting_for)}
+            for host in report.readiness.not_ready
+        ],
+        "error": report.readiness_error,
+        "readAt": round(read_at, 3),
+    }

@@ -188,6 +188,9 @@ class Metrics:
         # Registered with the events source's first report: without EVENTS_QUEUE_URL there is no such series,
         # so an alert on `== 0` cannot fire for a daemon that has no events queue.
         self.events_source_up: Gauge | None = None
+        # Registered with the first pass that kept READY_ATTRIBUTE, for the same reason.
+        self.hosts_ready: Gauge | None = None
+        self.hosts_not_ready: Gauge | None = None
         self.event_to_update = Histogram(
             f"{PREFIX}_event_to_update_seconds",
             "From an event's time to the UpdateService it caused.",
@@ -287,6 +290,8 @@ class Metrics:
                 self.service_target.labels(service=decision.service).set(decision.target)
         for preempted in report.preempted:
             self.tasks_preempted.labels(service=preempted.service, for_service=preempted.for_service).inc()
+        if report.hosts_marked is not None:
+            self._set_readiness(report)
         for service, found in report.coverage.items():
             values = (
                 found.eligible,
@@ -311,6 +316,22 @@ class Metrics:
                 for gauge in self._coverage_gauges:
                     gauge.remove(service)
             self._coverage_labels &= current
+
+    def _set_readiness(self, report: PassReport) -> None:
+        if self.hosts_ready is None or self.hosts_not_ready is None:
+            self.hosts_ready = Gauge(
+                f"{PREFIX}_hosts_ready",
+                "Hosts with the READY_ATTRIBUTE attribute: every managed service they are eligible for runs there.",
+                registry=self.registry,
+            )
+            self.hosts_not_ready = Gauge(
+                f"{PREFIX}_hosts_not_ready",
+                "Hosts the last pass found not ready (a managed service's task not RUNNING there, or draining).",
+                registry=self.registry,
+            )
+        self.hosts_ready.set(report.hosts_marked or 0)
+        if report.readiness is not None:
+            self.hosts_not_ready.set(len(report.readiness.not_ready))
 
     def _set_hosts(self, hosts: Mapping[str, int]) -> None:
         for expression, count in hosts.items():

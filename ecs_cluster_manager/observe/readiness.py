@@ -1,0 +1,106 @@
+"""Readiness state: which hosts run each managed service's task, and which hosts have the ready attribute.
+
+Written only by the loop's thread. A coverage reading replaces a service's
+tasks (it is the full list, a snapshot); an ECS Task State Change event
+updates one task when it is newer (`version`) than what is known of it, so a
+daemon task that reaches RUNNING makes its host ready within the event pass
+that follows. `marked` is what ECS has: read with ListAttributes at start and
+at least every RESYNC, and updated by every write that succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ecs_cluster_manager.model.coverage import RUNNING, Coverage
+from ecs_cluster_manager.model.models import Task
+
+# The task events of the services a pass does not manage (yet) are kept for this many tasks at most.
+MAX_TASKS = 50_000
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """One task as an ECS Task State Change event described it."""
+
+    task_arn: str
+    cluster_arn: str
+    group: str  # `service:NAME` for a service's task
+    container_instance_arn: str | None
+    last_status: str
+    desired_status: str
+    version: int
+    time: float | None = None  # the event's `time`, as a Unix timestamp
+    arrived: float = 0.0  # when the source received it (the store's clock)
+
+    @property
+    def service(self) -> str | None:
+        """The name of the service the task belongs to, or None for a task of no service."""
+        prefix, _, name = self.group.partition(":")
+        return name if prefix == "service" and name else None
+
+
+@dataclass
+class _Known:
+    host: str | None
+    status: str
+    desired: str
+    version: int | None
+
+
+@dataclass
+class ReadyWatch:
+    """Per managed service, its tasks (by ARN) as last read or reported; the hosts that have the attribute."""
+
+    tasks: dict[str, dict[str, _Known]] = field(default_factory=dict)  # service -> task ARN -> what is known
+    unwanted: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> hosts its tags leave empty
+    marked: set[str] | None = None  # hosts with the attribute; None: not read from ECS yet
+    marked_at: float | None = None  # store clock: when `marked` was last read in full
+    active_before: set[str] = field(default_factory=set)  # hosts the store had ACTIVE at the last decision
+
+    def read(self, coverage: Coverage, tasks: Iterable[Task], eligible: Iterable[str]) -> None:
+        """Take in a coverage reading: the service's tasks (replacing what was known) and the hosts it leaves empty."""
+        # The reading is newer than every event taken in before it: it replaces them.
+        known = {
+            task.arn: _Known(task.container_instance_arn, task.last_status, task.desired_status, task.version)
+            for task in tasks
+        }
+        self.tasks[coverage.service] = known
+        wanted = {h.container_instance_arn for h in (*coverage.missing, *coverage.pending)}
+        running = self.running(coverage.service)
+        self.unwanted[coverage.service] = frozenset(set(eligible) - running - wanted)
+
+    def observe_task(self, change: TaskChange) -> bool:
+        """Take in a task event of a service read before; True when it makes a host newly run the service's task."""
+        service = change.service
+        if service is None or service not in self.tasks:
+            return False
+        known = self.tasks[service]
+        before = known.get(change.task_arn)
+        if before is not None and before.version is not None and change.version <= before.version:
+            return False
+        was_running = self.running(service)
+        if sum(len(t) for t in self.tasks.values()) >= MAX_TASKS and before is None:
+            return False
+        known[change.task_arn] = _Known(
+            change.container_instance_arn, change.last_status, change.desired_status, change.version
+        )
+        return bool(self.running(service) - was_running)
+
+    def running(self, service: str) -> frozenset[str]:
+        """The hosts with a RUNNING task of the service that is meant to keep running."""
+        return frozenset(
+            t.host for t in self.tasks.get(service, {}).values()
+            if t.host and t.status == RUNNING and t.desired == RUNNING
+        )
+
+    def was_read(self, service: str) -> bool:
+        return service in self.tasks
+
+    def forget(self, services: Iterable[str]) -> None:
+        """Keep only the services managed now."""
+        keep = set(services)
+        for kept in (self.tasks, self.unwanted):
+            for name in [name for name in kept if name not in keep]:
+                del kept[name]
