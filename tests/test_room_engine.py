@@ -178,3 +178,21 @@ def test_once_makes_no_room(fake: FakeEcs, clock: FakeClock) -> None:
     )
     run_pass(fake, config, None, now=clock())
     assert fake.stops == []
+
+
+def test_a_reason_that_is_not_resources_is_said_once_per_host_however_often_coverage_is_read(
+    fake: FakeEcs, clock: FakeClock
+) -> None:
+    """ECS says the hosts miss an attribute: nothing is stopped, and room_not_made is logged once per host over
+    many passes, some of which read no coverage (with a 60 s grace a gap is read every 15 s, a pass is 10 s)."""
+    fake.services["agent"].placement_failure = NO_MEMORY.replace(
+        "has insufficient memory available", "is missing an attribute required by your task"
+    )
+    config = config_for(COVERAGE_GRACE="60")
+    memory = Memory.for_config(config, clock=clock)
+    with capture_logs() as logs:
+        for _ in range(20):
+            run(fake, config, memory, clock)
+    said = [e for e in logs if e["event"] == "room_not_made"]
+    assert sorted(e["containerInstanceArn"] for e in said) == sorted(h.arn for h in hosts(fake))
+    assert fake.stops == []

@@ -185,7 +185,9 @@ def make_room(
                     why="ECS's reason is not a lack of memory, CPU or ports, so stopping tasks would not help: "
                     "fix what it names (a missing attribute, a placement constraint)",
                 )
-    open_gaps = [(name, arn) for (name, arn) in memory.coverage.gaps if name in wanted]
+    # Every make-room service's open gaps, read in this pass or not, keep their notices: each is said once.
+    makers = {s.name for s in services if room.makes_room(s.tags)}
+    open_gaps = [(name, arn) for (name, arn) in memory.coverage.gaps if name in makers]
     watch.keep(open_gaps, now, grace)
     if config.make_room_max <= 0 or not gaps or report.errors or report.coverage_errors:
         return  # nothing to do, or a read of this pass failed: no write from a partial view
