@@ -108,6 +108,12 @@ def loop(
         self_service=identity.service_name if identity else None,
         events_queue_url=config.events_queue_url,
     )
+    if config.ready_attribute is not None and config.once:
+        log.warning(
+            "ready_attribute_ignored",
+            attribute=config.ready_attribute,
+            message="READY_ATTRIBUTE is kept by the daemon's loop only: --once neither puts nor deletes it",
+        )
     if config.interval < SHORT_INTERVAL and not config.once:
         log.warning("interval_short", interval=config.interval, message=short_interval_cost(config.interval))
     memory = None if config.once else Memory.for_config(config)

@@ -78,6 +78,13 @@ def _get_runtime() -> _Runtime:
         api = Api(config.region, config.profile, api_budget=config.api_budget)
         _runtime = _Runtime(config=config, api=api, memory=memory)
         log.info("lambda_start", cluster=config.cluster, region=_runtime.api.region, dry_run=config.dry_run)
+        if config.ready_attribute is not None:
+            log.warning(
+                "ready_attribute_ignored",
+                attribute=config.ready_attribute,
+                message="READY_ATTRIBUTE is kept by the daemon's loop only: the Lambda handler neither puts nor "
+                "deletes it",
+            )
     return _runtime
 
 

@@ -300,8 +300,9 @@ def test_a_policy_copy_without_an_action_is_caught(scenario: Scenario, tmp_path:
 
 def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> None:
     """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched.
-    Its events daemon reads coverage, receives from the queue and deletes what it received; its make-room daemon
-    reads task definitions and stops a preemptible task."""
+    Its events daemon reads coverage, receives from the queue and deletes what it received, and keeps the ready
+    attribute (reads it, puts it, deletes it from a drained host); its make-room daemon reads task definitions
+    and stops a preemptible task."""
     assert scenario.desired == {"named": HOSTS, "agent-logs": HOSTS, "tagged": HOSTS, "stacked": HOSTS, "bystander": 0}
     assert scenario.operations == {
         ("ecs", "ListServices"),

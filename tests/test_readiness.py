@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import FakeClock, FakeEcs
 
 from ecs_cluster_manager.config import load
 from ecs_cluster_manager.engine.passes import run_pass
@@ -14,7 +15,6 @@ from ecs_cluster_manager.model.readiness import HostState, ServiceHosts, decide
 from ecs_cluster_manager.observe import events
 from ecs_cluster_manager.observe.memory import Memory
 from ecs_cluster_manager.observe.readiness import ReadyWatch, TaskChange
-from fakes import FakeClock, FakeEcs
 
 UP = HostState("ACTIVE", True)
 ATTRIBUTE = "ecs-cluster-manager.ready"
@@ -97,14 +97,39 @@ def test_a_task_event_newer_than_the_reading_makes_its_host_run_the_task() -> No
     tasks = [task("t1", "h1"), task("t2", "h2", "PENDING")]
     watch.read(compute("agent", {"h1", "h2"}, tasks), tasks, {"h1", "h2"})
     assert watch.running("agent") == {"h1"}
+    # An event saying RUNNING is a hint: the task is read before its host counts as running it.
     assert watch.observe_task(change("t2", "h2", "RUNNING", 2)) is True
-    assert watch.running("agent") == {"h1", "h2"}
-    # A copy, or an older event of the same task, changes nothing.
+    assert watch.running("agent") == {"h1"} and watch.unconfirmed == {"t2": "agent"}
+    assert watch.observe_task(change("t2", "h2", "RUNNING", 2)) is False  # a copy
+    watch.confirm([task("t2", "h2", version=2)])
+    assert watch.running("agent") == {"h1", "h2"} and watch.unconfirmed == {}
+    # An older event of the same task changes nothing.
     assert watch.observe_task(change("t2", "h2", "PENDING", 1)) is False
     assert watch.running("agent") == {"h1", "h2"}
     # The task stops: its host no longer runs it.
     assert watch.observe_task(change("t1", "h1", "STOPPED", 2)) is False
     assert watch.running("agent") == {"h2"}
+
+
+def test_a_late_running_event_of_a_task_that_stopped_since_makes_no_host_ready() -> None:
+    """The model's first find: a RUNNING event delivered after its task stopped (the STOPPED event lost) and its
+    host drained: the event pass reads the task, finds it gone, and puts nothing."""
+    fake = FakeEcs()
+    fake.add_host()
+    h2 = fake.add_host()
+    fake.add_service("agent", 0)
+    fake.tasks["agent"] = []
+    clock = FakeClock()
+    memory = Memory(hold=0.0, resync=12.0, interval=1.0, clock=clock)
+    config = load([], {"CLUSTER": "prod", "SERVICES": "agent", "READY_ATTRIBUTE": ATTRIBUTE})
+    run_pass(fake, config, memory, now=clock())
+    started = fake.run_task("agent", h2)
+    fake.tasks["agent"].remove(started)  # it stopped, and the host drained; neither event has come
+    h2.status = "DRAINING"
+    late = change(started.arn, h2.arn, "RUNNING", 1)
+    assert memory.ready.observe_task(late) is True
+    run_pass(fake, config, memory, changes=[late], now=clock())
+    assert fake.attribute_writes == []
 
 
 def test_task_events_of_services_never_read_are_not_kept() -> None:

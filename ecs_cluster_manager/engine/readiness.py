@@ -45,10 +45,12 @@ def views(memory: Memory, services: Sequence[Service], host_filters: Mapping[str
     missing: dict[str, dict[str, float]] = {}
     for (service, arn), gap in memory.coverage.gaps.items():
         missing.setdefault(service, {})[arn] = gap.since
+    unresolved = memory.store.unresolved()
     return [
         ServiceHosts(
             name=service.name,
-            eligible=memory.store.usable(host_filters[service.arn]),
+            # A new host not yet known to match a memberOf filter may be the service's: it waits for it.
+            eligible=memory.store.usable(host_filters[service.arn]) | unresolved.get(host_filters[service.arn], set()),
             running=memory.ready.running(service.name),
             unwanted=memory.ready.unwanted.get(service.name, frozenset()),
             missing_since=missing.get(service.name, {}),
@@ -96,9 +98,11 @@ def keep_ready(
         watch.marked, watch.marked_at = set(listed), now
     hosts = {arn: HostState(host.status, host.agent_connected) for arn, host in memory.store.hosts.items()}
     try:
+        if watch.unconfirmed:  # tasks an event said are RUNNING: read them before their hosts can be ready
+            watch.confirm(api.describe_tasks(config.cluster, sorted(watch.unconfirmed)))
         hosts.update(_left(api, config, memory, hosts))
     except EcsError as error:
-        report.readiness_error = f"describing hosts that left failed: {error}"
+        report.readiness_error = f"describing tasks or hosts failed: {error}"
         log.warning("readiness_failed", cluster=config.cluster, attribute=name, error=str(error))
         return None
     # A deregistered host loses its attributes with it.
@@ -108,7 +112,8 @@ def keep_ready(
     readiness = decide(hosts, views(memory, services, host_filters), watch.marked, now=now, grace=config.coverage_grace)
     report.readiness = readiness
     if config.dry_run:
-        if readiness.put or readiness.delete:
+        # Logged when what it would write changes, not on every pass.
+        if (readiness.put or readiness.delete) and watch.would != (readiness.put, readiness.delete):
             log.info(
                 "readiness",
                 cluster=config.cluster,
@@ -117,6 +122,7 @@ def keep_ready(
                 would_delete=_named(readiness.delete),
                 dry_run=True,
             )
+        watch.would = (readiness.put, readiness.delete)
     else:
         _write(api, config, memory, report, readiness, name)
     report.hosts_marked = len(watch.marked)

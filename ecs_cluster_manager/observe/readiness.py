@@ -2,10 +2,13 @@
 
 Written only by the loop's thread. A coverage reading replaces a service's
 tasks (it is the full list, a snapshot); an ECS Task State Change event
-updates one task when it is newer (`version`) than what is known of it, so a
-daemon task that reaches RUNNING makes its host ready within the event pass
-that follows. `marked` is what ECS has: read with ListAttributes at start and
-at least every RESYNC, and updated by every write that succeeded.
+updates one task when it is newer (`version`) than what is known of it. An
+event saying a task is RUNNING is only a hint, since events come late and out
+of order (the task may have stopped since): the pass that follows describes
+that task (`unconfirmed`, DescribeTasks) before its host can be made ready, so
+a daemon task that reaches RUNNING makes its host ready within that pass.
+`marked` is what ECS has: read with ListAttributes at start and at least every
+RESYNC, and updated by every write that succeeded.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class ReadyWatch:
     marked: set[str] | None = None  # hosts with the attribute; None: not read from ECS yet
     marked_at: float | None = None  # store clock: when `marked` was last read in full
     active_before: set[str] = field(default_factory=set)  # hosts the store had ACTIVE at the last decision
+    unconfirmed: dict[str, str] = field(default_factory=dict)  # task ARN -> service: reported RUNNING, not read yet
+    would: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # a dry run's last (puts, deletes), as logged
 
     def read(self, coverage: Coverage, tasks: Iterable[Task], eligible: Iterable[str]) -> None:
         """Take in a coverage reading: the service's tasks (replacing what was known) and the hosts it leaves empty."""
@@ -80,13 +85,35 @@ class ReadyWatch:
         before = known.get(change.task_arn)
         if before is not None and before.version is not None and change.version <= before.version:
             return False
-        was_running = self.running(service)
         if sum(len(t) for t in self.tasks.values()) >= MAX_TASKS and before is None:
             return False
+        if change.last_status == RUNNING and change.desired_status == RUNNING:
+            if change.container_instance_arn is None or change.container_instance_arn in self.running(service):
+                return False
+            if change.task_arn in self.unconfirmed:
+                return False
+            self.unconfirmed[change.task_arn] = service
+            return True
+        # A task on its way out (or not started yet): taking it in can only make a host wait, never ready.
         known[change.task_arn] = _Known(
             change.container_instance_arn, change.last_status, change.desired_status, change.version
         )
-        return bool(self.running(service) - was_running)
+        self.unconfirmed.pop(change.task_arn, None)
+        return False
+
+    def confirm(self, described: Iterable[Task]) -> None:
+        """Take in the description of the unconfirmed tasks: a task ECS no longer returns is gone."""
+        found = {task.arn: task for task in described}
+        for arn, service in self.unconfirmed.items():
+            known = self.tasks.get(service)
+            if known is None:
+                continue
+            task = found.get(arn)
+            if task is None:
+                known.pop(arn, None)
+            else:
+                known[arn] = _Known(task.container_instance_arn, task.last_status, task.desired_status, task.version)
+        self.unconfirmed = {}
 
     def running(self, service: str) -> frozenset[str]:
         """The hosts with a RUNNING task of the service that is meant to keep running."""
@@ -104,3 +131,4 @@ class ReadyWatch:
         for kept in (self.tasks, self.unwanted):
             for name in [name for name in kept if name not in keep]:
                 del kept[name]
+        self.unconfirmed = {arn: service for arn, service in self.unconfirmed.items() if service in keep}
