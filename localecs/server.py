@@ -1523,6 +1523,19 @@ class LocalECS:
         """Set a service's desiredCount, as an operator or another tool would."""
         self._admin_client("ecs").update_service(cluster=cluster, service=service, desiredCount=desired_count)
 
+    def add_service_event(self, cluster: str, service: str, message: str) -> None:
+        """Put an event on top of a service's events (newest first), as ECS's service scheduler writes one.
+
+        For the reasons the local scheduler never gives on its own (a missing attribute for a host the
+        service's own constraints allow); its next run with a placement failure adds its own on top.
+        """
+        ecs_backend, _ = self._backends()
+        with self._moto_lock:
+            found = ecs_backend.services[f"{cluster.split('/')[-1]}:{service}"]
+            found.events.insert(
+                0, {"id": str(uuid.uuid4()), "createdAt": datetime.datetime.now(datetime.UTC), "message": message}
+            )
+
     def delete_service(self, cluster: str, name: str) -> None:
         """Delete a service even if it still has a desired count (moto keeps it as INACTIVE)."""
         self._admin_client("ecs").delete_service(cluster=cluster, service=name, force=True)

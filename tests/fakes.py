@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ecs_cluster_manager.aws.errors import RequestRejected, TransientError
+from ecs_cluster_manager.aws.errors import EcsError, RequestRejected, TransientError
 from ecs_cluster_manager.model.models import (
     ContainerInstance,
     PlacementConstraint,
@@ -22,6 +22,7 @@ from ecs_cluster_manager.model.models import (
     ServiceLookup,
     Task,
 )
+from ecs_cluster_manager.model.room import Needs
 
 ACCOUNT = "arn:aws:ecs:us-east-1:123456789012"
 
@@ -47,6 +48,9 @@ class FakeHost:
     agent_connected: bool = True
     version: int = 1
     attributes: set[str] = field(default_factory=set)
+    remaining_cpu: int = 2048  # remainingResources
+    remaining_memory: int = 3800
+    ports_in_use: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -54,6 +58,9 @@ class FakeService:
     name: str
     desired_count: int
     member_of: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    task_definition: str | None = None
+    placement_failure: str | None = None
 
 
 class FakeEcs:
@@ -63,6 +70,11 @@ class FakeEcs:
         self.cluster = cluster
         self.hosts: dict[str, FakeHost] = {}
         self.services: dict[str, FakeService] = {}
+        # Making room: every task on a host by ARN, task definitions, each StopTask as (task, host, reason) ARNs.
+        self.host_tasks: dict[str, Task] = {}
+        self.definitions: dict[str, Needs] = {}
+        self.stops: list[tuple[str, str, str]] = []
+        self.failing: set[str] = set()  # operations that fail, e.g. {"StopTask", "DescribeTaskDefinition"}
         self.writes: list[tuple[str, int]] = []
         self.calls = 0
         self.fail_listing = False
@@ -129,6 +141,9 @@ class FakeEcs:
                     ),
                     placement_constraints=constraints,
                     minimum_healthy_percent=0,
+                    tags=dict(record.tags),
+                    task_definition=record.task_definition,
+                    placement_failure=record.placement_failure,
                 )
             )
         return ServiceLookup(tuple(found), tuple(failures))
@@ -151,7 +166,10 @@ class FakeEcs:
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
         self._call()
         return [
-            ContainerInstance(h.arn, h.ec2_instance_id, h.status, h.agent_connected, h.version)
+            ContainerInstance(
+                h.arn, h.ec2_instance_id, h.status, h.agent_connected, h.version,
+                h.remaining_cpu, h.remaining_memory, h.ports_in_use,
+            )
             for arn in arns
             if (h := self.hosts.get(arn)) is not None
         ]
@@ -174,7 +192,9 @@ class FakeEcs:
     def describe_tasks(self, cluster: str, arns: Sequence[str]) -> list[Task]:
         self._call()
         wanted = set(arns)
-        return [task for tasks in self.tasks.values() for task in tasks if task.arn in wanted]
+        return [task for tasks in self.tasks.values() for task in tasks if task.arn in wanted] + [
+            self.host_tasks[arn] for arn in arns if arn in self.host_tasks
+        ]
 
     def list_attributes(self, cluster: str, name: str, value: str | None = None) -> list[str]:
         self._call()
@@ -213,6 +233,51 @@ class FakeEcs:
     def _service_arn(self, name: str) -> str:
         return f"{ACCOUNT}:service/{self.cluster}/{name}"
 
+    # -- making room -----------------------------------------------------------------
+
+    def place(self, host: FakeHost, group: str, needs: Needs) -> Task:
+        """A RUNNING task of `group` (`service:NAME`, or another group for a task of no service) on `host`."""
+        definition = f"{ACCOUNT}:task-definition/{group.replace(':', '-')}:1"
+        self.definitions[definition] = needs
+        task = Task(
+            f"{ACCOUNT}:task/{self.cluster}/t{len(self.host_tasks) + 1:03}", host.arn, "RUNNING", definition,
+            group=group,
+        )
+        self.host_tasks[task.arn] = task
+        host.remaining_cpu -= needs.cpu
+        host.remaining_memory -= needs.memory
+        host.ports_in_use |= needs.ports
+        return task
+
+    def _fail(self, operation: str) -> None:
+        if operation in self.failing:
+            raise TransientError(f"{operation}: ServerException: the fake is failing")
+
+    def list_tasks_on_host(self, cluster: str, container_instance: str) -> list[str]:
+        self._call()
+        self._fail("ListTasks")
+        return [arn for arn, task in self.host_tasks.items() if task.container_instance_arn == container_instance]
+
+    def describe_task_definition(self, task_definition: str) -> Needs:
+        self._call()
+        self._fail("DescribeTaskDefinition")
+        if task_definition not in self.definitions:
+            raise RequestRejected(f"DescribeTaskDefinition: ClientException: {task_definition} not found")
+        return self.definitions[task_definition]
+
+    def stop_task(self, cluster: str, task: str, reason: str) -> None:
+        self._call()
+        self._fail("StopTask")
+        stopped = self.host_tasks.pop(task, None)
+        if stopped is None:
+            raise EcsError(f"StopTask: InvalidParameterException: {task} not found")
+        host = self.hosts[str(stopped.container_instance_arn)]
+        needs = self.definitions[stopped.task_definition_arn]
+        host.remaining_cpu += needs.cpu
+        host.remaining_memory += needs.memory
+        host.ports_in_use -= needs.ports
+        self.stops.append((task, host.arn, reason))
+
 
 def _matches(host: FakeHost, part: str) -> bool:
     """Whether a host matches one `and` part of a filter expression the pass built."""
@@ -226,3 +291,4 @@ def _matches(host: FakeHost, part: str) -> bool:
     if part.startswith("ec2InstanceId == "):
         return host.ec2_instance_id == part.split("==", 1)[1].strip()
     return part in host.attributes
+

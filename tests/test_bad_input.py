@@ -251,6 +251,15 @@ STARTUP = [
         for v in ("-1", "abc", "nan", "inf", "2m")
     ),
     StartupRow("coverage-grace-flag", ["--coverage-grace", "-5"], {}, "--coverage-grace"),
+    # MAKE_ROOM_MAX / --make-room-max: a whole number >= 0
+    *(StartupRow(f"make-room-max-{v}", [], {"MAKE_ROOM_MAX": v}, "MAKE_ROOM_MAX") for v in ("-1", "abc", "1.5")),
+    StartupRow("make-room-max-flag", ["--make-room-max", "-2"], {}, "--make-room-max"),
+    # READY_ATTRIBUTE / --ready-attribute: a container-instance attribute name
+    *(
+        StartupRow(f"ready-attribute-{i}", [], {"READY_ATTRIBUTE": v}, "READY_ATTRIBUTE")
+        for i, v in enumerate(("has space", "x" * 129, "ready=true"))
+    ),
+    StartupRow("ready-attribute-flag", ["--ready-attribute", "no good"], {}, "--ready-attribute"),
     # CLOUDFORMATION_GUARD / --no-cloudformation-guard
     StartupRow("guard-sometimes", [], {"CLOUDFORMATION_GUARD": "sometimes"}, "CLOUDFORMATION_GUARD"),
     # An unknown flag; an unknown command.
@@ -714,6 +723,8 @@ EMPTY = [
     EmptyRow("EVENTS_QUEUE_URL", check=_acts_on_a_and_b),  # no events source; the pass acts as without it
     EmptyRow("API_BUDGET", error="API_BUDGET"),
     EmptyRow("COVERAGE_GRACE", check=_acts_on_a_and_b),  # the default grace
+    EmptyRow("MAKE_ROOM_MAX", check=_acts_on_a_and_b),  # the default, 1
+    EmptyRow("READY_ATTRIBUTE", check=_acts_on_a_and_b),  # no attribute kept
     # AWS_ENDPOINT_URL="" is boto3's business and would mean the real AWS endpoint: never run here.
 ]
 

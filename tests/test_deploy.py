@@ -172,8 +172,15 @@ def test_policy_grants_exactly_the_calls_the_manager_makes(policy: dict[str, Any
     assert sorted(granted) == sorted(used)
 
 
+# Actions with no resource type and no condition key either (AWS's Service Authorization Reference): a condition
+# on ecs:cluster would never match, so they are granted on "*" alone. Task definitions belong to no cluster.
+UNCONDITIONED_ACTIONS = {"ecs:DescribeTaskDefinition"}
+
+
 def test_policy_scopes_each_action_as_tightly_as_iam_allows(policy: dict[str, Any]) -> None:
-    """Actions with a resource type name this cluster's ARNs; ListServices, having none, is held by ecs:cluster."""
+    """Actions with a resource type name this cluster's ARNs; ListServices, having none, is held by ecs:cluster;
+    DescribeTaskDefinition, with neither a resource type nor a condition key, is the one action on "*" alone.
+    StopTask is held to the cluster's tasks and by ecs:cluster too."""
     service_map = load_resource(AdditionalSpecs, "Policies.json")
     cluster_arn = "arn:aws:ecs:REGION:ACCOUNT_ID:cluster/CLUSTER"
     for statement in policy["Statement"]:
@@ -182,12 +189,17 @@ def test_policy_scopes_each_action_as_tightly_as_iam_allows(policy: dict[str, An
             resource_types = service_map[service]["Actions"][name.lower()].get("Resources", [])
             if resource_types:
                 assert statement["Resource"] != "*", f"{action} could be scoped to a resource"
+            elif action in UNCONDITIONED_ACTIONS:
+                assert statement["Resource"] == "*" and "Condition" not in statement
+                assert _actions(statement) == [action]
             else:
                 assert statement["Resource"] == "*"
                 assert statement["Condition"] == {"ArnEquals": {"ecs:cluster": cluster_arn}}
     by_action = {action: statement for statement in policy["Statement"] for action in _actions(statement)}
     assert by_action["ecs:ListContainerInstances"]["Resource"] == cluster_arn
     assert by_action["ecs:UpdateService"]["Resource"] == "arn:aws:ecs:REGION:ACCOUNT_ID:service/CLUSTER/*"
+    assert by_action["ecs:StopTask"]["Resource"] == "arn:aws:ecs:REGION:ACCOUNT_ID:task/CLUSTER/*"
+    assert by_action["ecs:StopTask"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster_arn}}
     assert by_action["sqs:ReceiveMessage"]["Resource"] == "arn:aws:sqs:REGION:ACCOUNT_ID:QUEUE_NAME"
     assert by_action["sqs:DeleteMessage"] is by_action["sqs:ReceiveMessage"]
 

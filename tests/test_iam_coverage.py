@@ -40,6 +40,7 @@ IAM_PREFIX = {"ecs": "ecs", "cloudformation": "cloudformation", "sqs": "sqs"}
 IAM_ACTION_NAMES = {("sqs", "DeleteMessageBatch"): "DeleteMessage"}
 
 CLUSTER = "prod"
+ROOM_CLUSTER = "prod-room"  # where a full host gets room made for a daemon's task
 # More than one page of hosts, so the count also takes its cheap reading (DescribeClusters, the DRAINING listing).
 HOSTS = 101
 FULL_MEMORY = 7482  # every MiB a local host registers
@@ -141,13 +142,37 @@ def _read_events_queue(local: LocalECS, heartbeat: Path) -> None:
         assert daemon.stop() == 0
 
 
+def _make_room(local: LocalECS, heartbeat: Path) -> None:
+    """`run.py` on a cluster whose full host lacks a make-room service's task, until it stops a preemptible task
+    there (DescribeTaskDefinition, ListTasks of the host, StopTask)."""
+    local.create_cluster(ROOM_CLUSTER)
+    local.add_hosts(ROOM_CLUSTER, 2)
+    local.create_service(
+        ROOM_CLUSTER, "agent", task_definition=local.register_task_definition("agent", memory=1024),
+        placement_constraints=[{"type": "distinctInstance"}], tags={"ecs-cluster-manager:make-room": "true"},
+    )
+    local.create_service(
+        ROOM_CLUSTER, "web", desired_count=1, task_definition=local.register_task_definition("web", memory=4000),
+        tags={"ecs-cluster-manager:preemptible": "true"},
+    )
+    [web] = local.tasks(ROOM_CLUSTER, "web")
+    local.task_placed(ROOM_CLUSTER, web["containerInstanceArn"], cpu=0, memory=FULL_MEMORY - 4000 - 500)
+    with Daemon(
+        local, CLUSTER=ROOM_CLUSTER, SERVICES="agent", INTERVAL="0.3", COVERAGE_GRACE="1",
+        HEARTBEAT_FILE=str(heartbeat),
+    ) as daemon:
+        assert daemon.wait_for(lambda: any(call.operation == "StopTask" for call in local.calls), timeout=60)
+        assert daemon.stop() == 0
+
+
 @pytest.fixture(scope="module")
 def scenario(
     local_ecs: LocalECS, daemon_operations: OperationRecorder, tmp_path_factory: pytest.TempPathFactory
 ) -> Scenario:
     """One `run.py --once` with SERVICES, SERVICE_REGEX, MANAGED_TAG and a CloudFormation-tagged service; then
     `run.py` with EVENTS_QUEUE_URL, which reads its services' coverage (tasks, and the host missing its task),
-    receives a new host's event from the queue and deletes it."""
+    receives a new host's event from the queue and deletes it; then `run.py` making room on a full host for a
+    make-room service's task (it reads task definitions and stops a preemptible task)."""
     local = local_ecs
     local.reset()
     local.scheduler.enabled = True  # services place their tasks, so the loop's coverage read describes them
@@ -183,6 +208,7 @@ def scenario(
     counting = {(c.service, c.operation) for c in local.calls[before:] if daemon_operations.is_daemon_call(c)}
     local.set_agent_connected(CLUSTER, lost, True)
     _read_events_queue(local, tmp_path_factory.mktemp("events") / "heartbeat")
+    _make_room(local, tmp_path_factory.mktemp("room") / "heartbeat")
     operations = {(call.service, call.operation) for call in local.calls if daemon_operations.is_daemon_call(call)}
     local.reset()
     return Scenario(operations, desired, counting)
@@ -275,7 +301,8 @@ def test_a_policy_copy_without_an_action_is_caught(scenario: Scenario, tmp_path:
 def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> None:
     """The module's own pass lists, describes, counts, reads the stack and updates; the bystander is untouched.
     Its events daemon reads coverage, receives from the queue and deletes what it received, and keeps the ready
-    attribute (reads it, puts it, deletes it from a drained host)."""
+    attribute (reads it, puts it, deletes it from a drained host); its make-room daemon reads task definitions
+    and stops a preemptible task."""
     assert scenario.desired == {"named": HOSTS, "agent-logs": HOSTS, "tagged": HOSTS, "stacked": HOSTS, "bystander": 0}
     assert scenario.operations == {
         ("ecs", "ListServices"),
@@ -287,6 +314,8 @@ def test_scenario_uses_every_discovery_path_and_writes(scenario: Scenario) -> No
         ("ecs", "ListTasks"),
         ("ecs", "DescribeTasks"),
         ("ecs", "DescribeContainerInstances"),
+        ("ecs", "DescribeTaskDefinition"),
+        ("ecs", "StopTask"),
         ("ecs", "ListAttributes"),
         ("ecs", "PutAttributes"),
         ("ecs", "DeleteAttributes"),

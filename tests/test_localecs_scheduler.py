@@ -131,3 +131,20 @@ def test_list_tasks_filters_by_service_and_pages_and_describe_tasks_takes_100(ec
     with pytest.raises(ClientError) as caught:
         client.list_tasks(cluster=CLUSTER, serviceName="no-such-service")
     assert caught.value.response["Error"]["Code"] == "ServiceNotFoundException"
+
+
+def test_a_service_event_added_by_hand_is_the_newest_until_the_scheduler_writes_one(ecs: LocalECS) -> None:
+    """add_service_event puts ECS's kind of event on top of DescribeServices' events; the scheduler's own
+    placement failure goes above it at its next run that fails to place."""
+    ecs.scheduler.enabled = True
+    ecs.create_cluster(CLUSTER)
+    ecs.add_hosts(CLUSTER, 1)
+    big = ecs.register_task_definition("big", memory=5000)
+    ecs.create_service(CLUSTER, "agent", desired_count=1, task_definition=big)
+    assert "has reached a steady state" in describe(ecs, "agent")["events"][0]["message"]
+    ecs.add_service_event(CLUSTER, "agent", "service agent was unable to place a task: by hand")
+    events = describe(ecs, "agent")["events"]
+    assert events[0]["message"] == "service agent was unable to place a task: by hand"
+    assert "has reached a steady state" in events[1]["message"] and events[0]["createdAt"] >= events[1]["createdAt"]
+    ecs.update_desired_count(CLUSTER, "agent", 2)  # one host, no room for a second task
+    assert "has insufficient memory available" in describe(ecs, "agent")["events"][0]["message"]

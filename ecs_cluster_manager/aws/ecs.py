@@ -49,6 +49,7 @@ from ecs_cluster_manager.model.models import (
     Task,
 )
 from ecs_cluster_manager.model.names import name_of
+from ecs_cluster_manager.model.room import Needs
 
 log = structlog.get_logger(__name__)
 
@@ -289,6 +290,25 @@ class Api(Gateway):
             tasks.extend(_task(raw) for raw in page.get("tasks", []))
         return tasks
 
+    def list_tasks_on_host(self, cluster: str, container_instance: str) -> list[str]:
+        """The ARNs of the tasks on one container instance whose desired status is RUNNING, across every page."""
+        return self._pages(
+            "ListTasks",
+            self._ecs.list_tasks,
+            "taskArns",
+            cluster=cluster,
+            containerInstance=container_instance,
+            desiredStatus="RUNNING",
+            maxResults=LIST_TASKS_PAGE,
+        )
+
+    def describe_task_definition(self, task_definition: str) -> Needs:
+        """What a task of this task definition reserves on its host: CPU units, MiB, and host ports."""
+        page = self._call(
+            "DescribeTaskDefinition", self._ecs.describe_task_definition, taskDefinition=task_definition
+        )
+        return task_definition_needs(page.get("taskDefinition") or {})
+
     def describe_container_instances(self, cluster: str, arns: Sequence[str]) -> list[ContainerInstance]:
         """Describe container instances, 100 per call; one ECS no longer knows is left out."""
         instances: list[ContainerInstance] = []
@@ -306,6 +326,7 @@ class Api(Gateway):
                     status=raw.get("status", "UNKNOWN"),
                     agent_connected=bool(raw.get("agentConnected", False)),
                     version=int(raw.get("version", 0)),
+                    **_remaining(raw.get("remainingResources")),
                 )
                 for raw in page.get("containerInstances", [])
                 if "containerInstanceArn" in raw
@@ -381,6 +402,9 @@ class Api(Gateway):
 
     # -- writes ------------------------------------------------------------
 
+    def stop_task(self, cluster: str, task: str, reason: str) -> None:
+        """StopTask with a reason (ECS keeps it as the task's stoppedReason)."""
+        self._call("StopTask", self._ecs.stop_task, cluster=cluster, task=task, reason=reason)
     def put_attributes(self, cluster: str, name: str, value: str, arns: Sequence[str]) -> None:
         """PutAttributes: the custom attribute `name`=`value` on each container instance (full ARNs), ten a call."""
         for batch in chunks(list(arns), ATTRIBUTES_BATCH):
@@ -470,5 +494,61 @@ def _task(raw: Mapping[str, Any]) -> Task:
         desired_status=raw.get("desiredStatus", "RUNNING"),
         started_at=_unix(raw.get("startedAt")),
         created_at=_unix(raw.get("createdAt")),
+        group=raw.get("group"),
         version=raw["version"] if isinstance(raw.get("version"), int) else None,
     )
+
+
+def _remaining(resources: Any) -> dict[str, Any]:
+    """A container instance's remainingResources as ContainerInstance fields (absent ones stay unknown)."""
+    fields: dict[str, Any] = {}
+    ports: set[str] = set()
+    for resource in resources or []:
+        name = resource.get("name")
+        if name == "CPU":
+            fields["remaining_cpu"] = int(resource.get("integerValue", 0))
+        elif name == "MEMORY":
+            fields["remaining_memory"] = int(resource.get("integerValue", 0))
+        elif name in ("PORTS", "PORTS_UDP"):
+            protocol = "tcp" if name == "PORTS" else "udp"
+            ports |= {f"{port}/{protocol}" for port in resource.get("stringSetValue") or []}
+    if ports:
+        fields["ports_in_use"] = frozenset(ports)
+    return fields
+
+
+def _units(value: Any, unit: str, per_unit: int) -> int | None:
+    """A task-level cpu or memory value ("1024", "1 vCPU", "2 GB") in CPU units or MiB; None when absent."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if text.lower().endswith(unit):
+        return round(float(text[: -len(unit)].strip()) * per_unit)
+    return int(float(text))
+
+
+def task_definition_needs(raw: Mapping[str, Any]) -> Needs:
+    """What ECS reserves on a host for one task of a task definition (DescribeTaskDefinition's taskDefinition).
+
+    CPU and memory: the task-level values when set, else the sum over the
+    containers of `cpu` and of `memoryReservation` (or `memory` without one),
+    as ECS reserves them. Host ports: each port mapping's hostPort, or its
+    containerPort in the host network mode; awsvpc tasks take no host port,
+    and a bridge mapping without a hostPort gets a dynamic one.
+    """
+    containers = raw.get("containerDefinitions") or []
+    cpu = _units(raw.get("cpu"), "vcpu", 1024)
+    memory = _units(raw.get("memory"), "gb", 1024)
+    if cpu is None:
+        cpu = sum(int(c.get("cpu") or 0) for c in containers)
+    if memory is None:
+        memory = sum(int(c.get("memoryReservation") or c.get("memory") or 0) for c in containers)
+    mode = raw.get("networkMode") or "bridge"
+    ports: set[str] = set()
+    if mode != "awsvpc":
+        for container in containers:
+            for mapping in container.get("portMappings") or []:
+                port = mapping.get("hostPort") or (mapping.get("containerPort") if mode == "host" else None)
+                if port:
+                    ports.add(f"{int(port)}/{str(mapping.get('protocol') or 'tcp').lower()}")
+    return Needs(cpu=cpu, memory=memory, ports=frozenset(ports))

@@ -29,15 +29,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ecs_cluster_manager.aws.ecs import AccessDenied, Api, ClusterNotFound, EcsError, RequestRejected
 from ecs_cluster_manager.aws.metadata import task_identity
 from ecs_cluster_manager.config import Config
-from ecs_cluster_manager.engine import coverage, readiness
+from ecs_cluster_manager.engine import coverage, readiness, room
 from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
+from ecs_cluster_manager.model import room as choice
 from ecs_cluster_manager.model.coverage import Coverage, CoveredHost
 from ecs_cluster_manager.model.models import Service
 from ecs_cluster_manager.model.names import name_of
@@ -331,7 +332,7 @@ def coverage_findings(
                 WARNING,
                 "misplaced-tasks",
                 f"{len(found.misplaced)} task(s) on hosts that are not eligible (draining, outside the filter, "
-                f"agent lost): {_named(found.misplaced)}; the manager never stops tasks, ECS replaces them",
+                f"agent lost): {_named(found.misplaced)}; the manager never stops them, ECS replaces them",
             )
         )
     if found.outdated:
@@ -344,6 +345,72 @@ def coverage_findings(
                 f"({service.task_definition}): a deployment is in progress or stuck",
             )
         )
+    return findings
+
+
+def _needs_text(needs: choice.Needs) -> str:
+    ports = f", ports {', '.join(sorted(needs.ports))}" if needs.ports else ""
+    return f"{needs.cpu} CPU units, {needs.memory} MiB{ports}"
+
+
+def make_room_findings(
+    api: Api, config: Config, service: Service, found: Coverage, managed: Collection[str], now: float
+) -> list[Finding]:
+    """What the daemon would stop to make room for a make-room service's task on each host missing it too long.
+
+    As the daemon does (engine/room.py), but dated by ECS's placement failures
+    (check keeps no memory) and for every such host (at most NAMED_HOSTS), not
+    MAKE_ROOM_MAX a pass. Reads each host; stops nothing.
+    """
+    if not choice.makes_room(service.tags) or not found.missing:
+        return []
+    since = service.placement_failure_since
+    if since is None or now - since < config.coverage_grace:
+        return []
+    name = service.name
+
+    def finding(severity: str, message: str) -> Finding:
+        return Finding(name, severity, "make-room", message)
+
+    if choice.resource_reason(service.placement_failure) is None:
+        return [
+            finding(
+                WARNING,
+                f"room is not made on {_named(found.missing)}: ECS's reason is not a lack of memory, CPU or ports "
+                "(stopping tasks would not help); fix what it names",
+            )
+        ]
+    findings: list[Finding] = []
+    watch = choice.RoomWatch()
+    for host in found.missing[:NAMED_HOSTS]:
+        where = host.ec2_instance_id or name_of(host.container_instance_arn)
+        try:
+            planned = room.plan_host(api, config.cluster, service, host.container_instance_arn, managed, watch)
+        except EcsError as error:
+            findings.append(finding(WARNING, f"could not read host {where} to make room: {error}"))
+            continue
+        if planned is None:
+            continue
+        if planned.stop is None:
+            findings.append(
+                finding(
+                    WARNING,
+                    f"host {where} ({host.container_instance_arn}): no set of tasks of preemptible services "
+                    f"(tag {choice.PREEMPTIBLE_TAG}=true) frees what the task needs ({_needs_text(planned.need)}); "
+                    f"it has {planned.room.cpu} CPU units and {planned.room.memory} MiB left",
+                )
+            )
+        elif not planned.stop:
+            findings.append(finding(INFO, f"host {where} has the room now: ECS should place the task there"))
+        else:
+            tasks = ", ".join(f"{name_of(c.task_arn)} (service {c.service})" for c in planned.stop)
+            findings.append(
+                finding(
+                    INFO,
+                    f"host {where} ({host.container_instance_arn}): the daemon would stop {len(planned.stop)} "
+                    f"task(s) to free {_needs_text(planned.need)} for its task ({found.reason}): {tasks}",
+                )
+            )
     return findings
 
 
@@ -448,6 +515,7 @@ def collect(
         if coverages is not None:
             coverages[service.name] = found
         findings.extend(coverage_findings(service, found, now, config.coverage_grace, size.tasks_per_host))
+        findings.extend(make_room_findings(api, config, service, found, {s.name for s in managed.services}, now))
     if config.ready_attribute is not None and eligible:
         findings.extend(_readiness_findings(api, config, countable, eligible, read, now, host_reports))
     return findings

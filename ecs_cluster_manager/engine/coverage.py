@@ -10,7 +10,8 @@ definition (`outdated`). `read` fetches what it needs through ecs.Api.
 host missing its task for longer than COVERAGE_GRACE, and one
 `coverage_restored` when it has it again.
 
-The manager never stops or moves a task: coverage only reports.
+Coverage only reports; the one place the manager stops tasks is engine/room.py,
+for make-room services.
 """
 
 from __future__ import annotations

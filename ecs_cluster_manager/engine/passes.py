@@ -24,7 +24,7 @@ from ecs_cluster_manager.aws.ecs import (
 )
 from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
-from ecs_cluster_manager.engine import coverage, readiness
+from ecs_cluster_manager.engine import coverage, readiness, room
 from ecs_cluster_manager.engine.audit import ERROR, findings_for
 from ecs_cluster_manager.engine.discovery import discover
 from ecs_cluster_manager.model import manage, plan, sizing
@@ -227,6 +227,8 @@ def _observe_and_act(
     if looping:  # coverage needs the gap history the loop keeps; --once and the Lambda handler only size
         exact = {f for f, result in counted.items() if result.exact}
         _read_coverage(api, config, memory, report, sized, host_filters, exact, now)
+        managed_names = {service.name for service in managed.services}
+        room.make_room(api, config, memory, report, [s for s, _ in sized], managed_names, now, stop)
         if config.ready_attribute is not None:
             manageable = [s for s in managed.services if manage.unmanageable(s) is None]
             readiness.keep_ready(

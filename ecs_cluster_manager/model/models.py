@@ -87,6 +87,7 @@ class Task:
     desired_status: str = "RUNNING"
     started_at: float | None = None  # Unix time the task started RUNNING, when ECS says
     created_at: float | None = None  # Unix time the task was created, when ECS says
+    group: str | None = None  # `service:NAME` for a service's task; RunTask's and batch jobs' have another
     version: int | None = None  # ECS's version of the task's state, which its state-change events carry too
 
 
@@ -99,6 +100,10 @@ class ContainerInstance:
     status: str
     agent_connected: bool
     version: int
+    # Its remainingResources: CPU units and MiB left, and the host ports in use ("80/tcp", "53/udp").
+    remaining_cpu: int | None = None
+    remaining_memory: int | None = None
+    ports_in_use: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 from ecs_cluster_manager.model import plan
 from ecs_cluster_manager.model.coverage import Coverage
 from ecs_cluster_manager.model.readiness import Readiness
+from ecs_cluster_manager.model.room import Preemption
 
 
 @dataclass
@@ -33,6 +34,8 @@ class PassReport:
     stopped: bool = False  # a shutdown ended the pass early: some reads or updates were not made
     coverage: dict[str, Coverage] = field(default_factory=dict)  # service name -> coverage read in this pass
     coverage_errors: dict[str, str] = field(default_factory=dict)  # service name -> why its coverage read failed
+    preempted: list[Preemption] = field(default_factory=list)  # tasks stopped to make room for a daemon's task
+    room_errors: dict[str, str] = field(default_factory=dict)  # make-room service name -> why room was not made
     readiness: Readiness | None = None  # READY_ATTRIBUTE: the hosts ready and not, as this pass decided
     hosts_marked: int | None = None  # READY_ATTRIBUTE: hosts with the attribute after this pass
     readiness_error: str | None = None  # why the attribute was not kept in this pass

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ecs_cluster_manager.config import Config
 from ecs_cluster_manager.model.holds import hold_seconds
+from ecs_cluster_manager.model.room import RoomWatch
 from ecs_cluster_manager.observe.counting import RESYNC, Counting
 from ecs_cluster_manager.observe.gaps import GapWatch
 from ecs_cluster_manager.observe.hosts import HostStore
@@ -38,6 +39,7 @@ class Memory:
         self.coverage = GapWatch()  # hosts missing their task, and since when
         self.ready = ReadyWatch()  # READY_ATTRIBUTE: the tasks each host runs, and the hosts with the attribute
         self.logged: dict[str, tuple[object, ...]] = {}  # service -> its last decision, as logged
+        self.room = RoomWatch()  # where room was made for a daemon's task, and when
 
     def forget_unmanaged(self, managed: set[str]) -> None:
         """Keep the misconfigurations logged only for the services managed now (by ARN): memory stays bounded."""

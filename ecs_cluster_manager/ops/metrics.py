@@ -120,6 +120,12 @@ class Metrics:
             f"{PREFIX}_service_updates", "UpdateService calls that changed a managed service's desiredCount.",
             ["service"], registry=r,
         )
+        self.tasks_preempted = Counter(
+            f"{PREFIX}_tasks_preempted",
+            "Tasks of preemptible services stopped to make room for a make-room service's task, by the service "
+            "whose task was stopped and the service room was made for.",
+            ["service", "for_service"], registry=r,
+        )
         self.service_skips = Counter(
             f"{PREFIX}_service_skips", "Passes that left a managed service alone, by reason code.",
             ["service", "reason"], registry=r,
@@ -282,6 +288,8 @@ class Metrics:
                 self.service_desired.labels(service=decision.service).set(desired)
             if decision.target is not None:
                 self.service_target.labels(service=decision.service).set(decision.target)
+        for preempted in report.preempted:
+            self.tasks_preempted.labels(service=preempted.service, for_service=preempted.for_service).inc()
         if report.hosts_marked is not None:
             self._set_readiness(report)
         for service, found in report.coverage.items():
