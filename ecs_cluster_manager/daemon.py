@@ -133,7 +133,9 @@ def loop(
                     if stop.is_set():
                         break
                     changes = gather(source, memory, stop, readiness=readiness) or None
-                    if changes is None and time.monotonic() < due:
+                    if changes is None and memory.ready.task_stopped:
+                        next_regular = min(next_regular, recheck(memory, config, time.monotonic()))
+                    if changes is None and time.monotonic() < min(due, next_regular):
                         continue
                 if changes is None and time.monotonic() >= next_regular:
                     # A regular pass is due: it runs whatever arrives, after taking in what waits.
@@ -145,6 +147,8 @@ def loop(
                 next_regular = time.monotonic() + config.interval
             followup = None
             report = run_pass(api, config, memory, stop=stop, identity=identity, changes=changes, now=time.monotonic())
+            if memory is not None:
+                next_regular = min(next_regular, recheck(memory, config, time.monotonic(), bool(changes)))
             monitor.record(report)
             for observer in observers:
                 observer(report)
@@ -186,6 +190,28 @@ def loop(
         monitor.close()
     log.info("stop", cluster=config.cluster)
     return EXIT_OK
+
+
+# A host missing its task is looked at again at least this often, however small COVERAGE_GRACE.
+MIN_GAP_RECHECK = 1.0
+
+
+def recheck(memory: Memory, config: Config, now: float, hosts_changed: bool = False) -> float:
+    """When the next regular pass must run to look at the hosts' tasks again (infinity: no sooner than INTERVAL).
+
+    Only a regular pass reads coverage, and only time makes a host's missing
+    task pass COVERAGE_GRACE (coverage_gap is logged, room is made, the ready
+    attribute goes). So with events and a long INTERVAL the loop still runs a
+    regular pass within a quarter of the grace after an event pass that
+    followed host changes (ECS places the new hosts' tasks, or cannot), after
+    a task event saying a managed service's task stopped, and while any host
+    misses its task.
+    """
+    lost = memory.ready.task_stopped
+    memory.ready.task_stopped = False
+    if not (hosts_changed or lost or memory.coverage.gaps):
+        return float("inf")
+    return now + max(MIN_GAP_RECHECK, config.coverage_grace / 4)
 
 
 def absorb(source: EventSource, memory: Memory, changes: list[Change], *, readiness: bool = False) -> list[Change]:

@@ -5,8 +5,8 @@ ECS, publishing ECS container instance and task state-change events through
 EventBridge to an SQS queue, as AWS does), creates a cluster with a few hosts
 and some services, runs `ecs-cluster-manager check`, then the real daemon
 (`ecs-cluster-manager`, pointed at the local API through AWS_ENDPOINT_URL, with
-EVENTS_QUEUE_URL, READY_ATTRIBUTE, a short COVERAGE_GRACE and an INTERVAL short
-enough for the regular pass to act on it soon)
+EVENTS_QUEUE_URL, READY_ATTRIBUTE, a short COVERAGE_GRACE and the INTERVAL
+recommended with events)
 while hosts come and go, and prints the services' desiredCount after each
 change with the time it took. The local API places each service's tasks by
 itself, each PENDING for a moment before it is RUNNING, as ECS does. It shows
@@ -36,9 +36,9 @@ from . import LocalECS
 from .shell import manager_argv, manager_command
 
 CLUSTER = "demo"
-# With events, host and task changes start their own passes; the regular pass is what acts on time passing
-# alone: a host missing a make-room service's task for COVERAGE_GRACE is seen at the first regular pass after it.
-DEFAULT_INTERVAL = 10.0
+# With events, host and task changes start their own passes, and while a host misses its task the loop looks
+# again every quarter of COVERAGE_GRACE: INTERVAL is only the safety net.
+DEFAULT_INTERVAL = 300.0
 START_AFTER = 0.5  # seconds a placed task is PENDING before it is RUNNING
 COVERAGE_GRACE = 4.0  # seconds a host may miss its task before it counts as missing: short, for the demo
 READY = "ecs-cluster-manager.ready"
@@ -202,8 +202,8 @@ def stops_for_room(local: LocalECS, mark: int) -> list[tuple[float, str, str]]:
 
 def room_step(local: LocalECS, host: str, mark: int, since: float, interval: float) -> None:
     """Wait for the manager to make room on `host`; say what it stopped, where ECS started it again, and when."""
-    if not wait_until(lambda: bool(stops_for_room(local, mark)), COVERAGE_GRACE + interval + 15):
-        print("=== no room was made within COVERAGE_GRACE + INTERVAL + 15 s", flush=True)
+    if not wait_until(lambda: bool(stops_for_room(local, mark)), 2 * COVERAGE_GRACE + 15):
+        print("=== no room was made within twice COVERAGE_GRACE + 15 s", flush=True)
         return
     wait_until(lambda: started(local, "log-shipper", host, since) is not None, 15)
     stops = stops_for_room(local, mark)
@@ -243,7 +243,7 @@ def room_step(local: LocalECS, host: str, mark: int, since: float, interval: flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localecs.demo", description=__doc__)
     parser.add_argument(
-        "--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds (default 10)"
+        "--interval", type=float, default=DEFAULT_INTERVAL, help="the daemon's INTERVAL in seconds (default 300)"
     )
     interval = parser.parse_args(argv).interval
     stop_requested = False
@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"starting the daemon: {manager_command()}  (INTERVAL={interval:g}s, SCALE_DOWN_AFTER=2, "
                 f"EVENTS_QUEUE_URL={queue_url}, READY_ATTRIBUTE={READY}, COVERAGE_GRACE={COVERAGE_GRACE:g}s): "
-                "host and task changes reach it as ECS events, in about a second; the regular pass acts on "
-                "what only time changes (a task missing past COVERAGE_GRACE)"
+                "host and task changes reach it as ECS events, in about a second; while a host misses its task "
+                "it looks again every quarter of COVERAGE_GRACE"
             )
             daemon = subprocess.Popen(manager_argv(), env={**env, "METRICS_PORT": str(metrics_port)})
             began = time.monotonic()
@@ -356,15 +356,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             began = time.monotonic()
             mark = local.calls_recorded
+            # Both at once, as one scheduling run sees them: batch-worker's new tasks are placed before the
+            # manager, reacting to the host's event, raises log-shipper's desiredCount.
+            local.scheduler.enabled = False
+            local.update_desired_count(CLUSTER, "batch-worker", 6)
             [small] = local.add_hosts(CLUSTER, 1, attributes={"role": "batch"}, memory=SMALL_HOST_MEMORY)
             registered = time.time()
-            local.update_desired_count(CLUSTER, "batch-worker", 6)
+            local.scheduler.enabled = True
+            local.scheduler.changed()
             follow(local, "log-shipper", 6, began)
             coverage_check = {**env, "SERVICES": "log-shipper", "SERVICE_REGEX": "", "MANAGED_TAG": ""}
             say(f"{manager_command()} check   (SERVICES=log-shipper): the small host lacks its task, with ECS's reason")
             subprocess.run([*manager_argv(), "check"], env=coverage_check, check=False)
             say(
-                f"at its first regular pass after COVERAGE_GRACE ({COVERAGE_GRACE:g}s) the manager makes room: "
+                f"once the host has missed its task for COVERAGE_GRACE ({COVERAGE_GRACE:g}s) the manager makes room: "
                 "log-shipper may make room, batch-worker is preemptible"
             )
             room_step(local, small, mark, registered, interval)

@@ -242,3 +242,28 @@ def test_check_shows_each_host_ready_or_not_and_why(cluster: LocalECS) -> None:
     code, document = check_json(local, COVERAGE_GRACE="0", **settings)
     by_host = {h["containerInstanceArn"]: h for h in document["readiness"]}
     assert by_host[full]["attribute"] is True and by_host[full]["daemonWould"] == "delete", by_host[full]
+
+
+def test_with_events_and_a_long_interval_a_gap_past_the_grace_still_removes_the_attribute(cluster: LocalECS) -> None:
+    """Only time makes a gap pass COVERAGE_GRACE: with events and INTERVAL=300 the loop still looks again, at least
+    every quarter of the grace while a host misses its task, so the attribute goes about when the grace ends."""
+    local = cluster
+    queue = local.enable_events(CLUSTER, task_events=True)
+    with Daemon(
+        local, CLUSTER=CLUSTER, SERVICES="agent", INTERVAL="300", EVENTS_QUEUE_URL=queue, READY_ATTRIBUTE=ATTRIBUTE,
+        COVERAGE_GRACE="2",
+    ) as daemon:
+        watch(local, daemon, lambda: len(marked(local)) == 2)
+        victim = host_arns(local)[0]
+        web = running_on(local, "web").get(victim, 0)
+        task = next(t for t in local.tasks(CLUSTER, "agent") if t.get("containerInstanceArn") == victim)
+        local.task_placed(CLUSTER, victim, memory=remaining_memory(local, victim) + 1)
+        local.client().stop_task(cluster=CLUSTER, task=task["taskArn"], reason="test: agent crashed")
+        stopped = time.monotonic()
+        # The stop's events start a pass that sees the host missing; nothing else would start one for 300 s.
+        deadline = stopped + 20
+        while victim in marked(local) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert victim not in marked(local), tail(daemon)
+        assert time.monotonic() - stopped < 12
+        assert running_on(local, "web").get(victim, 0) == web

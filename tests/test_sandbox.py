@@ -26,7 +26,7 @@ SETTLED = {
 
 
 def test_sandbox_scenario_shows_services_following_hosts_and_the_daemon_getting_its_room() -> None:
-    """The demo's daemon (events on, INTERVAL=10, READY_ATTRIBUTE) sizes every managed service within seconds of
+    """The demo's daemon (events on, INTERVAL=300, READY_ATTRIBUTE) sizes every managed service within seconds of
     each host change and starts no pass for a routine agent reconnect; on a new web host the managed services' tasks
     start, then the attribute is set, then gated web-api's task starts; a smaller host whose room batch-worker took
     shows in check as missing with ECS's reason until the manager stops one batch-worker task there, which starts

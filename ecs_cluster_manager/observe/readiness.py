@@ -63,6 +63,7 @@ class ReadyWatch:
     active_before: set[str] = field(default_factory=set)  # hosts the store had ACTIVE at the last decision
     unconfirmed: dict[str, str] = field(default_factory=dict)  # task ARN -> service: reported RUNNING, not read yet
     would: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # a dry run's last (puts, deletes), as logged
+    task_stopped: bool = False  # a task event said a RUNNING task of a managed service stopped (the loop resets it)
 
     def read(self, coverage: Coverage, tasks: Iterable[Task], eligible: Iterable[str]) -> None:
         """Take in a coverage reading: the service's tasks (replacing what was known) and the hosts it leaves empty."""
@@ -95,6 +96,8 @@ class ReadyWatch:
             self.unconfirmed[change.task_arn] = service
             return True
         # A task on its way out (or not started yet): taking it in can only make a host wait, never ready.
+        if before is not None and before.status == RUNNING and before.desired == RUNNING:
+            self.task_stopped = True
         known[change.task_arn] = _Known(
             change.container_instance_arn, change.last_status, change.desired_status, change.version
         )
