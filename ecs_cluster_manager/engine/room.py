@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 
 # How many hosts one pass looks at for room at most (each costs about four reads), however many lack it.
 HOSTS_READ_PER_PASS = 10
-DESCRIBE_SERVICES_BATCH = 10
 STOPPING = frozenset({"STOPPED", "DEACTIVATING", "STOPPING", "DEPROVISIONING"})
 
 
@@ -77,14 +76,8 @@ def _needs(api: PassGateway, watch: RoomWatch, task_definition: str) -> Needs:
 
 def _preemptible_services(api: PassGateway, cluster: str, names: Collection[str]) -> set[str]:
     """The names among these services that carry the preemptible tag (DescribeServices, ten a call)."""
-    ordered = sorted(names)
-    tagged: set[str] = set()
-    for start in range(0, len(ordered), DESCRIBE_SERVICES_BATCH):
-        lookup = api.describe_services(cluster, ordered[start : start + DESCRIBE_SERVICES_BATCH])
-        tagged |= {
-            s.name for s in lookup.services if s.status == "ACTIVE" and room.is_true(s.tags, room.PREEMPTIBLE_TAG)
-        }
-    return tagged
+    lookup = api.describe_services(cluster, sorted(names))
+    return {s.name for s in lookup.services if s.status == "ACTIVE" and room.is_true(s.tags, room.PREEMPTIBLE_TAG)}
 
 
 def _candidates(
