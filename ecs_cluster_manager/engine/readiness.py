@@ -22,9 +22,19 @@ import structlog
 from ecs_cluster_manager.aws.errors import EcsError
 from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
-from ecs_cluster_manager.model.coverage import RUNNING, Coverage
+from ecs_cluster_manager.model.coverage import Coverage
 from ecs_cluster_manager.model.models import Service
-from ecs_cluster_manager.model.readiness import ACTIVE, PUT_BATCH, TRUE, HostState, Readiness, ServiceHosts, decide
+from ecs_cluster_manager.model.readiness import (
+    ACTIVE,
+    PUT_BATCH,
+    TRUE,
+    HostState,
+    Readiness,
+    ServiceHosts,
+    decide,
+    running_hosts,
+    unwanted_hosts,
+)
 from ecs_cluster_manager.model.report import PassReport
 from ecs_cluster_manager.observe.filters import DISCONNECTED, HostFilter
 from ecs_cluster_manager.observe.hosts import INACTIVE
@@ -233,29 +243,21 @@ def audit(
         found = coverages.get(service.name)
         if service.arn not in eligible:
             continue
-        running = frozenset(
-            t.container_instance_arn for t in (found.tasks if found else ())
-            if t.container_instance_arn and t.last_status == RUNNING
-        )
-        wanted = {h.container_instance_arn for h in (*found.missing, *found.pending)} if found else set()
+        running = running_hosts(found.tasks) if found else frozenset()
         since = service.placement_failure_since
         views.append(
             ServiceHosts(
                 name=service.name,
                 eligible=eligible[service.arn],
                 running=running,
-                unwanted=frozenset(eligible[service.arn] - running - wanted) if found else frozenset(),
+                unwanted=unwanted_hosts(found, eligible[service.arn], running) if found else frozenset(),
                 missing_since={h.container_instance_arn: since for h in found.missing} if found and since else {},
                 read=found is not None,
             )
         )
     decided = decide(hosts, views, marked, now=now, grace=config.coverage_grace)
     why = {host.arn: host.why for host in decided.not_ready}
-    ec2_ids = {
-        instance.arn: instance.ec2_instance_id
-        for batch in (sorted(hosts)[i : i + DESCRIBED_HOSTS] for i in range(0, len(hosts), DESCRIBED_HOSTS))
-        for instance in api.describe_container_instances(config.cluster, batch)
-    }
+    ec2_ids = {i.arn: i.ec2_instance_id for i in api.describe_container_instances(config.cluster, sorted(hosts))}
     return [
         HostReport(
             container_instance_arn=arn,

@@ -21,8 +21,11 @@ words. A deleted attribute never moves a task that already runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from ecs_cluster_manager.model.coverage import RUNNING, Coverage
+from ecs_cluster_manager.model.models import Task
 
 ACTIVE = "ACTIVE"
 TRUE = "true"  # the attribute's value on a ready host
@@ -75,6 +78,21 @@ class Readiness:
     delete: tuple[str, ...]
     # Host -> why its attribute is deleted.
     delete_why: Mapping[str, str] = field(default_factory=dict)
+
+
+def running_hosts(tasks: Iterable[Task]) -> frozenset[str]:
+    """The hosts with a RUNNING task that is meant to keep running."""
+    return frozenset(
+        t.container_instance_arn
+        for t in tasks
+        if t.container_instance_arn and t.last_status == RUNNING and t.desired_status == RUNNING
+    )
+
+
+def unwanted_hosts(coverage: Coverage, eligible: Iterable[str], running: Collection[str]) -> frozenset[str]:
+    """The eligible hosts a coverage reading leaves without a task on purpose (beyond the sizing tags' target)."""
+    wanted = {h.container_instance_arn for h in (*coverage.missing, *coverage.pending)}
+    return frozenset(set(eligible) - set(running) - wanted)
 
 
 def waiting_for(host: str, services: Collection[ServiceHosts]) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ecs_cluster_manager.model.coverage import RUNNING, Coverage
 from ecs_cluster_manager.model.models import Task
+from ecs_cluster_manager.model.readiness import running_hosts, unwanted_hosts
 
 # The task events of the services a pass does not manage (yet) are kept for this many tasks at most.
 MAX_TASKS = 50_000
@@ -45,18 +46,10 @@ class TaskChange:
 
 
 @dataclass
-class _Known:
-    host: str | None
-    status: str
-    desired: str
-    version: int | None
-
-
-@dataclass
 class ReadyWatch:
     """Per managed service, its tasks (by ARN) as last read or reported; the hosts that have the attribute."""
 
-    tasks: dict[str, dict[str, _Known]] = field(default_factory=dict)  # service -> task ARN -> what is known
+    tasks: dict[str, dict[str, Task]] = field(default_factory=dict)  # service -> task ARN -> the task as last known
     unwanted: dict[str, frozenset[str]] = field(default_factory=dict)  # service -> hosts its tags leave empty
     marked: set[str] | None = None  # hosts with the attribute; None: not read from ECS yet
     marked_at: float | None = None  # store clock: when `marked` was last read in full
@@ -68,14 +61,8 @@ class ReadyWatch:
     def read(self, coverage: Coverage, tasks: Iterable[Task], eligible: Iterable[str]) -> None:
         """Take in a coverage reading: the service's tasks (replacing what was known) and the hosts it leaves empty."""
         # The reading is newer than every event taken in before it: it replaces them.
-        known = {
-            task.arn: _Known(task.container_instance_arn, task.last_status, task.desired_status, task.version)
-            for task in tasks
-        }
-        self.tasks[coverage.service] = known
-        wanted = {h.container_instance_arn for h in (*coverage.missing, *coverage.pending)}
-        running = self.running(coverage.service)
-        self.unwanted[coverage.service] = frozenset(set(eligible) - running - wanted)
+        self.tasks[coverage.service] = {task.arn: task for task in tasks}
+        self.unwanted[coverage.service] = unwanted_hosts(coverage, eligible, self.running(coverage.service))
 
     def observe_task(self, change: TaskChange) -> bool:
         """Take in a task event of a service read before; True when it makes a host newly run the service's task."""
@@ -96,10 +83,15 @@ class ReadyWatch:
             self.unconfirmed[change.task_arn] = service
             return True
         # A task on its way out (or not started yet): taking it in can only make a host wait, never ready.
-        if before is not None and before.status == RUNNING and before.desired == RUNNING:
+        if before is not None and before.last_status == RUNNING and before.desired_status == RUNNING:
             self.task_stopped = True
-        known[change.task_arn] = _Known(
-            change.container_instance_arn, change.last_status, change.desired_status, change.version
+        known[change.task_arn] = Task(
+            change.task_arn,
+            change.container_instance_arn,
+            change.last_status,
+            before.task_definition_arn if before is not None else "",
+            desired_status=change.desired_status,
+            version=change.version,
         )
         self.unconfirmed.pop(change.task_arn, None)
         return False
@@ -115,15 +107,12 @@ class ReadyWatch:
             if task is None:
                 known.pop(arn, None)
             else:
-                known[arn] = _Known(task.container_instance_arn, task.last_status, task.desired_status, task.version)
+                known[arn] = task
         self.unconfirmed = {}
 
     def running(self, service: str) -> frozenset[str]:
         """The hosts with a RUNNING task of the service that is meant to keep running."""
-        return frozenset(
-            t.host for t in self.tasks.get(service, {}).values()
-            if t.host and t.status == RUNNING and t.desired == RUNNING
-        )
+        return running_hosts(self.tasks.get(service, {}).values())
 
     def was_read(self, service: str) -> bool:
         return service in self.tasks
