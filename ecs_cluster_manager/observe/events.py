@@ -110,23 +110,13 @@ def parse_document(document: Any) -> InstanceChange | TaskChange | Ignored:
         return parse_task(document)
     if document.get("source") != SOURCE or document.get("detail-type") != DETAIL_TYPE:
         return Ignored(OTHER_TYPE)
-    detail = document.get("detail")
-    if not isinstance(detail, dict):
-        raise MalformedEvent("no detail object")
-    try:
-        arn = detail["containerInstanceArn"]
-        cluster_arn = detail["clusterArn"]
-        status = detail["status"]
-        connected = detail["agentConnected"]
-        version = detail["version"]
-    except KeyError as error:
-        raise MalformedEvent(f"detail has no {error.args[0]}") from None
-    if not (isinstance(arn, str) and isinstance(cluster_arn, str) and isinstance(status, str)):
-        raise MalformedEvent("containerInstanceArn, clusterArn and status must be strings")
+    detail = _detail(document, ("containerInstanceArn", "clusterArn", "status"), ("agentConnected", "version"))
+    arn, cluster_arn, status, connected = (
+        detail["containerInstanceArn"], detail["clusterArn"], detail["status"], detail["agentConnected"]
+    )
     if not isinstance(connected, bool):
         raise MalformedEvent("agentConnected must be true or false")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise MalformedEvent("version must be a whole number")
+    version = _version(detail["version"])
     ec2_instance_id = detail.get("ec2InstanceId")
     return InstanceChange(
         arn,
@@ -141,20 +131,9 @@ def parse_document(document: Any) -> InstanceChange | TaskChange | Ignored:
 
 def parse_task(document: dict[str, Any]) -> TaskChange | Ignored:
     """Read an "ECS Task State Change" event: a service's task on a host; Ignored for a task of no service."""
-    detail = document.get("detail")
-    if not isinstance(detail, dict):
-        raise MalformedEvent("no detail object")
-    try:
-        arn = detail["taskArn"]
-        cluster_arn = detail["clusterArn"]
-        last_status = detail["lastStatus"]
-        version = detail["version"]
-    except KeyError as error:
-        raise MalformedEvent(f"detail has no {error.args[0]}") from None
-    if not (isinstance(arn, str) and isinstance(cluster_arn, str) and isinstance(last_status, str)):
-        raise MalformedEvent("taskArn, clusterArn and lastStatus must be strings")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise MalformedEvent("version must be a whole number")
+    detail = _detail(document, ("taskArn", "clusterArn", "lastStatus"), ("version",))
+    arn, cluster_arn, last_status = detail["taskArn"], detail["clusterArn"], detail["lastStatus"]
+    version = _version(detail["version"])
     group = detail.get("group")
     host = detail.get("containerInstanceArn")
     desired = detail.get("desiredStatus")
@@ -169,6 +148,25 @@ def parse_task(document: dict[str, Any]) -> TaskChange | Ignored:
         time=_timestamp(document.get("time")),
     )
     return change if change.service is not None else Ignored(NOT_A_SERVICE_TASK)
+
+
+def _detail(document: dict[str, Any], strings: tuple[str, ...], others: tuple[str, ...]) -> dict[str, Any]:
+    """The event's detail, with every one of these fields (`strings` must be strings); else MalformedEvent."""
+    detail = document.get("detail")
+    if not isinstance(detail, dict):
+        raise MalformedEvent("no detail object")
+    for key in (*strings, *others):
+        if key not in detail:
+            raise MalformedEvent(f"detail has no {key}")
+    if not all(isinstance(detail[key], str) for key in strings):
+        raise MalformedEvent(f"{', '.join(strings[:-1])} and {strings[-1]} must be strings")
+    return detail
+
+
+def _version(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedEvent("version must be a whole number")
+    return value
 
 
 def _timestamp(value: Any) -> float | None:
