@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import replace_marked
 from ecs_cluster_manager.aws.ecs import Api
 from ecs_cluster_manager.config import DEFAULT_RESYNC
 from ecs_cluster_manager.engine import coverage
@@ -135,11 +136,7 @@ def render(rows: Sequence[Row]) -> str:
 
 def replace_section(document: str, section: str) -> str:
     """The document with its coverage section replaced by `section` (appended when it has none)."""
-    if BEGIN in document and END in document:
-        before, rest = document.split(BEGIN, 1)
-        _, after = rest.split(END, 1)
-        return before + section.rstrip("\n") + after
-    return document.rstrip("\n") + "\n\n" + section
+    return replace_marked(document, section, BEGIN, END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from localecs import ApiCall, LocalECS
 
 from .events import EVENTS, POLLING, heartbeat_dir, is_daemon_call, p95
 from .measure import daemon, daemon_env
+from .report import replace_marked
 
 ATTRIBUTE = "ecs-cluster-manager.ready"
 SERVICE = "agent"
@@ -319,11 +320,7 @@ def render(figures: Sequence[Figure]) -> str:
 
 def replace_section(document: str, section: str) -> str:
     """The document with this section replaced by `section` (appended when it has none)."""
-    if BEGIN in document and END in document:
-        before, rest = document.split(BEGIN, 1)
-        _, after = rest.split(END, 1)
-        return before + section.rstrip("\n") + after
-    return document.rstrip("\n") + "\n\n" + section
+    return replace_marked(document, section, BEGIN, END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -838,3 +838,13 @@ def render(results: Results) -> str:
                 "",
             ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def replace_marked(document: str, section: str, begin: str, end: str) -> str:
+    """The document with its section between the `begin` and `end` markers replaced by `section` (which carries
+    them), or with `section` appended when it has none."""
+    if begin in document and end in document:
+        before, rest = document.split(begin, 1)
+        _, after = rest.split(end, 1)
+        return before + section.rstrip("\n") + after
+    return document.rstrip("\n") + "\n\n" + section
