@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from ecs_cluster_manager.aws.ecs import DESCRIBE_CONTAINER_INSTANCES_BATCH
 from ecs_cluster_manager.aws.errors import EcsError
 from ecs_cluster_manager.aws.gateway import PassGateway
 from ecs_cluster_manager.config import Config
@@ -43,7 +44,6 @@ from ecs_cluster_manager.observe.memory import Memory
 log = structlog.get_logger(__name__)
 
 LOGGED_HOSTS = 20  # a log line names at most this many hosts, and counts the rest
-DESCRIBED_HOSTS = 100  # marked hosts that left the store, described per pass: one DescribeContainerInstances call
 
 
 def _named(arns: Sequence[str]) -> list[str]:
@@ -151,7 +151,8 @@ def _left(api: PassGateway, config: Config, memory: Memory, hosts: Mapping[str, 
     watch = memory.ready
     assert watch.marked is not None
     active = {arn for arn, host in hosts.items() if host.status == ACTIVE}
-    left = sorted((watch.marked & watch.active_before) - set(hosts))[:DESCRIBED_HOSTS]
+    # One DescribeContainerInstances call a pass at most.
+    left = sorted((watch.marked & watch.active_before) - set(hosts))[:DESCRIBE_CONTAINER_INSTANCES_BATCH]
     found: dict[str, HostState] = {}
     if left:
         described = {i.arn: i for i in api.describe_container_instances(config.cluster, left)}
