@@ -12,11 +12,15 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from daemon_helpers import Daemon, decisions, events, run_once
 from localecs import LocalECS
+
+if TYPE_CHECKING:
+    from conftest import OperationRecorder
 
 CLUSTER = "prod"
 DISTINCT = [{"type": "distinctInstance"}]
@@ -132,7 +136,7 @@ def test_never_manages_its_own_service(cluster: LocalECS, task_metadata: str) ->
     assert "manager-agent" not in decisions(result.stdout)
 
 
-def test_member_of_sizes_to_the_matching_hosts(cluster: LocalECS) -> None:
+def test_member_of_sizes_to_the_matching_hosts(cluster: LocalECS, daemon_operations: OperationRecorder) -> None:
     """A memberOf service is sized to the hosts it selects; services with one expression share a listing."""
     cluster.create_service(CLUSTER, "web-cache", placement_constraints=WEB_ONLY)
     cluster.create_service(CLUSTER, "web-proxy", placement_constraints=WEB_ONLY)
@@ -142,14 +146,18 @@ def test_member_of_sizes_to_the_matching_hosts(cluster: LocalECS) -> None:
     assert result.returncode == 0, result.stderr
     assert desired(cluster, "web-cache", "web-proxy", "everywhere") == {"web-cache": 2, "web-proxy": 2, "everywhere": 4}
     # One exact count per distinct filter: its ACTIVE hosts, and those with a disconnected agent.
+    listings = [c for c in cluster.calls if c.operation == "ListContainerInstances"]
     active = sorted(
         str(c.params.get("filter"))
-        for c in cluster.calls
-        if c.operation == "ListContainerInstances" and "agentConnected" not in str(c.params.get("filter"))
+        for c in listings
+        if "agentConnected" not in str(c.params.get("filter"))
         and c.params.get("status") == "ACTIVE"
+        and c.params.get("cluster") == CLUSTER
+        and daemon_operations.is_daemon_call(c)
     )
     retried = [e for e in events(result.stdout) if e.get("event") == "api_retry"]  # a retry repeats a listing
-    assert active == ["(attribute:role == web)", "None"], retried
+    every = [(c.params.get("cluster"), c.params.get("filter"), c.user_agent.split()[-1:]) for c in listings]
+    assert active == ["(attribute:role == web)", "None"], (retried, every)
 
 
 def test_member_of_excludes_disconnected_hosts(cluster: LocalECS) -> None:
